@@ -1,0 +1,22 @@
+"""fishertut: the diagonal of the Fisher information matrix, its two estimators and their variances.
+
+After Soen & Sun, "Trade-Offs of Diagonal Fisher Information Matrix Estimators" (NeurIPS 2024).
+
+>>> import fishertut as ft
+>>> fam = ft.Categorical()
+>>> F = ft.fisher_diagonal(model, x, fam)                 # doctest: +SKIP
+>>> rep = ft.variance_report(model, x, fam)               # doctest: +SKIP
+"""
+
+from .api import estimator_terms, fisher_diagonal, per_input_statistics, variance_report
+from .errors import UnsupportedModelError
+from .families import Categorical, ExponentialFamily, Gaussian, OutputSpectrum
+from .report import Bounds, ConditionalStatistics, EstimatorTerms, FisherDiagonal, VarianceReport
+
+__all__ = [
+    "Categorical", "Gaussian", "ExponentialFamily", "OutputSpectrum",
+    "fisher_diagonal", "variance_report", "per_input_statistics", "estimator_terms",
+    "FisherDiagonal", "VarianceReport", "Bounds", "ConditionalStatistics", "EstimatorTerms",
+    "UnsupportedModelError",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,298 @@
+r"""Public entry points: :func:`fisher_diagonal`, :func:`variance_report`, :func:`per_input_statistics`,
+:func:`estimator_terms`.
+
+Each streams over the batches of ``inputs``, runs one engine per batch (layer-wise for supported
+``nn.Sequential`` MLPs, ``torch.func`` otherwise) and reduces unit statistics (see :mod:`fishertut.terms`):
+
+==============  ======================================================  ======  =========================
+statistic       unit value per input (``J`` = first, ``G`` = second       degree  used by
+                derivatives of the outputs, per class)
+==============  ======================================================  ======  =========================
+``fisher``      :math:`J^\top\Lambda J`                                    2       exact, report
+``i1``          :math:`\sum_s (\varepsilon_s^\top J)^2`                   2       Î1
+``i2``          :math:`\sum_s (J^\top\Lambda J - \varepsilon_s^\top G)`   2       Î2
+``fisher_sq``   :math:`(J^\top\Lambda J)^2`                               4       ``var_x``
+``var_i1``      :math:`K[J^4] - (J^\top\Lambda J)^2`                      4       report
+``var_i2``      :math:`G^\top\Lambda G`                                   4       report
+``v1_*``        :math:`\lambda(M)\,\|\Pi J\|^4`                           4       bounds
+``v2_*``        :math:`\lambda(\Lambda)\,\|\Pi G\|^2`                     4       bounds
+==============  ======================================================  ======  =========================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+from .batches import iterate_batches
+from .errors import UnsupportedModelError
+from .families import ExponentialFamily
+from .functional import FunctionalEngine
+from .layerwise import LayerwiseEngine
+from .report import (ESTIMATORS, Bounds, ConditionalStatistics, EstimatorTerms, FisherDiagonal,
+                     VarianceReport, _check_count)
+from .terms import PerInputCollector, SumCollector, UnitTerms
+from .validation import check_batch, check_generator, check_model
+
+__all__ = ["fisher_diagonal", "variance_report", "per_input_statistics", "estimator_terms"]
+
+PATHS = ("auto", "layerwise", "generic")
+_ELEMENT_BUDGET = 1 << 24
+Inputs = Tensor | Iterable
+
+
+def _select_engine(model: nn.Module, path: str) -> LayerwiseEngine | FunctionalEngine:
+    if path not in PATHS:
+        raise ValueError(f"path must be one of {PATHS}, got {path!r}")
+    if path == "generic":
+        return FunctionalEngine(model)
+    reason = LayerwiseEngine.unsupported_reason(model)
+    if reason is None:
+        return LayerwiseEngine(model)
+    if path == "layerwise":
+        raise UnsupportedModelError(reason)
+    return FunctionalEngine(model)
+
+
+class _Run:
+    """One pass over the data: validation, engine choice, batching, labels, and per-batch callbacks."""
+
+    def __init__(self, model: nn.Module, family: ExponentialFamily, path: str, batch_size: int | None,
+                 generator: torch.Generator | None) -> None:
+        if not isinstance(family, ExponentialFamily):
+            raise TypeError(f"family must be a fishertut family such as ft.Categorical() or ft.Gaussian(sigma), "
+                            f"got {type(family).__name__}")
+        self.device, self.dtype = check_model(model)
+        check_generator(generator, self.device)
+        if batch_size is not None:
+            _check_count(batch_size, "batch_size")
+        self.model, self.family, self.path, self.batch_size = model, family, path, batch_size
+        self.engine = _select_engine(model, path)
+        self.num_inputs = 0
+        self.shapes = {n: p.shape for n, p in model.named_parameters() if p.requires_grad}
+
+    def _prepare(self, x: Tensor) -> None:
+        if isinstance(self.engine, LayerwiseEngine):
+            try:
+                self.engine.check_input(x)
+            except UnsupportedModelError:
+                if self.path == "layerwise":
+                    raise
+                self.engine = FunctionalEngine(self.model)
+        if self.batch_size is None:
+            with torch.no_grad():
+                c = self.model(x[:1]).shape[-1]
+            per_input = self.engine.per_input_elements(2 * c)
+            self.batch_size = max(1, min(4096, _ELEMENT_BUDGET // per_input))
+
+    def batches(self, inputs: Inputs, targets: Tensor | str | None) -> Iterable[tuple[Tensor, Tensor, list, object]]:
+        """Yield ``(x, h, tape, y)`` per batch, with validated outputs and (if asked) checked labels."""
+        for x, y in iterate_batches(inputs, targets):
+            x = check_batch(x, self.device, self.dtype)
+            if x.shape[0] == 0:
+                continue
+            if self.num_inputs == 0:
+                self._prepare(x)
+            for s in range(0, x.shape[0], self.batch_size):
+                xb = x[s:s + self.batch_size]
+                with torch.no_grad():
+                    h, tape = self.engine.forward(xb)
+                self.family.check_output(h)
+                if h.shape[0] != xb.shape[0]:
+                    raise ValueError(f"the model output has {h.shape[0]} rows for a batch of {xb.shape[0]} inputs; "
+                                     "it must map (N, ...) to (N, C)")
+                yb = None if y is None else self.family.check_targets(y[s:s + self.batch_size], h)
+                self.num_inputs += xb.shape[0]
+                yield xb, h, tape, yb
+        if self.num_inputs == 0:
+            raise ValueError("inputs is empty: it yielded no rows")
+
+    def units(self, tape: object, channels: Tensor, curvature: Tensor | None) -> Iterable[UnitTerms]:
+        with torch.no_grad():
+            yield from self.engine.backward(tape, channels, curvature)
+
+
+def _identity(h: Tensor) -> Tensor:
+    c = h.shape[1]
+    return torch.eye(c, dtype=h.dtype, device=h.device).expand(h.shape[0], c, c)
+
+
+def _labels(run: _Run, h: Tensor, y: Tensor | None, samples: int, generator: torch.Generator | None) -> Tensor:
+    return run.family.sample(h, samples, generator) if y is None else y
+
+
+def _all_reduce(collector: SumCollector, num_inputs: int, process_group: object | None) -> int:
+    if process_group is None:
+        return num_inputs
+    import torch.distributed as dist
+
+    keys, flat = collector.flat()
+    flat = torch.cat([flat, flat.new_tensor([float(num_inputs)])])
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=process_group)
+    collector.load_flat(keys, flat[:-1])
+    return int(round(flat[-1].item()))
+
+
+def _shaped(run: _Run, sums: dict[tuple[str, str], Tensor], stat: str, scale: float,
+            leading: tuple[int, ...] = ()) -> dict[str, Tensor]:
+    return {n: (sums[(stat, n)] * scale).reshape(*leading, *shape).to(run.dtype) for n, shape in run.shapes.items()}
+
+
+def fisher_diagonal(model: nn.Module, inputs: Inputs, family: ExponentialFamily, estimator: str = "exact",
+                    targets: Tensor | str | None = None, samples_per_input: int = 1,
+                    generator: torch.Generator | None = None, batch_size: int | None = None,
+                    path: str = "auto", process_group: object | None = None) -> FisherDiagonal:
+    r"""Diagonal of the Fisher information matrix, exactly or by one of the two estimators.
+
+    * ``"exact"``: :math:`\frac1N\sum_n v_i^\top \Lambda(x_n) v_i` (spec 2);
+    * ``"i1"``: :math:`\frac1{NS}\sum_{n,s} (\partial_{\theta_i}\log p(y_{ns}|x_n))^2`;
+    * ``"i2"``: :math:`\frac1{NS}\sum_{n,s} -\partial^2_{\theta_i}\log p(y_{ns}|x_n)
+      = \frac1{NS}\sum_{n,s} (v_i^\top\Lambda v_i - \varepsilon_{ns}^\top u_i)` (spec 3).
+
+    Labels :math:`y_{ns}` are drawn from the model, ``samples_per_input`` per input, from ``generator``,
+    unless ``targets`` gives them; with data labels ``"i1"`` is the empirical Fisher (spec 7).
+
+    Args:
+        model: maps a batch ``(N, ...)`` to outputs ``h`` of shape ``(N, C)``; in eval mode if it has dropout
+            or batch norm.
+        inputs: a tensor ``(N, ...)`` or an iterable of tensors or ``(x, y)`` pairs (e.g. a ``DataLoader``).
+        family: :class:`~fishertut.Categorical` or :class:`~fishertut.Gaussian`.
+        estimator: ``"exact"``, ``"i1"`` or ``"i2"``.
+        targets: ``None`` (labels from the model), a tensor of labels aligned with the rows of ``inputs``,
+            or ``"data"`` for the ``y`` of ``(x, y)`` batches. Not allowed with ``"exact"``.
+        samples_per_input: labels drawn per input (must be 1 with ``targets``).
+        generator: random source for the labels (on the model's device), for reproducibility.
+        batch_size: rows per engine call; default: sized to a fixed memory budget.
+        path: ``"auto"`` (layer-wise engine when the model qualifies, else generic), ``"layerwise"`` or
+            ``"generic"``.
+        process_group: a ``torch.distributed`` group whose ranks each hold part of the inputs; the sums are
+            all-reduced so every rank returns the result over all inputs.
+
+    Returns:
+        :class:`FisherDiagonal`: ``{parameter name: tensor shaped like the parameter}``, in the model's dtype.
+    """
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
+    samples = _check_count(samples_per_input, "samples_per_input")
+    if targets is not None and estimator == "exact":
+        raise ValueError("targets are not used by estimator='exact' (it averages over all labels); pass targets=None")
+    if targets is not None and samples != 1:
+        raise ValueError(f"samples_per_input must be 1 when targets are given, got {samples}")
+    run = _Run(model, family, path, batch_size, generator)
+    col = SumCollector()
+    for _, h, tape, y in run.batches(inputs, targets):
+        eye = _identity(h)
+        if estimator == "exact":
+            for t in run.units(tape, eye, None):
+                col.add("fisher", family.quad(h, t.jac), t, 2)
+            continue
+        eps = family.residual(h, _labels(run, h, y, samples, generator))
+        if estimator == "i1":
+            for t in run.units(tape, eps, None):
+                col.add("i1", t.jac.square().sum(1), t, 2)
+        else:
+            for t in run.units(tape, eye, eps):
+                col.add("i2", eps.shape[1] * family.quad(h, t.jac) - t.curv.sum(1), t, 2)
+    n = _all_reduce(col, run.num_inputs, process_group)
+    stat = "fisher" if estimator == "exact" else estimator
+    per = 1 if estimator == "exact" else samples
+    return FisherDiagonal(_shaped(run, col.sums, stat, 1.0 / (n * per)), estimator=estimator,
+                          path=run.engine.name, num_inputs=n, samples_per_input=per,
+                          labels=None if estimator == "exact" else ("model" if targets is None else "given"))
+
+
+def _conditional_stats(family: ExponentialFamily, h: Tensor, t: UnitTerms, spectrum: object,
+                       add: Callable[[str, Tensor, UnitTerms, int], None], with_square: bool) -> None:
+    jac, curv = t.jac, t.curv
+    fisher = family.quad(h, jac)
+    add("fisher", fisher, t, 2)
+    if with_square:
+        add("fisher_sq", fisher.square(), t, 4)
+    add("var_i1", family.fourth_cumulant_form(h, jac), t, 4)
+    add("var_i2", family.quad(h, curv), t, 4)
+    pj = family.project(jac).square().sum(1).square()
+    pg = family.project(curv).square().sum(1)
+    add("v1_lower", spectrum.m_min[:, None] * pj, t, 4)
+    add("v1_upper", spectrum.m_max[:, None] * pj, t, 4)
+    add("v2_lower", spectrum.cov_min[:, None] * pg, t, 4)
+    add("v2_upper", spectrum.cov_max[:, None] * pg, t, 4)
+
+
+def variance_report(model: nn.Module, inputs: Inputs, family: ExponentialFamily, batch_size: int | None = None,
+                    path: str = "auto", process_group: object | None = None) -> VarianceReport:
+    r"""Exact FIM diagonal with the exact conditional variances of Î1 and Î2, the input term and the bounds.
+
+    No Monte Carlo: for each input the variance over labels is a finite sum over classes (categorical) or a
+    closed form (Gaussian): :math:`V_1 = K[v_i^4] - I(\theta_i|x)^2`, :math:`V_2 = u_i^\top\Lambda u_i` (spec 4.1).
+    See :class:`VarianceReport` for the fields and :class:`Bounds` for the bound variant.
+
+    Args:
+        model, inputs, family, batch_size, path, process_group: as in :func:`fisher_diagonal`.
+    """
+    run = _Run(model, family, path, batch_size, None)
+    col = SumCollector()
+    for _, h, tape, _ in run.batches(inputs, None):
+        eye = _identity(h)
+        spectrum = family.spectrum(h)
+        for t in run.units(tape, eye, eye):
+            _conditional_stats(family, h, t, spectrum, col.add, with_square=True)
+    n = _all_reduce(col, run.num_inputs, process_group)
+    get = lambda stat: _shaped(run, col.sums, stat, 1.0 / n)  # noqa: E731
+    fisher, fisher_sq = get("fisher"), get("fisher_sq")
+    var_x = {k: (fisher_sq[k] - fisher[k].square()).clamp_min(0) for k in fisher}
+    bounds = Bounds(get("v1_lower"), get("v1_upper"), get("v2_lower"), get("v2_upper"))
+    return VarianceReport(fisher=fisher, var_i1=get("var_i1"), var_i2=get("var_i2"), var_x=var_x, bounds=bounds,
+                          num_inputs=n, path=run.engine.name, family=family)
+
+
+def per_input_statistics(model: nn.Module, inputs: Inputs, family: ExponentialFamily,
+                         batch_size: int | None = None, path: str = "auto") -> ConditionalStatistics:
+    r"""Per-input :math:`I(\theta_i|x_n)`, :math:`V_1`, :math:`V_2` and bounds, each ``(N, *parameter.shape)``.
+
+    Materialises ``N × P`` values: meant for small models or few inputs (plots of per-input behaviour).
+    """
+    run = _Run(model, family, path, batch_size, None)
+    col = PerInputCollector()
+    for _, h, tape, _ in run.batches(inputs, None):
+        eye = _identity(h)
+        spectrum = family.spectrum(h)
+        for t in run.units(tape, eye, eye):
+            _conditional_stats(family, h, t, spectrum, col.add, with_square=False)
+    parts = col.result()
+    get = lambda stat: {n: parts[(stat, n)].reshape(-1, *shape).to(run.dtype)  # noqa: E731
+                        for n, shape in run.shapes.items()}
+    return ConditionalStatistics(fisher=get("fisher"), var_i1=get("var_i1"), var_i2=get("var_i2"),
+                                 bounds=Bounds(get("v1_lower"), get("v1_upper"), get("v2_lower"), get("v2_upper")),
+                                 path=run.engine.name)
+
+
+def estimator_terms(model: nn.Module, inputs: Inputs, family: ExponentialFamily, samples_per_input: int = 1,
+                    generator: torch.Generator | None = None, targets: Tensor | str | None = None,
+                    batch_size: int | None = None, path: str = "auto") -> EstimatorTerms:
+    r"""Single-pair terms of Î1 and Î2 for the same labels, each ``(N, S, *parameter.shape)``.
+
+    ``i1``: :math:`(\varepsilon^\top v_i)^2`; ``i2``: :math:`v_i^\top\Lambda v_i - \varepsilon^\top u_i` (spec 3).
+    Their means over ``(n, s)`` equal :func:`fisher_diagonal` with ``"i1"``/``"i2"`` and the same generator.
+    Materialises ``N × S × P`` values: meant for small models or few inputs (Monte-Carlo experiments).
+    """
+    samples = _check_count(samples_per_input, "samples_per_input")
+    if targets is not None and samples != 1:
+        raise ValueError(f"samples_per_input must be 1 when targets are given, got {samples}")
+    run = _Run(model, family, path, batch_size, generator)
+    col = PerInputCollector()
+    labels = []
+    for _, h, tape, y in run.batches(inputs, targets):
+        y = _labels(run, h, y, samples, generator)
+        labels.append(y)
+        eps = family.residual(h, y)
+        for t in run.units(tape, _identity(h), eps):
+            col.add("i1", (eps @ t.jac).square(), t, 2)
+            col.add("i2", family.quad(h, t.jac).unsqueeze(1) - t.curv, t, 2)
+    parts = col.result()
+    n = run.num_inputs
+    get = lambda stat: {k: parts[(stat, k)].reshape(n, samples, *shape).to(run.dtype)  # noqa: E731
+                        for k, shape in run.shapes.items()}
+    return EstimatorTerms(i1=get("i1"), i2=get("i2"), labels=torch.cat(labels, 0), path=run.engine.name)

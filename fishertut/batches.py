@@ -1,0 +1,57 @@
+"""Iterating over ``inputs`` (a tensor or an iterable of batches) with optional labels."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+from torch import Tensor
+
+__all__ = ["iterate_batches"]
+
+
+def iterate_batches(inputs: Tensor | Iterable,
+                    targets: Tensor | str | None) -> Iterator[tuple[object, object | None]]:
+    """Yield the ``(x, y)`` batches of ``inputs``; ``y`` is ``None`` unless labels are asked for.
+
+    Args:
+        inputs: a tensor ``(N, ...)``, or an iterable of tensors or ``(x, y)`` pairs (e.g. a ``DataLoader``).
+        targets: ``None``; a tensor of labels aligned with the rows of ``inputs`` (in iteration order);
+            or ``"data"`` to take ``y`` from the ``(x, y)`` pairs.
+    """
+    if isinstance(targets, str) and targets != "data":
+        raise ValueError(f"targets must be None, a tensor of labels or 'data', got {targets!r}")
+    if isinstance(inputs, Tensor):
+        if targets == "data":
+            raise ValueError("targets='data' needs inputs that yield (x, y) pairs, but inputs is a tensor")
+        source: Iterable = [inputs]
+    elif isinstance(inputs, Iterable) and not isinstance(inputs, (str, bytes)):
+        source = inputs
+    else:
+        raise TypeError(f"inputs must be a tensor or an iterable of batches, got {type(inputs).__name__}")
+    offset = 0
+    for batch in source:
+        if isinstance(batch, (tuple, list)):
+            if len(batch) == 0:
+                raise ValueError("inputs yielded an empty batch tuple")
+            x, data_y = batch[0], (batch[1] if len(batch) > 1 else None)
+        else:
+            x, data_y = batch, None
+        if targets == "data" and data_y is None:
+            raise ValueError("targets='data' needs inputs that yield (x, y) pairs, got a batch without labels")
+        n = x.shape[0] if isinstance(x, Tensor) and x.ndim > 0 else None
+        if n is None:
+            yield x, None
+            continue
+        if isinstance(targets, Tensor):
+            y_all = targets[offset:offset + n]
+            if y_all.shape[0] != n:
+                raise ValueError(f"targets has {targets.shape[0]} rows but inputs has more than that")
+        elif targets == "data":
+            y_all = data_y
+        else:
+            y_all = None
+        offset += n
+        yield x, y_all
+    if isinstance(targets, Tensor) and offset != targets.shape[0]:
+        raise ValueError(f"targets has {targets.shape[0]} rows but inputs has {offset}")
+

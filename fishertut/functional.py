@@ -1,0 +1,82 @@
+r"""The generic engine: any ``nn.Module`` mapping a batch ``(N, ...)`` to ``(N, C)``, through ``torch.func``.
+
+Per input, :math:`v_i = \partial h/\partial\theta_i` for all parameters comes from one ``jacrev`` (``C``
+backward passes), and :math:`u_i = \partial^2 h/\partial\theta_i^2` from a forward-over-forward directional
+derivative :math:`\frac{d^2}{ds^2} h(\theta + s e_i)|_{s=0}` per coordinate (``vmap``-ed in chunks of the
+basis). That is :math:`O(P)` passes per input: exact for any graph, practical for small models (tens of
+thousands of parameters); the layer-wise engine is the fast path for MLPs. Memory per batch is
+``N × C × P`` for the Jacobian, so batches are sized to a budget.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, jacrev, jvp, vmap
+
+from .terms import UnitTerms
+
+__all__ = ["FunctionalEngine"]
+
+
+class FunctionalEngine:
+    """Per-parameter derivative terms through ``torch.func``; each parameter entry is one unit.
+
+    Args:
+        model: any module whose forward maps a batch to ``(N, C)`` and treats inputs independently.
+        chunk_size: basis vectors per ``vmap`` call for the second derivatives.
+    """
+
+    name = "generic"
+
+    def __init__(self, model: nn.Module, chunk_size: int = 512) -> None:
+        self.model = model
+        self.chunk_size = chunk_size
+        self.params = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
+        self.frozen = {n: p.detach() for n, p in model.named_parameters() if not p.requires_grad}
+        self.buffers = dict(model.named_buffers())
+
+    def per_input_elements(self, channels: int) -> int:
+        """Peak number of tensor elements per input (the Jacobian and the second derivatives)."""
+        return max(1, 2 * (channels + 1) * sum(p.numel() for p in self.params.values()))
+
+    def _output(self, params: dict[str, Tensor], x: Tensor) -> Tensor:
+        state = {**self.frozen, **params, **self.buffers}
+        return functional_call(self.model, state, (x.unsqueeze(0),)).squeeze(0)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """The outputs ``h`` of the batch and the tape (the batch itself)."""
+        return self.model(x), x
+
+    def _second_derivatives(self, name: str, x: Tensor) -> Tensor:
+        """:math:`\\partial^2 h/\\partial\\theta_i^2` for every entry ``i`` of parameter ``name``: ``(N, C, numel)``."""
+        p = self.params[name]
+
+        def along(xi: Tensor, e: Tensor) -> Tensor:
+            def out(w: Tensor) -> Tensor:
+                return self._output({**self.params, name: w}, xi)
+
+            def first(w: Tensor) -> Tensor:
+                return jvp(out, (w,), (e,))[1]
+
+            return jvp(first, (p,), (e,))[1]
+
+        per_input = vmap(vmap(along, in_dims=(None, 0)), in_dims=(0, None))
+        eye = torch.eye(p.numel(), dtype=p.dtype, device=p.device)
+        chunks = [per_input(x, eye[s:s + self.chunk_size].reshape(-1, *p.shape))
+                  for s in range(0, p.numel(), self.chunk_size)]
+        return torch.cat(chunks, 1).transpose(1, 2)
+
+    def backward(self, tape: Tensor, channels: Tensor,
+                 curvature_channels: Tensor | None = None) -> Iterator[UnitTerms]:
+        """Yield one :class:`UnitTerms` per trainable parameter (see ``LayerwiseEngine.backward``)."""
+        x = tape
+        jac = vmap(jacrev(self._output), in_dims=(None, 0))(self.params, x)
+        for name in self.params:
+            j = jac[name].flatten(2)
+            curv = None
+            if curvature_channels is not None:
+                curv = curvature_channels @ self._second_derivatives(name, x)
+            yield UnitTerms(jac=channels @ j, curv=curv, targets=[(name, None)])

@@ -1,0 +1,195 @@
+r"""The layer-wise engine for ``nn.Sequential`` networks of ``Linear`` layers and elementwise activations.
+
+Backward recursion (spec 3.1), for a set of output-space channels :math:`R` (``K × C`` per input):
+
+* first derivatives :math:`g = \partial (R h)/\partial(\cdot)`: through a Linear layer :math:`g \leftarrow g W`,
+  through an activation :math:`g \leftarrow g \odot \sigma'(z)`;
+* diagonal second derivatives for curvature channels :math:`R_2`: every curved activation :math:`e` with input
+  :math:`z_e` is a *source* :math:`d_e = \sigma_e''(z_e) \odot g_e` (with :math:`g_e` the derivative w.r.t. its
+  output), and at a shallower pre-activation :math:`z`
+
+  .. math:: \mathrm{diag}\,\frac{\partial^2 (r^\top h)}{\partial z^2} = \sum_e A_{e}^{\odot 2\top} d_e,
+            \qquad A_e = \partial z_e/\partial z,
+
+  because :math:`\partial^2 (r^\top h)/\partial z^2 = \sum_e A_e^\top \mathrm{diag}(d_e) A_e`. The :math:`A_e`
+  are shared by all channels and propagated like :math:`g`. The last Linear layer has no source
+  below the output, so its :math:`u \equiv 0` exactly; ReLU-type activations add no source.
+
+Nothing of size ``N × C × P`` is formed: per batch, the largest tensors are the :math:`A_e` (``N × n_e × n``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from .activations import SUPPORTED_ACTIVATIONS, ActivationDerivatives, derivatives_for
+from .errors import UnsupportedModelError
+from .terms import UnitTerms
+
+__all__ = ["LayerwiseEngine"]
+
+_PASS_THROUGH = (nn.Identity, nn.Dropout, nn.AlphaDropout, nn.FeatureAlphaDropout)
+SUPPORTED_NAMES = ", ".join(["Linear", "Flatten", "Identity", "Dropout (eval mode)"]
+                            + [t.__name__ for t in SUPPORTED_ACTIVATIONS])
+
+
+@dataclass
+class _Linear:
+    module: nn.Linear
+    weight: str | None
+    bias: str | None
+
+
+@dataclass
+class _Activation:
+    derivs: ActivationDerivatives
+    module: nn.Module
+
+
+@dataclass
+class _Flatten:
+    module: nn.Flatten
+
+
+def _leaves(seq: nn.Sequential, prefix: str = "") -> Iterator[tuple[str, nn.Module]]:
+    for name, child in seq.named_children():
+        if type(child) is nn.Sequential:
+            yield from _leaves(child, f"{prefix}{name}.")
+        else:
+            yield f"{prefix}{name}", child
+
+
+class LayerwiseEngine:
+    """Exact per-unit derivative terms for a supported ``nn.Sequential``; see the module docstring.
+
+    Args:
+        model: the network. Raises :class:`UnsupportedModelError` naming the first unsupported module.
+    """
+
+    name = "layerwise"
+
+    def __init__(self, model: nn.Module) -> None:
+        reason = self.unsupported_reason(model)
+        if reason is not None:
+            raise UnsupportedModelError(reason)
+        self.model = model
+        self.steps: list[_Linear | _Activation | _Flatten] = []
+        for path, m in _leaves(model):
+            if isinstance(m, nn.Linear):
+                w, b = m.weight, m.bias
+                self.steps.append(_Linear(m, f"{path}.weight" if w.requires_grad else None,
+                                          f"{path}.bias" if b is not None and b.requires_grad else None))
+            elif isinstance(m, nn.Flatten):
+                self.steps.append(_Flatten(m))
+            elif not isinstance(m, _PASS_THROUGH):
+                self.steps.append(_Activation(derivatives_for(m), m))
+        trainable = [i for i, s in enumerate(self.steps) if isinstance(s, _Linear) and (s.weight or s.bias)]
+        self.first_trainable = trainable[0] if trainable else len(self.steps)
+
+    @staticmethod
+    def unsupported_reason(model: nn.Module) -> str | None:
+        """``None`` if the engine supports ``model``, else a message naming the offending module."""
+        if not isinstance(model, nn.Sequential) or type(model).forward is not nn.Sequential.forward:
+            return (f"the layer-wise path needs an nn.Sequential (with the standard forward), got "
+                    f"{type(model).__name__}; use path='generic'")
+        for path, m in _leaves(model):
+            if isinstance(m, nn.Linear) or isinstance(m, _PASS_THROUGH):
+                continue
+            if isinstance(m, nn.Flatten):
+                if m.start_dim != 1 or m.end_dim != -1:
+                    return f"module '{path}' (Flatten) must flatten dims 1..-1, got start_dim={m.start_dim}, end_dim={m.end_dim}"
+                continue
+            if derivatives_for(m) is None:
+                return (f"module '{path}' ({type(m).__name__}) is not supported by the layer-wise path; "
+                        f"supported: {SUPPORTED_NAMES}")
+        for name, p in model.named_parameters():
+            if not any(name.startswith(f"{path}.") for path, m in _leaves(model) if isinstance(m, nn.Linear)):
+                return f"parameter '{name}' does not belong to a Linear layer"
+        return None
+
+    def check_input(self, x: Tensor) -> None:
+        """Raise :class:`UnsupportedModelError` if a Linear layer would see a non-2-D input."""
+        ndim = x.ndim
+        for step in self.steps:
+            if isinstance(step, _Flatten):
+                ndim = 2
+            elif isinstance(step, _Linear) and ndim != 2:
+                raise UnsupportedModelError(
+                    f"the layer-wise path needs 2-D inputs (N, features) to every Linear layer; inputs of shape "
+                    f"{tuple(x.shape)} reach one with {ndim} dims. Add nn.Flatten() first or use path='generic'")
+
+    def per_input_elements(self, channels: int) -> int:
+        """Peak number of tensor elements per input in :meth:`backward` (to choose a batch size)."""
+        peak, sources, width = 0, 0, None
+        for i in range(len(self.steps) - 1, self.first_trainable - 1, -1):
+            step = self.steps[i]
+            if isinstance(step, _Linear):
+                n_in, n_out = step.module.in_features, step.module.out_features
+                peak = max(peak, (sources + channels) * (n_in + n_out))
+                width = n_in
+            elif isinstance(step, _Activation) and step.derivs.curved and width is not None:
+                sources += width
+        return max(peak, 1)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """Run the network, keeping each Linear layer's input and each activation's input."""
+        tape = []
+        a = x
+        for step in self.steps:
+            if not isinstance(step, _Flatten):
+                tape.append(a)
+            a = step.module(a)
+        return a, tape
+
+    def backward(self, tape: list[Tensor], channels: Tensor,
+                 curvature_channels: Tensor | None = None) -> Iterator[UnitTerms]:
+        """Yield one :class:`UnitTerms` per trainable Linear layer, last layer first.
+
+        Args:
+            tape: from :meth:`forward`.
+            channels: ``(N, K, C)`` output-space directions for the first derivatives.
+            curvature_channels: ``(N, K2, C)`` directions for the diagonal second derivatives; ``None`` to skip
+                them; the very same tensor as ``channels`` to share the first-derivative pass.
+        """
+        shared = curvature_channels is channels
+        k = channels.shape[1]
+        g = channels if curvature_channels is None or shared else torch.cat([channels, curvature_channels], 1)
+        want_curv = curvature_channels is not None
+        sources: list[list[Tensor | None]] = []
+        stored = iter(reversed(tape))
+        for i in range(len(self.steps) - 1, self.first_trainable - 1, -1):
+            step = self.steps[i]
+            if isinstance(step, _Flatten):
+                continue
+            inp = next(stored)
+            if isinstance(step, _Linear):
+                weight = step.module.weight
+                targets = [(n, a) for n, a in ((step.weight, inp), (step.bias, None)) if n is not None]
+                if targets:
+                    curv = None
+                    if want_curv:
+                        k2 = curvature_channels.shape[1]
+                        curv = g.new_zeros(g.shape[0], k2, weight.shape[0])
+                        for a_mat, d in sources:
+                            curv = curv + (d if a_mat is None else d @ a_mat.square())
+                    yield UnitTerms(jac=g[:, :k], curv=curv, targets=targets)
+                if i == self.first_trainable:
+                    return
+                g = g @ weight
+                for src in sources:
+                    src[0] = weight.unsqueeze(0) if src[0] is None else src[0] @ weight
+            elif isinstance(step, _Activation):
+                s1 = step.derivs.first(inp)
+                new = None
+                if want_curv and step.derivs.curved:
+                    gc = g[:, :k] if shared else g[:, k:]
+                    new = [None, step.derivs.second(inp).unsqueeze(1) * gc]
+                g = g * s1.unsqueeze(1)
+                for src in sources:
+                    src[0] = torch.diag_embed(s1) if src[0] is None else src[0] * s1.unsqueeze(1)
+                if new is not None:
+                    sources.append(new)

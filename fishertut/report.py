@@ -1,0 +1,177 @@
+r"""Result types: the diagonal FIM estimate, the variance report with its bounds, and sample sizes.
+
+Notation of the spec (sections 4.1, 4.2, 4.5, 4.6), per parameter :math:`\theta_i`, over inputs
+:math:`x_1..x_N`:
+
+* ``fisher``: :math:`\mathcal I(\theta_i) = \frac1N\sum_n I(\theta_i|x_n)`;
+* ``var_i1``, ``var_i2``: :math:`\frac1N\sum_n V_k(\theta_i|x_n)`, the variance over one label
+  :math:`y\sim p(y|x_n;\theta)` of estimator :math:`k`'s single-pair term, averaged over inputs;
+* ``var_x``: :math:`\frac1N\sum_n (I(\theta_i|x_n) - \mathcal I(\theta_i))^2`, the input term;
+* ``bounds``: per-input spectral bounds of :math:`V_1, V_2`, averaged the same way.
+
+By the law of total variance, an estimator from ``N`` inputs drawn from these, with ``S`` labels each, has
+:math:`\mathrm{Var}(\hat I_k) = \mathrm{var\_x}/N + \mathrm{var\_ik}/(NS)`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+__all__ = ["FisherDiagonal", "Bounds", "VarianceReport", "ConditionalStatistics", "EstimatorTerms"]
+
+ESTIMATORS = ("exact", "i1", "i2")
+
+
+class FisherDiagonal(dict):
+    """``{parameter name: tensor shaped like the parameter}``, with how it was computed.
+
+    Attributes:
+        estimator: ``"exact"``, ``"i1"`` or ``"i2"``.
+        path: the engine used, ``"layerwise"`` or ``"generic"``.
+        num_inputs: number of inputs :math:`N`.
+        samples_per_input: labels per input (1 for ``"exact"`` and for data labels).
+        labels: ``"model"`` (sampled), ``"given"`` (targets), or ``None`` for ``"exact"``.
+    """
+
+    def __init__(self, values: dict[str, Tensor], *, estimator: str, path: str, num_inputs: int,
+                 samples_per_input: int, labels: str | None) -> None:
+        super().__init__(values)
+        self.estimator = estimator
+        self.path = path
+        self.num_inputs = num_inputs
+        self.samples_per_input = samples_per_input
+        self.labels = labels
+
+    def __repr__(self) -> str:
+        return (f"FisherDiagonal(estimator={self.estimator!r}, path={self.path!r}, num_inputs={self.num_inputs}, "
+                f"samples_per_input={self.samples_per_input}, parameters={list(self)})")
+
+
+@dataclass
+class Bounds:
+    r"""Spectral bounds on the single-label variances, averaged over inputs (dicts like ``fisher``).
+
+    Variant (our choice among the valid ones of spec 4.2; the paper's exact form is unresolved, spec 10.2):
+    eigenvalues are taken on the subspace where the directions live, after projecting out the
+    null direction :math:`\mathbf 1` of the categorical :math:`\Lambda` (:math:`\Pi w = w - \mathrm{mean}(w)\mathbf 1`),
+    which changes neither :math:`V_1` nor :math:`V_2` (shift invariance, spec 6.1):
+
+    * ``v1_lower``/``v1_upper``: :math:`\|\Pi v_i\|^4\,\lambda_{\min/\max}(M)`, :math:`M` restricted to symmetric
+      tensors of that subspace (lower is 0 for a categorical with ``C >= 3``; tight for ``C = 2``;
+      both equal :math:`2I^2` for the Gaussian);
+    * ``v2_lower``/``v2_upper``: :math:`\|\Pi u_i\|^2\,\lambda_{\min/\max}(\Lambda)` on the subspace
+      (:math:`\lambda^+_{\min}` for the categorical; both equal :math:`\|u_i\|^2/\sigma^2` for the Gaussian).
+    """
+
+    v1_lower: dict[str, Tensor]
+    v1_upper: dict[str, Tensor]
+    v2_lower: dict[str, Tensor]
+    v2_upper: dict[str, Tensor]
+
+
+def _check_estimator(estimator: str, allowed: tuple[str, ...] = ("i1", "i2")) -> None:
+    if estimator not in allowed:
+        raise ValueError(f"estimator must be one of {allowed}, got {estimator!r}")
+
+
+def _check_count(value: int, argument: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{argument} must be a positive integer, got {value!r}")
+    return value
+
+
+@dataclass
+class VarianceReport:
+    """Exact FIM diagonal, conditional variances of Î1 and Î2, input variance and bounds (module docstring).
+
+    Attributes:
+        fisher, var_i1, var_i2, var_x: ``{parameter name: tensor shaped like the parameter}``.
+        bounds: :class:`Bounds`.
+        num_inputs: the number of inputs the averages run over.
+        path: the engine used.
+    """
+
+    fisher: dict[str, Tensor]
+    var_i1: dict[str, Tensor]
+    var_i2: dict[str, Tensor]
+    var_x: dict[str, Tensor]
+    bounds: Bounds
+    num_inputs: int
+    path: str
+    family: object = field(repr=False, default=None)
+
+    def conditional_variance(self, estimator: str) -> dict[str, Tensor]:
+        """``var_i1`` or ``var_i2``."""
+        _check_estimator(estimator)
+        return self.var_i1 if estimator == "i1" else self.var_i2
+
+    def estimator_variance(self, estimator: str, num_inputs: int | None = None,
+                           samples_per_input: int = 1) -> dict[str, Tensor]:
+        r""":math:`\mathrm{Var}(\hat I_k) = \mathrm{var\_x}/N + \mathrm{var\_ik}/(N S)` (spec 4.5).
+
+        Args:
+            estimator: ``"i1"`` or ``"i2"``.
+            num_inputs: :math:`N`, inputs drawn i.i.d. from the report's inputs (default: ``num_inputs``).
+            samples_per_input: :math:`S`, labels per input.
+        """
+        cond = self.conditional_variance(estimator)
+        n = _check_count(self.num_inputs if num_inputs is None else num_inputs, "num_inputs")
+        s = _check_count(samples_per_input, "samples_per_input")
+        return {k: self.var_x[k] / n + cond[k] / (n * s) for k in self.fisher}
+
+    def sample_size(self, epsilon: float, delta: float = 0.05, estimator: str = "i1",
+                    samples_per_input: int = 1, relative: bool = True) -> dict[str, Tensor]:
+        r"""Inputs :math:`N` that make :math:`P(|\hat I_k(\theta_i) - \mathcal I(\theta_i)| \ge \epsilon') \le \delta` by Chebyshev.
+
+        :math:`N \ge (\mathrm{var\_x} + \mathrm{var\_ik}/S)/(\delta\,\epsilon'^2)` with :math:`\epsilon' = \epsilon\,\mathcal I(\theta_i)`
+        if ``relative`` else :math:`\epsilon` (spec 4.6). Parameters with zero variance need one input;
+        a relative target for a parameter with zero Fisher information but non-zero variance needs
+        ``inf``.
+        """
+        if not (isinstance(epsilon, (int, float)) and math.isfinite(epsilon) and epsilon > 0):
+            raise ValueError(f"epsilon must be a positive number, got {epsilon!r}")
+        if not (isinstance(delta, (int, float)) and 0 < delta < 1):
+            raise ValueError(f"delta must be in (0, 1), got {delta!r}")
+        cond = self.conditional_variance(estimator)
+        s = _check_count(samples_per_input, "samples_per_input")
+        out = {}
+        for k, fisher in self.fisher.items():
+            num = self.var_x[k] + cond[k] / s
+            tol = epsilon * fisher.abs() if relative else torch.full_like(fisher, float(epsilon))
+            need = torch.ceil(num / (delta * tol.square()))
+            out[k] = torch.where(num > 0, need, torch.ones_like(need)).clamp_min(1)
+        return out
+
+
+@dataclass
+class ConditionalStatistics:
+    """Per-input values: each dict maps a parameter name to a tensor ``(N, *parameter.shape)``.
+
+    ``fisher[k][n]`` is :math:`I(\\theta|x_n)`; ``var_i1``, ``var_i2`` are :math:`V_1, V_2(\\theta|x_n)`;
+    ``bounds`` holds the per-input bounds.
+    """
+
+    fisher: dict[str, Tensor]
+    var_i1: dict[str, Tensor]
+    var_i2: dict[str, Tensor]
+    bounds: Bounds
+    path: str
+
+
+@dataclass
+class EstimatorTerms:
+    """Single-pair terms of the two estimators: dicts of ``(N, S, *parameter.shape)`` tensors.
+
+    ``i1[k][n, s]`` is :math:`(\\partial_{\\theta}\\log p(y_{ns}|x_n))^2` and ``i2[k][n, s]`` is
+    :math:`-\\partial^2_{\\theta}\\log p(y_{ns}|x_n)`; ``labels`` are the :math:`y_{ns}`. The estimators are the
+    means over ``(n, s)``.
+    """
+
+    i1: dict[str, Tensor]
+    i2: dict[str, Tensor]
+    labels: Tensor
+    path: str

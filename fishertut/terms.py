@@ -1,0 +1,85 @@
+r"""The per-unit terms both engines produce, and the collectors that reduce them to per-parameter sums.
+
+For a Linear layer :math:`z = W a + b` (spec 3.1) every weight factors into a *unit* quantity times a
+power of its input activation: :math:`v_{W[j,k]} = J[:,j]\,a_k` and :math:`u_{W[j,k]} = G[:,j]\,a_k^2`, and
+for the bias :math:`v_{b[j]} = J[:,j]`, :math:`u_{b[j]} = G[:,j]`. Here :math:`J = \partial (R h)/\partial z` for a
+set of output-space *channels* :math:`R` and :math:`G` the diagonal of :math:`\partial^2 (R_2 h)/\partial z^2`.
+Any statistic that is homogeneous of degree ``p`` in the derivative vector (degree 2: the FIM, Î1, Î2; degree
+4: the variances and bounds) is therefore a unit statistic :math:`s_{n j}` times :math:`a_{n k}^p`, and its
+sum over inputs is one matrix product :math:`s^\top a^{\odot p}`. The generic engine treats each parameter
+entry as its own unit with :math:`a \equiv 1`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+__all__ = ["UnitTerms", "SumCollector", "PerInputCollector"]
+
+
+@dataclass
+class UnitTerms:
+    """Derivative terms of one group of units for a batch of ``N`` inputs.
+
+    Attributes:
+        jac: ``(N, K, n)`` first derivatives of the ``K`` channels :math:`r_k^\\top h` w.r.t. the units.
+        curv: ``(N, K2, n)`` diagonal second derivatives of the curvature channels, or ``None``.
+        targets: ``(parameter name, activations a (N, m) or None)``: a weight gets ``a``, a bias or a
+            generic parameter ``None`` (its statistic is the unit statistic itself).
+    """
+
+    jac: Tensor
+    curv: Tensor | None
+    targets: list[tuple[str, Tensor | None]]
+
+
+class SumCollector:
+    """Accumulates :math:`\\sum_n s_{nj} a_{nk}^p` per (statistic, parameter) in float64."""
+
+    def __init__(self) -> None:
+        self.sums: dict[tuple[str, str], Tensor] = {}
+
+    def add(self, stat: str, values: Tensor, terms: UnitTerms, power: int) -> None:
+        """Add unit statistic ``values`` (N, n) of homogeneity degree ``power`` for every target of ``terms``."""
+        for name, a in terms.targets:
+            part = values.sum(0) if a is None else values.transpose(0, 1) @ a.pow(power)
+            key = (stat, name)
+            part = part.to(torch.float64)
+            self.sums[key] = self.sums[key] + part if key in self.sums else part
+
+    def flat(self) -> tuple[list[tuple[str, str]], Tensor]:
+        """Keys in a deterministic order and the sums concatenated (for an all-reduce)."""
+        keys = sorted(self.sums)
+        return keys, torch.cat([self.sums[k].reshape(-1) for k in keys])
+
+    def load_flat(self, keys: list[tuple[str, str]], flat: Tensor) -> None:
+        """Inverse of :meth:`flat`."""
+        offset = 0
+        for k in keys:
+            n = self.sums[k].numel()
+            self.sums[k] = flat[offset:offset + n].view_as(self.sums[k])
+            offset += n
+
+
+class PerInputCollector:
+    """Keeps every input's statistic: :math:`s_{n\\cdot j} a_{nk}^p`, shaped ``(N, ..., n, m)`` per parameter."""
+
+    def __init__(self) -> None:
+        self.parts: dict[tuple[str, str], list[Tensor]] = {}
+
+    def add(self, stat: str, values: Tensor, terms: UnitTerms, power: int) -> None:
+        """Store unit statistic ``values`` (N, ..., n) expanded over each target's activations."""
+        for name, a in terms.targets:
+            if a is None:
+                part = values
+            else:
+                extra = values.ndim - 2
+                part = values.unsqueeze(-1) * a.pow(power).reshape(a.shape[0], *([1] * (extra + 1)), a.shape[1])
+            self.parts.setdefault((stat, name), []).append(part)
+
+    def result(self) -> dict[tuple[str, str], Tensor]:
+        """Concatenate the batches along the input axis."""
+        return {k: torch.cat(v, 0) for k, v in self.parts.items()}

@@ -1,0 +1,72 @@
+"""Checks on the model and its inputs, each raising an error that names the argument or module at fault."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["check_model", "check_batch", "check_generator"]
+
+_STOCHASTIC_IN_TRAINING = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._BatchNorm,
+                           nn.modules.instancenorm._InstanceNorm)
+
+
+def check_model(model: nn.Module) -> tuple[torch.device, torch.dtype]:
+    """Validate ``model`` and return the device and dtype its trainable parameters share.
+
+    Raises:
+        TypeError: ``model`` is not an ``nn.Module``.
+        ValueError: no trainable parameters; parameters on several devices or of several dtypes; a non-finite
+            parameter; a dropout or batch-norm module in training mode (its output would be random or
+            batch-dependent, so the Fisher of the eval-mode network would be silently wrong).
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("model has no trainable parameters (none with requires_grad=True)")
+    devices = {p.device for _, p in params}
+    dtypes = {p.dtype for _, p in params}
+    if len(devices) > 1:
+        raise ValueError(f"model parameters are on several devices {sorted(map(str, devices))}; move the model "
+                         "to one device")
+    if len(dtypes) > 1:
+        raise ValueError(f"model parameters have several dtypes {sorted(map(str, dtypes))}; use one floating dtype")
+    dtype = dtypes.pop()
+    if not dtype.is_floating_point:
+        raise ValueError(f"model parameters must be floating point, got {dtype}")
+    for name, p in params:
+        if not torch.isfinite(p).all():
+            raise ValueError(f"model parameter '{name}' contains NaN or Inf")
+    for name, m in model.named_modules():
+        if m.training and isinstance(m, _STOCHASTIC_IN_TRAINING):
+            raise ValueError(f"module '{name or type(model).__name__}' ({type(m).__name__}) is in training mode, "
+                             "so the network is random or batch-dependent; call model.eval() first")
+    return devices.pop(), dtype
+
+
+def check_batch(x: object, device: torch.device, dtype: torch.dtype, argument: str = "inputs") -> Tensor:
+    """Validate one batch of inputs against the model's device and dtype."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{argument} must be a tensor or an iterable of tensors or (x, y) pairs, "
+                        f"got a batch of type {type(x).__name__}")
+    if x.ndim == 0:
+        raise ValueError(f"{argument} must have a batch dimension, got a 0-d tensor")
+    if x.device != device:
+        raise ValueError(f"{argument} are on {x.device} but the model parameters are on {device}")
+    if x.is_floating_point():
+        if x.dtype != dtype:
+            raise ValueError(f"{argument} have dtype {x.dtype} but the model parameters have dtype {dtype}")
+        if not torch.isfinite(x).all():
+            raise ValueError(f"{argument} contain NaN or Inf")
+    return x
+
+
+def check_generator(generator: torch.Generator | None, device: torch.device) -> None:
+    """The generator must be a ``torch.Generator`` on the model's device."""
+    if generator is None:
+        return
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    if generator.device.type != device.type:
+        raise ValueError(f"generator is on {generator.device} but the model is on {device}")
