@@ -20,3 +20,14 @@ __all__ = [
     "UnsupportedModelError",
 ]
 __version__ = "0.1.0"
+
+_SUBMODULES = ("analysis", "casestudy", "data", "models", "natural_gradient", "plotting", "symbolic", "training")
+
+
+def __getattr__(name: str) -> object:
+    """Import the submodules (``ft.data``, ``ft.models``, ...) on first use, keeping ``import fishertut`` light."""
+    if name in _SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'fishertut' has no attribute {name!r}")

@@ -22,14 +22,12 @@ statistic       unit value per input (``J`` = first, ``G`` = second       degree
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Callable
-
 import torch
 from torch import Tensor, nn
 
 from .batches import iterate_batches
 from .errors import UnsupportedModelError
-from .families import ExponentialFamily
+from .families import ExponentialFamily, OutputSpectrum
 from .functional import FunctionalEngine
 from .layerwise import LayerwiseEngine
 from .report import (ESTIMATORS, Bounds, ConditionalStatistics, EstimatorTerms, FisherDiagonal,
@@ -40,7 +38,7 @@ from .validation import check_batch, check_generator, check_model
 __all__ = ["fisher_diagonal", "variance_report", "per_input_statistics", "estimator_terms"]
 
 PATHS = ("auto", "layerwise", "generic")
-_ELEMENT_BUDGET = 1 << 24
+_ELEMENT_BUDGET = 1 << 25
 Inputs = Tensor | Iterable
 
 
@@ -61,7 +59,7 @@ class _Run:
     """One pass over the data: validation, engine choice, batching, labels, and per-batch callbacks."""
 
     def __init__(self, model: nn.Module, family: ExponentialFamily, path: str, batch_size: int | None,
-                 generator: torch.Generator | None) -> None:
+                 generator: torch.Generator | None, curvature: bool) -> None:
         if not isinstance(family, ExponentialFamily):
             raise TypeError(f"family must be a fishertut family such as ft.Categorical() or ft.Gaussian(sigma), "
                             f"got {type(family).__name__}")
@@ -70,6 +68,7 @@ class _Run:
         if batch_size is not None:
             _check_count(batch_size, "batch_size")
         self.model, self.family, self.path, self.batch_size = model, family, path, batch_size
+        self.curvature = curvature
         self.engine = _select_engine(model, path)
         self.num_inputs = 0
         self.shapes = {n: p.shape for n, p in model.named_parameters() if p.requires_grad}
@@ -85,7 +84,7 @@ class _Run:
         if self.batch_size is None:
             with torch.no_grad():
                 c = self.model(x[:1]).shape[-1]
-            per_input = self.engine.per_input_elements(2 * c)
+            per_input = self.engine.per_input_elements(2 * c, self.curvature)
             self.batch_size = max(1, min(4096, _ELEMENT_BUDGET // per_input))
 
     def batches(self, inputs: Inputs, targets: Tensor | str | None) -> Iterable[tuple[Tensor, Tensor, list, object]]:
@@ -181,21 +180,22 @@ def fisher_diagonal(model: nn.Module, inputs: Inputs, family: ExponentialFamily,
         raise ValueError("targets are not used by estimator='exact' (it averages over all labels); pass targets=None")
     if targets is not None and samples != 1:
         raise ValueError(f"samples_per_input must be 1 when targets are given, got {samples}")
-    run = _Run(model, family, path, batch_size, generator)
+    run = _Run(model, family, path, batch_size, generator, curvature=estimator == "i2")
     col = SumCollector()
     for _, h, tape, y in run.batches(inputs, targets):
         eye = _identity(h)
         if estimator == "exact":
             for t in run.units(tape, eye, None):
-                col.add("fisher", family.quad(h, t.jac), t, 2)
+                col.add([("fisher", family.quad(h, t.jac), 2)], t)
             continue
         eps = family.residual(h, _labels(run, h, y, samples, generator))
         if estimator == "i1":
             for t in run.units(tape, eps, None):
-                col.add("i1", t.jac.square().sum(1), t, 2)
+                col.add([("i1", t.jac.square().sum(1), 2)], t)
         else:
-            for t in run.units(tape, eye, eps):
-                col.add("i2", eps.shape[1] * family.quad(h, t.jac) - t.curv.sum(1), t, 2)
+            # only the sum over labels of the label noise enters: one curvature channel r = sum_s eps_s
+            for t in run.units(tape, eye, eps.sum(1, keepdim=True)):
+                col.add([("i2", samples * family.quad(h, t.jac) - t.curv[:, 0], 2)], t)
     n = _all_reduce(col, run.num_inputs, process_group)
     stat = "fisher" if estimator == "exact" else estimator
     per = 1 if estimator == "exact" else samples
@@ -204,21 +204,23 @@ def fisher_diagonal(model: nn.Module, inputs: Inputs, family: ExponentialFamily,
                           labels=None if estimator == "exact" else ("model" if targets is None else "given"))
 
 
-def _conditional_stats(family: ExponentialFamily, h: Tensor, t: UnitTerms, spectrum: object,
-                       add: Callable[[str, Tensor, UnitTerms, int], None], with_square: bool) -> None:
+def _conditional_stats(family: ExponentialFamily, h: Tensor, t: UnitTerms, spectrum: OutputSpectrum,
+                       with_square: bool) -> list[tuple[str, Tensor, int]]:
+    """The report's unit statistics ``(name, values, degree)`` of one group of units (module table)."""
     jac, curv = t.jac, t.curv
     fisher = family.quad(h, jac)
-    add("fisher", fisher, t, 2)
-    if with_square:
-        add("fisher_sq", fisher.square(), t, 4)
-    add("var_i1", family.fourth_cumulant_form(h, jac), t, 4)
-    add("var_i2", family.quad(h, curv), t, 4)
     pj = family.project(jac).square().sum(1).square()
     pg = family.project(curv).square().sum(1)
-    add("v1_lower", spectrum.m_min[:, None] * pj, t, 4)
-    add("v1_upper", spectrum.m_max[:, None] * pj, t, 4)
-    add("v2_lower", spectrum.cov_min[:, None] * pg, t, 4)
-    add("v2_upper", spectrum.cov_max[:, None] * pg, t, 4)
+    stats = [("fisher", fisher, 2),
+             ("var_i1", family.fourth_cumulant_form(h, jac), 4),
+             ("var_i2", family.quad(h, curv), 4),
+             ("v1_lower", spectrum.m_min[:, None] * pj, 4),
+             ("v1_upper", spectrum.m_max[:, None] * pj, 4),
+             ("v2_lower", spectrum.cov_min[:, None] * pg, 4),
+             ("v2_upper", spectrum.cov_max[:, None] * pg, 4)]
+    if with_square:
+        stats.append(("fisher_sq", fisher.square(), 4))
+    return stats
 
 
 def variance_report(model: nn.Module, inputs: Inputs, family: ExponentialFamily, batch_size: int | None = None,
@@ -232,13 +234,13 @@ def variance_report(model: nn.Module, inputs: Inputs, family: ExponentialFamily,
     Args:
         model, inputs, family, batch_size, path, process_group: as in :func:`fisher_diagonal`.
     """
-    run = _Run(model, family, path, batch_size, None)
+    run = _Run(model, family, path, batch_size, None, curvature=True)
     col = SumCollector()
     for _, h, tape, _ in run.batches(inputs, None):
         eye = _identity(h)
         spectrum = family.spectrum(h)
         for t in run.units(tape, eye, eye):
-            _conditional_stats(family, h, t, spectrum, col.add, with_square=True)
+            col.add(_conditional_stats(family, h, t, spectrum, with_square=True), t)
     n = _all_reduce(col, run.num_inputs, process_group)
     get = lambda stat: _shaped(run, col.sums, stat, 1.0 / n)  # noqa: E731
     fisher, fisher_sq = get("fisher"), get("fisher_sq")
@@ -254,13 +256,13 @@ def per_input_statistics(model: nn.Module, inputs: Inputs, family: ExponentialFa
 
     Materialises ``N × P`` values: meant for small models or few inputs (plots of per-input behaviour).
     """
-    run = _Run(model, family, path, batch_size, None)
+    run = _Run(model, family, path, batch_size, None, curvature=True)
     col = PerInputCollector()
     for _, h, tape, _ in run.batches(inputs, None):
         eye = _identity(h)
         spectrum = family.spectrum(h)
         for t in run.units(tape, eye, eye):
-            _conditional_stats(family, h, t, spectrum, col.add, with_square=False)
+            col.add(_conditional_stats(family, h, t, spectrum, with_square=False), t)
     parts = col.result()
     get = lambda stat: {n: parts[(stat, n)].reshape(-1, *shape).to(run.dtype)  # noqa: E731
                         for n, shape in run.shapes.items()}
@@ -281,7 +283,7 @@ def estimator_terms(model: nn.Module, inputs: Inputs, family: ExponentialFamily,
     samples = _check_count(samples_per_input, "samples_per_input")
     if targets is not None and samples != 1:
         raise ValueError(f"samples_per_input must be 1 when targets are given, got {samples}")
-    run = _Run(model, family, path, batch_size, generator)
+    run = _Run(model, family, path, batch_size, generator, curvature=True)
     col = PerInputCollector()
     labels = []
     for _, h, tape, y in run.batches(inputs, targets):
@@ -289,8 +291,8 @@ def estimator_terms(model: nn.Module, inputs: Inputs, family: ExponentialFamily,
         labels.append(y)
         eps = family.residual(h, y)
         for t in run.units(tape, _identity(h), eps):
-            col.add("i1", (eps @ t.jac).square(), t, 2)
-            col.add("i2", family.quad(h, t.jac).unsqueeze(1) - t.curv, t, 2)
+            col.add([("i1", (eps @ t.jac).square(), 2),
+                     ("i2", family.quad(h, t.jac).unsqueeze(1) - t.curv, 2)], t)
     parts = col.result()
     n = run.num_inputs
     get = lambda stat: {k: parts[(stat, k)].reshape(n, samples, *shape).to(run.dtype)  # noqa: E731

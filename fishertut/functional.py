@@ -34,13 +34,15 @@ class FunctionalEngine:
     def __init__(self, model: nn.Module, chunk_size: int = 512) -> None:
         self.model = model
         self.chunk_size = chunk_size
+        self.forward_mode = True
         self.params = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
         self.frozen = {n: p.detach() for n, p in model.named_parameters() if not p.requires_grad}
         self.buffers = dict(model.named_buffers())
 
-    def per_input_elements(self, channels: int) -> int:
-        """Peak number of tensor elements per input (the Jacobian and the second derivatives)."""
-        return max(1, 2 * (channels + 1) * sum(p.numel() for p in self.params.values()))
+    def per_input_elements(self, channels: int, curvature: bool) -> int:
+        """Peak number of tensor elements per input (the Jacobian, and the second derivatives if asked)."""
+        numel = sum(p.numel() for p in self.params.values())
+        return max(1, (2 if curvature else 1) * (channels + 1) * numel)
 
     def _output(self, params: dict[str, Tensor], x: Tensor) -> Tensor:
         state = {**self.frozen, **params, **self.buffers}
@@ -51,23 +53,37 @@ class FunctionalEngine:
         return self.model(x), x
 
     def _second_derivatives(self, name: str, x: Tensor) -> Tensor:
-        """:math:`\\partial^2 h/\\partial\\theta_i^2` for every entry ``i`` of parameter ``name``: ``(N, C, numel)``."""
+        r""":math:`\partial^2 h/\partial\theta_i^2` for every entry ``i`` of parameter ``name``: ``(N, C, numel)``.
+
+        Forward-over-forward by default; reverse-over-reverse (:math:`e_i^\top \nabla(J e_i)`) for models with
+        an operator that has no forward-mode rule (PyTorch raises ``NotImplementedError``, e.g. SiLU).
+        """
         p = self.params[name]
 
-        def along(xi: Tensor, e: Tensor) -> Tensor:
-            def out(w: Tensor) -> Tensor:
-                return self._output({**self.params, name: w}, xi)
+        def out(w: Tensor, xi: Tensor) -> Tensor:
+            return self._output({**self.params, name: w}, xi)
 
-            def first(w: Tensor) -> Tensor:
-                return jvp(out, (w,), (e,))[1]
+        def forward_forward(xi: Tensor, e: Tensor) -> Tensor:
+            return jvp(lambda w: jvp(lambda q: out(q, xi), (w,), (e,))[1], (p,), (e,))[1]
 
-            return jvp(first, (p,), (e,))[1]
+        def reverse_reverse(xi: Tensor, e: Tensor) -> Tensor:
+            def directional(w: Tensor) -> Tensor:
+                jac = jacrev(out)(w, xi)
+                return (jac * e).flatten(1).sum(1)
 
-        per_input = vmap(vmap(along, in_dims=(None, 0)), in_dims=(0, None))
+            return (jacrev(directional)(p) * e).flatten(1).sum(1)
+
         eye = torch.eye(p.numel(), dtype=p.dtype, device=p.device)
-        chunks = [per_input(x, eye[s:s + self.chunk_size].reshape(-1, *p.shape))
-                  for s in range(0, p.numel(), self.chunk_size)]
-        return torch.cat(chunks, 1).transpose(1, 2)
+        for along in ((forward_forward, reverse_reverse) if self.forward_mode else (reverse_reverse,)):
+            per_input = vmap(vmap(along, in_dims=(None, 0)), in_dims=(0, None))
+            try:
+                chunks = [per_input(x, eye[s:s + self.chunk_size].reshape(-1, *p.shape))
+                          for s in range(0, p.numel(), self.chunk_size)]
+            except NotImplementedError:
+                self.forward_mode = False
+                continue
+            return torch.cat(chunks, 1).transpose(1, 2)
+        raise RuntimeError("no differentiation mode could compute the second derivatives")
 
     def backward(self, tape: Tensor, channels: Tensor,
                  curvature_channels: Tensor | None = None) -> Iterator[UnitTerms]:

@@ -122,17 +122,27 @@ class LayerwiseEngine:
                     f"the layer-wise path needs 2-D inputs (N, features) to every Linear layer; inputs of shape "
                     f"{tuple(x.shape)} reach one with {ndim} dims. Add nn.Flatten() first or use path='generic'")
 
-    def per_input_elements(self, channels: int) -> int:
-        """Peak number of tensor elements per input in :meth:`backward` (to choose a batch size)."""
-        peak, sources, width = 0, 0, None
+    def per_input_elements(self, channels: int, curvature: bool) -> int:
+        """Peak number of tensor elements per input in :meth:`backward` (to choose a batch size).
+
+        Without curvature that is a few ``channels × width`` tensors; with it, the source Jacobians
+        :math:`A_e` (``n_e × n`` each) and their squares dominate.
+        """
+        widths = [s.module.in_features for s in self.steps if isinstance(s, _Linear)]
+        widths += [s.module.out_features for s in self.steps if isinstance(s, _Linear)]
+        peak = 4 * channels * max(widths)
+        if not curvature:
+            return peak
+        source_units, width = 0, None
         for i in range(len(self.steps) - 1, self.first_trainable - 1, -1):
             step = self.steps[i]
             if isinstance(step, _Linear):
-                n_in, n_out = step.module.in_features, step.module.out_features
-                peak = max(peak, (sources + channels) * (n_in + n_out))
-                width = n_in
+                peak = max(peak, 2 * source_units * step.module.out_features + 4 * channels * step.module.out_features)
+                width = step.module.in_features
+                if i != self.first_trainable:
+                    peak = max(peak, 2 * source_units * width)
             elif isinstance(step, _Activation) and step.derivs.curved and width is not None:
-                sources += width
+                source_units += width
         return max(peak, 1)
 
     def forward(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:

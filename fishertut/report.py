@@ -6,7 +6,9 @@ Notation of the spec (sections 4.1, 4.2, 4.5, 4.6), per parameter :math:`\theta_
 * ``fisher``: :math:`\mathcal I(\theta_i) = \frac1N\sum_n I(\theta_i|x_n)`;
 * ``var_i1``, ``var_i2``: :math:`\frac1N\sum_n V_k(\theta_i|x_n)`, the variance over one label
   :math:`y\sim p(y|x_n;\theta)` of estimator :math:`k`'s single-pair term, averaged over inputs;
-* ``var_x``: :math:`\frac1N\sum_n (I(\theta_i|x_n) - \mathcal I(\theta_i))^2`, the input term;
+* ``var_x``: :math:`\frac1N\sum_n (I(\theta_i|x_n) - \mathcal I(\theta_i))^2`, the input term, computed in one
+  streaming pass as :math:`\frac1N\sum_n I(\theta_i|x_n)^2 - \mathcal I(\theta_i)^2` from float64 sums (so its
+  absolute error is about the working precision times :math:`\mathcal I(\theta_i)^2`; clamped at 0);
 * ``bounds``: per-input spectral bounds of :math:`V_1, V_2`, averaged the same way.
 
 By the law of total variance, an estimator from ``N`` inputs drawn from these, with ``S`` labels each, has

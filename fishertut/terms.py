@@ -12,7 +12,7 @@ entry as its own unit with :math:`a \equiv 1`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -34,6 +34,17 @@ class UnitTerms:
     jac: Tensor
     curv: Tensor | None
     targets: list[tuple[str, Tensor | None]]
+    _powers: dict[tuple[int, int], Tensor] = field(default_factory=dict, repr=False)
+
+    def activation_power(self, index: int, power: int) -> Tensor | None:
+        r""":math:`a^{\odot p}` of target ``index`` (cached), or ``None`` for a target without activations."""
+        a = self.targets[index][1]
+        if a is None:
+            return None
+        key = (index, power)
+        if key not in self._powers:
+            self._powers[key] = a.pow(power)
+        return self._powers[key]
 
 
 class SumCollector:
@@ -42,13 +53,22 @@ class SumCollector:
     def __init__(self) -> None:
         self.sums: dict[tuple[str, str], Tensor] = {}
 
-    def add(self, stat: str, values: Tensor, terms: UnitTerms, power: int) -> None:
-        """Add unit statistic ``values`` (N, n) of homogeneity degree ``power`` for every target of ``terms``."""
-        for name, a in terms.targets:
-            part = values.sum(0) if a is None else values.transpose(0, 1) @ a.pow(power)
-            key = (stat, name)
-            part = part.to(torch.float64)
-            self.sums[key] = self.sums[key] + part if key in self.sums else part
+    def add(self, stats: list[tuple[str, Tensor, int]], terms: UnitTerms) -> None:
+        r"""Add unit statistics ``(name, values (N, n), degree p)`` for every target of ``terms``.
+
+        Statistics of the same degree share one matrix product :math:`[s_1 \dots s_k]^\top a^{\odot p}`.
+        """
+        by_power: dict[int, list[tuple[str, Tensor]]] = {}
+        for stat, values, power in stats:
+            by_power.setdefault(power, []).append((stat, values))
+        for power, group in by_power.items():
+            stacked = torch.cat([v for _, v in group], 1)
+            for index, (name, _) in enumerate(terms.targets):
+                ap = terms.activation_power(index, power)
+                part = (stacked.sum(0) if ap is None else stacked.transpose(0, 1) @ ap).to(torch.float64)
+                for (stat, _), piece in zip(group, part.split(part.shape[0] // len(group))):
+                    key = (stat, name)
+                    self.sums[key] = self.sums[key] + piece if key in self.sums else piece
 
     def flat(self) -> tuple[list[tuple[str, str]], Tensor]:
         """Keys in a deterministic order and the sums concatenated (for an all-reduce)."""
@@ -70,15 +90,17 @@ class PerInputCollector:
     def __init__(self) -> None:
         self.parts: dict[tuple[str, str], list[Tensor]] = {}
 
-    def add(self, stat: str, values: Tensor, terms: UnitTerms, power: int) -> None:
-        """Store unit statistic ``values`` (N, ..., n) expanded over each target's activations."""
-        for name, a in terms.targets:
-            if a is None:
-                part = values
-            else:
-                extra = values.ndim - 2
-                part = values.unsqueeze(-1) * a.pow(power).reshape(a.shape[0], *([1] * (extra + 1)), a.shape[1])
-            self.parts.setdefault((stat, name), []).append(part)
+    def add(self, stats: list[tuple[str, Tensor, int]], terms: UnitTerms) -> None:
+        """Store unit statistics ``(name, values (N, ..., n), degree p)`` expanded over each target's activations."""
+        for stat, values, power in stats:
+            for index, (name, _) in enumerate(terms.targets):
+                ap = terms.activation_power(index, power)
+                if ap is None:
+                    part = values
+                else:
+                    extra = values.ndim - 2
+                    part = values.unsqueeze(-1) * ap.reshape(ap.shape[0], *([1] * (extra + 1)), ap.shape[1])
+                self.parts.setdefault((stat, name), []).append(part)
 
     def result(self) -> dict[tuple[str, str], Tensor]:
         """Concatenate the batches along the input axis."""

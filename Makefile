@@ -1,0 +1,123 @@
+# fishertut: the book and the library.
+#
+#   make book    build the book, every chapter executed  -> _build/html/index.html
+#   make test    unit tests + every chapter run as a notebook (nbval)
+#   make lab     JupyterLab on book/ (.md chapters open as notebooks)
+#   make bench   run the benchmarks
+#   make clean   remove build outputs and caches (keeps .venv); distclean also .venv
+#
+# Every target creates .venv on first use and re-installs when requirements.txt or
+# pyproject.toml change (stamp .venv/.installed).
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+JB := $(VENV)/bin/jupyter-book
+JUPYTEXT := $(VENV)/bin/jupytext
+STAMP := $(VENV)/.installed
+
+BUILD := _build
+NBVAL_DIR := $(BUILD)/nbval
+# Extra arguments, e.g. `make test PYTEST_ARGS="-n 2"` or `NBVAL_ARGS="-n 2 --dist loadscope"`.
+PYTEST_ARGS ?=
+NBVAL_ARGS ?=
+NBVAL_CELL_TIMEOUT ?= 600
+
+# Chapters executed by the book: MyST markdown files with a jupytext header.
+CHAPTERS = $(shell grep -l '^ *format_name: *myst' book/*.md 2>/dev/null)
+
+# The execution cache (jupyter-cache) hashes only a chapter's code cells, so a change
+# in the library would otherwise be served stale outputs. LIBHASH covers the library
+# and the pinned requirements; when it changes, `make book` wipes the cache and the
+# doctrees (so Sphinx re-reads, and re-executes, every chapter).
+LIBHASH = $(shell cat pyproject.toml requirements.txt $$(find fishertut -name '*.py' | LC_ALL=C sort) 2>/dev/null | sha256sum | cut -c1-16)
+LIBSTAMP := $(BUILD)/.libhash
+
+.PHONY: help venv book test unit nbval nbval-convert lab bench clean distclean
+
+help:
+	@sed -n '3,8p' Makefile | sed 's/^# \{0,1\}//'
+
+# --- environment -------------------------------------------------------------------
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): requirements.txt pyproject.toml | $(PY)
+	$(PIP) install -r requirements.txt
+	$(PIP) install --no-deps -e .
+	touch $@
+
+venv: $(STAMP)
+
+# --- book --------------------------------------------------------------------------
+
+book: $(STAMP)
+	@mkdir -p $(BUILD)
+	@if [ "$$(cat $(LIBSTAMP) 2>/dev/null)" != "$(LIBHASH)" ]; then \
+	  echo "fishertut or requirements changed: clearing the execution cache"; \
+	  rm -rf $(BUILD)/.jupyter_cache $(BUILD)/.doctrees $(BUILD)/jupyter_execute; \
+	  echo "$(LIBHASH)" > $(LIBSTAMP); \
+	fi
+	$(JB) build . -W --keep-going
+	@echo "Book: $(BUILD)/html/index.html"
+
+# --- tests -------------------------------------------------------------------------
+
+# Both suites always run; the target fails if either fails.
+test: $(STAMP)
+	@status=0; \
+	$(MAKE) --no-print-directory unit || status=1; \
+	$(MAKE) --no-print-directory nbval || status=1; \
+	if [ $$status -ne 0 ]; then echo "make test: FAILED"; fi; \
+	exit $$status
+
+unit: $(STAMP)
+	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+# Chapters -> notebooks in _build/nbval (never next to the .md: Sphinx would see two
+# sources), then every cell is run; outputs are only compared in cells marked
+# `# NBVAL_CHECK_OUTPUT`.
+nbval-convert: $(STAMP)
+	rm -rf $(NBVAL_DIR)
+	@test -n "$(CHAPTERS)" || { echo "no chapters found in book/"; exit 1; }
+	$(JUPYTEXT) --quiet --to ../$(NBVAL_DIR)//ipynb $(CHAPTERS)  # prefix is relative to book/
+	@test "$$(ls $(NBVAL_DIR)/*.ipynb | wc -l)" -eq "$(words $(CHAPTERS))" || { echo "conversion incomplete"; exit 1; }
+
+# MPLBACKEND=Agg only here: for the book build it would replace the inline backend
+# and the figures would vanish from the pages.
+nbval: nbval-convert
+	MPLBACKEND=Agg $(PY) -m pytest --nbval-lax --nbval-current-env \
+	  --nbval-cell-timeout=$(NBVAL_CELL_TIMEOUT) -p no:cacheprovider \
+	  $(NBVAL_ARGS) $(NBVAL_DIR)
+
+# --- interactive, benchmarks -------------------------------------------------------
+
+# Open .md chapters with the Jupytext notebook view by default (JupyterLab settings
+# override file inside the venv, so the user's own settings are untouched).
+LAB_OVERRIDES := $(VENV)/share/jupyter/lab/settings/overrides.json
+
+$(LAB_OVERRIDES): | $(STAMP)
+	@mkdir -p $(dir $@)
+	@printf '%s\n' '{"@jupyterlab/docmanager-extension:plugin": {"defaultViewers": {"markdown": "Jupytext Notebook", "myst": "Jupytext Notebook"}}}' > $@
+
+lab: $(STAMP) $(LAB_OVERRIDES)
+	$(VENV)/bin/jupyter-lab --ServerApp.root_dir=book
+
+bench: $(STAMP)
+	$(PY) benchmarks/run.py
+
+# --- cleaning ----------------------------------------------------------------------
+
+clean:
+	rm -rf $(BUILD) .pytest_cache *.egg-info build dist
+	find . -path ./$(VENV) -prune -o \( -name __pycache__ -o -name .ipynb_checkpoints \) -type d -print0 \
+	  | xargs -0 rm -rf
+
+distclean: clean
+	rm -rf $(VENV)

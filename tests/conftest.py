@@ -1,0 +1,23 @@
+import functools
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from problems import PROBLEMS  # noqa: E402
+
+
+@functools.lru_cache(maxsize=None)
+def _oracle(id_):
+    import oracle
+
+    problem = PROBLEMS[id_]()
+    return problem, oracle.conditional(problem), oracle.dense_bounds(problem)
+
+
+@pytest.fixture
+def oracle_values():
+    """Function id -> (problem, per-input oracle values, per-input dense bounds), cached per session."""
+    return _oracle

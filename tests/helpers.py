@@ -1,0 +1,18 @@
+"""Comparison helpers for the tests."""
+
+import torch
+
+
+def assert_dicts_close(actual, expected, rtol=1e-10, atol_scale=1e-12, what=""):
+    """Every tensor within ``rtol`` relative to the largest magnitude of its expected tensor."""
+    assert set(actual) == set(expected), f"{what}: keys {sorted(actual)} != {sorted(expected)}"
+    for k in expected:
+        a, e = actual[k], expected[k].to(actual[k].dtype)
+        assert a.shape == e.shape, f"{what}[{k}]: shape {tuple(a.shape)} != {tuple(e.shape)}"
+        scale = e.abs().max().item()
+        err = (a - e).abs().max().item()
+        assert err <= rtol * scale + atol_scale, f"{what}[{k}]: max error {err:.3e} vs scale {scale:.3e}"
+
+
+def mean0(d):
+    return {k: v.mean(0) for k, v in d.items()}

@@ -1,0 +1,56 @@
+"""Two gloo processes on loopback, each with half of the inputs, get the single-process result."""
+
+import os
+import socket
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+import fishertut as ft
+
+
+def _problem():
+    model = ft.models.mlp([4, 6, 5, 3], "sigmoid", dtype=torch.float64, seed=7)
+    x = torch.randn(10, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    return model, x
+
+
+def _worker(rank, world, port, out):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        model, x = _problem()
+        part = x.chunk(world)[rank]
+        fam = ft.Categorical()
+        rep = ft.variance_report(model, part, fam, process_group=dist.group.WORLD)
+        F = ft.fisher_diagonal(model, part, fam, "exact", process_group=dist.group.WORLD)
+        out[rank] = {"fisher": rep.fisher, "var_i1": rep.var_i1, "var_i2": rep.var_i2, "var_x": rep.var_x,
+                     "v1_upper": rep.bounds.v1_upper, "exact": dict(F), "n": rep.num_inputs}
+    finally:
+        dist.destroy_process_group()
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_gloo_processes_match_single_process():
+    model, x = _problem()
+    fam = ft.Categorical()
+    ref = ft.variance_report(model, x, fam)
+    with mp.Manager() as manager:
+        out = manager.dict()
+        mp.spawn(_worker, args=(2, _free_port(), out), nprocs=2, join=True)
+        results = dict(out)
+    for rank in (0, 1):
+        got = results[rank]
+        assert got["n"] == x.shape[0]
+        for field, want in (("fisher", ref.fisher), ("var_i1", ref.var_i1), ("var_i2", ref.var_i2),
+                            ("var_x", ref.var_x), ("v1_upper", ref.bounds.v1_upper), ("exact", ref.fisher)):
+            for k in want:
+                # var_x = mean(I^2) - fisher^2 carries an absolute error of about eps * fisher^2
+                atol = 1e-12 * ref.fisher[k].square().max().item() if field == "var_x" else 1e-300
+                torch.testing.assert_close(got[field][k], want[k], rtol=1e-12, atol=atol)

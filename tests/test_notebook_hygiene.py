@@ -1,0 +1,103 @@
+"""Repository hygiene for the book: chapters are MyST markdown, carry no outputs, and are all in the TOC.
+
+Cheap, no torch: it guards the conventions that keep the book reproducible (no stored outputs, no
+notebook next to a same-named chapter, no chapter silently left out of the build).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BOOK = ROOT / "book"
+CHAPTERS = sorted(BOOK.glob("*.md"))
+
+
+def _front_matter(path: Path) -> str:
+    text = path.read_text(encoding="utf-8")
+    match = re.match(r"^---\n(.*?)\n---\n", text, flags=re.S)
+    return match.group(1) if match else ""
+
+
+def _toc_files() -> list[str]:
+    """Every `file:` entry of _toc.yml (plus the root), without extension."""
+    text = (ROOT / "_toc.yml").read_text(encoding="utf-8")
+    files = []
+    for line in text.splitlines():
+        line = line.split("#", 1)[0]
+        m = re.match(r"^\s*(?:-\s*)?(?:file|root):\s*(\S+)\s*$", line)
+        if m:
+            files.append(m.group(1))
+    return files
+
+
+def test_there_are_chapters() -> None:
+    assert CHAPTERS, "book/ has no .md chapters"
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_chapter_is_in_toc(path: Path) -> None:
+    stem = f"book/{path.stem}"
+    assert stem in _toc_files(), f"{stem} is not listed in _toc.yml (only_build_toc_files would skip it)"
+
+
+def test_toc_entries_exist() -> None:
+    for entry in _toc_files():
+        candidates = [ROOT / f"{entry}{ext}" for ext in ("", ".md", ".ipynb")]
+        assert any(c.is_file() for c in candidates), f"_toc.yml names {entry}, which does not exist"
+
+
+def test_toc_has_no_duplicates() -> None:
+    files = _toc_files()
+    assert len(files) == len(set(files)), f"duplicate entries in _toc.yml: {files}"
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_executable_chapter_is_myst_notebook(path: Path) -> None:
+    """A chapter with code cells must carry the jupytext MyST header and the python3 kernel."""
+    text = path.read_text(encoding="utf-8")
+    if "{code-cell}" not in text:
+        return
+    front = _front_matter(path)
+    assert re.search(r"format_name:\s*myst", front), f"{path.name}: code cells but no jupytext myst header"
+    assert "kernelspec:" in front and re.search(r"^\s+name:\s*python3\s*$", front, flags=re.M), (
+        f"{path.name}: kernelspec must be python3"
+    )
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_no_pip_install_or_syspath_hacks(path: Path) -> None:
+    text = path.read_text(encoding="utf-8")
+    assert not re.search(r"^\s*[!%]\s*pip\s+install", text, flags=re.M), f"{path.name}: `!pip install` cell"
+    assert "sys.path.insert" not in text and "sys.path.append" not in text, f"{path.name}: sys.path hack"
+
+
+def test_no_notebook_shadows_a_chapter() -> None:
+    for nb in BOOK.rglob("*.ipynb"):
+        if ".ipynb_checkpoints" in nb.parts:
+            continue
+        assert not nb.with_suffix(".md").exists(), f"{nb.name} sits next to a same-named .md chapter"
+
+
+def test_notebooks_have_no_outputs() -> None:
+    """Output-free notebooks only (outputs belong to the build, never to git)."""
+    for path in sorted(BOOK.rglob("*.ipynb")):
+        if ".ipynb_checkpoints" in path.parts:
+            continue
+        nb = json.loads(path.read_text(encoding="utf-8"))
+        for i, cell in enumerate(nb.get("cells", [])):
+            if cell.get("cell_type") == "code":
+                assert not cell.get("outputs"), f"{path.name}: cell {i} has stored outputs"
+                assert cell.get("execution_count") is None, f"{path.name}: cell {i} has an execution count"
+
+
+def test_readme_quick_start_runs() -> None:
+    """The README's library quick start (its first ```python block) runs as written."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    assert blocks, "README.md has no ```python quick start"
+    exec(compile(blocks[0], "README.md", "exec"), {"__name__": "readme_quick_start"})
