@@ -19,11 +19,19 @@ __all__ = ["ActivationDerivatives", "derivatives_for", "SUPPORTED_ACTIVATIONS"]
 
 @dataclass(frozen=True)
 class ActivationDerivatives:
-    """``first(z)``, ``second(z)`` of one activation module; ``curved`` is False where ``second`` is 0."""
+    """``first(z)``, ``second(z)`` of one activation module; ``curved`` is False where ``second`` is 0.
+
+    ``both(z)``, where given, returns the two at once, sharing intermediate values.
+    """
 
     first: Callable[[Tensor], Tensor]
     second: Callable[[Tensor], Tensor]
     curved: bool = True
+    both: Callable[[Tensor], tuple[Tensor, Tensor]] | None = None
+
+    def pair(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        """:math:`(\sigma'(z), \sigma''(z))`."""
+        return self.both(z) if self.both is not None else (self.first(z), self.second(z))
 
 
 def _sigmoid(_: nn.Module) -> ActivationDerivatives:
@@ -35,7 +43,12 @@ def _sigmoid(_: nn.Module) -> ActivationDerivatives:
         s = torch.sigmoid(z)
         return s * (1 - s) * (1 - 2 * s)
 
-    return ActivationDerivatives(first, second)
+    def both(z: Tensor) -> tuple[Tensor, Tensor]:
+        s = torch.sigmoid(z)
+        d1 = s * (1 - s)
+        return d1, d1 * (1 - 2 * s)
+
+    return ActivationDerivatives(first, second, both=both)
 
 
 def _tanh(_: nn.Module) -> ActivationDerivatives:
@@ -46,7 +59,12 @@ def _tanh(_: nn.Module) -> ActivationDerivatives:
         t = torch.tanh(z)
         return -2 * t * (1 - t.square())
 
-    return ActivationDerivatives(first, second)
+    def both(z: Tensor) -> tuple[Tensor, Tensor]:
+        t = torch.tanh(z)
+        d1 = 1 - t.square()
+        return d1, -2 * t * d1
+
+    return ActivationDerivatives(first, second, both=both)
 
 
 def _softplus(m: nn.Softplus) -> ActivationDerivatives:

@@ -183,10 +183,10 @@ def fisher_diagonal(model: nn.Module, inputs: Inputs, family: ExponentialFamily,
     run = _Run(model, family, path, batch_size, generator, curvature=estimator == "i2")
     col = SumCollector()
     for _, h, tape, y in run.batches(inputs, targets):
-        eye = _identity(h)
+        # channels S with S^T S = Lambda turn v^T Lambda v into ||S v||^2
         if estimator == "exact":
-            for t in run.units(tape, eye, None):
-                col.add([("fisher", family.quad(h, t.jac), 2)], t)
+            for t in run.units(tape, family.covariance_factor(h), None):
+                col.add([("fisher", t.jac.square().sum(1), 2)], t)
             continue
         eps = family.residual(h, _labels(run, h, y, samples, generator))
         if estimator == "i1":
@@ -194,8 +194,8 @@ def fisher_diagonal(model: nn.Module, inputs: Inputs, family: ExponentialFamily,
                 col.add([("i1", t.jac.square().sum(1), 2)], t)
         else:
             # only the sum over labels of the label noise enters: one curvature channel r = sum_s eps_s
-            for t in run.units(tape, eye, eps.sum(1, keepdim=True)):
-                col.add([("i2", samples * family.quad(h, t.jac) - t.curv[:, 0], 2)], t)
+            for t in run.units(tape, family.covariance_factor(h), eps.sum(1, keepdim=True)):
+                col.add([("i2", samples * t.jac.square().sum(1) - t.curv[:, 0], 2)], t)
     n = _all_reduce(col, run.num_inputs, process_group)
     stat = "fisher" if estimator == "exact" else estimator
     per = 1 if estimator == "exact" else samples

@@ -94,6 +94,10 @@ class ExponentialFamily(ABC):
         r""":math:`\Lambda = \mathrm{Cov}(\varepsilon \mid x)`, shape ``(N, C, C)``."""
 
     @abstractmethod
+    def covariance_factor(self, h: Tensor) -> Tensor:
+        r"""A factor :math:`S` ``(N, C, C)`` with :math:`S^\top S = \Lambda`, so that :math:`w^\top\Lambda w = \|S w\|^2`."""
+
+    @abstractmethod
     def quad(self, h: Tensor, w: Tensor) -> Tensor:
         r""":math:`w^\top \Lambda w` for ``w`` of shape ``(N, C, n)``; shape ``(N, n)``."""
 
@@ -163,6 +167,12 @@ class Categorical(ExponentialFamily):
     def covariance(self, h: Tensor) -> Tensor:
         p = self.probabilities(h)
         return torch.diag_embed(p) - p.unsqueeze(2) * p.unsqueeze(1)
+
+    def covariance_factor(self, h: Tensor) -> Tensor:
+        r""":math:`S = \mathrm{diag}(\sqrt p)(I - \mathbf 1 p^\top)`: :math:`(S w)_c = \sqrt{p_c}(w_c - \bar w)`."""
+        p = self.probabilities(h)
+        eye = torch.eye(h.shape[1], dtype=h.dtype, device=h.device)
+        return p.sqrt().unsqueeze(2) * (eye - p.unsqueeze(1))
 
     def _centred(self, h: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
         p = self.probabilities(h).unsqueeze(2)
@@ -271,6 +281,10 @@ class Gaussian(ExponentialFamily):
     def covariance(self, h: Tensor) -> Tensor:
         eye = torch.eye(h.shape[1], dtype=h.dtype, device=h.device)
         return (self.precision * eye).expand(h.shape[0], -1, -1)
+
+    def covariance_factor(self, h: Tensor) -> Tensor:
+        eye = torch.eye(h.shape[1], dtype=h.dtype, device=h.device)
+        return (eye / self.sigma).expand(h.shape[0], -1, -1)
 
     def quad(self, h: Tensor, w: Tensor) -> Tensor:
         return w.square().sum(1) * self.precision

@@ -169,7 +169,7 @@ class LayerwiseEngine:
         k = channels.shape[1]
         g = channels if curvature_channels is None or shared else torch.cat([channels, curvature_channels], 1)
         want_curv = curvature_channels is not None
-        sources: list[list[Tensor | None]] = []
+        sources: list[_Source] = []
         stored = iter(reversed(tape))
         for i in range(len(self.steps) - 1, self.first_trainable - 1, -1):
             step = self.steps[i]
@@ -182,24 +182,61 @@ class LayerwiseEngine:
                 if targets:
                     curv = None
                     if want_curv:
-                        k2 = curvature_channels.shape[1]
-                        curv = g.new_zeros(g.shape[0], k2, weight.shape[0])
-                        for a_mat, d in sources:
-                            curv = curv + (d if a_mat is None else d @ a_mat.square())
+                        curv = g.new_zeros(g.shape[0], curvature_channels.shape[1], weight.shape[0])
+                        for src in sources:
+                            curv = curv + src.contribution()
                     yield UnitTerms(jac=g[:, :k], curv=curv, targets=targets)
                 if i == self.first_trainable:
                     return
                 g = g @ weight
                 for src in sources:
-                    src[0] = weight.unsqueeze(0) if src[0] is None else src[0] @ weight
+                    src.through_linear(weight)
             elif isinstance(step, _Activation):
-                s1 = step.derivs.first(inp)
                 new = None
                 if want_curv and step.derivs.curved:
-                    gc = g[:, :k] if shared else g[:, k:]
-                    new = [None, step.derivs.second(inp).unsqueeze(1) * gc]
+                    s1, s2 = step.derivs.pair(inp)
+                    new = _Source(s2.unsqueeze(1) * (g[:, :k] if shared else g[:, k:]))
+                else:
+                    s1 = step.derivs.first(inp)
                 g = g * s1.unsqueeze(1)
                 for src in sources:
-                    src[0] = torch.diag_embed(s1) if src[0] is None else src[0] * s1.unsqueeze(1)
+                    src.through_activation(s1)
                 if new is not None:
                     sources.append(new)
+
+
+class _Source:
+    r"""One curvature source :math:`e` below the current point: :math:`d_e` ``(N, K2, n_e)`` and
+    :math:`A_e = M\,\mathrm{diag}(c)`, kept as a matrix :math:`M` (``None`` for the identity; ``(1, n_e, n)``
+    when shared by all inputs, else ``(N, n_e, n)``) and a lazy column scale :math:`c` ``(N, n)`` (``None`` for
+    ones), so that an activation costs nothing and :math:`d_e A_e^{\odot 2} = (d_e M^{\odot 2}) \odot c^2`.
+    """
+
+    def __init__(self, d: Tensor) -> None:
+        self.d = d
+        self.matrix: Tensor | None = None
+        self.scale: Tensor | None = None
+
+    def contribution(self) -> Tensor:
+        """:math:`d_e A_e^{\odot 2}`, shape ``(N, K2, n)``: this source's part of the diagonal second derivative."""
+        if self.matrix is None:
+            out = self.d
+        elif self.matrix.shape[0] == 1:
+            n, k2, n_e = self.d.shape
+            out = (self.d.reshape(n * k2, n_e) @ self.matrix[0].square()).reshape(n, k2, -1)
+        else:
+            out = self.d @ self.matrix.square()
+        return out if self.scale is None else out * self.scale.square().unsqueeze(1)
+
+    def through_activation(self, s1: Tensor) -> None:
+        """:math:`A_e \leftarrow A_e\,\mathrm{diag}(\sigma'(z))`."""
+        self.scale = s1 if self.scale is None else self.scale * s1
+
+    def through_linear(self, weight: Tensor) -> None:
+        """:math:`A_e \leftarrow A_e W`."""
+        if self.matrix is None:
+            self.matrix = weight.unsqueeze(0) if self.scale is None else self.scale.unsqueeze(2) * weight
+        else:
+            m = self.matrix if self.scale is None else self.matrix * self.scale.unsqueeze(1)
+            self.matrix = m @ weight
+        self.scale = None

@@ -22,6 +22,9 @@ def test_derivatives_match_autograd(module):
     torch.testing.assert_close(d.first(z), first.detach(), rtol=1e-12, atol=1e-14)
     torch.testing.assert_close(d.second(z), second, rtol=1e-10, atol=1e-12)
     assert d.curved == bool(second.abs().max() > 0)
+    p1, p2 = d.pair(z)
+    torch.testing.assert_close(p1, d.first(z), rtol=1e-15, atol=0)
+    torch.testing.assert_close(p2, d.second(z), rtol=1e-15, atol=0)
 
 
 def test_every_supported_type_is_covered():

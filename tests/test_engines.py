@@ -111,3 +111,10 @@ def test_sample_size_and_estimator_variance_formulas():
     absolute = rep.sample_size(0.01, estimator="i1", relative=False)
     for k in rep.fisher:
         torch.testing.assert_close(absolute[k], torch.ceil((rep.var_x[k] + rep.var_i1[k]) / (0.05 * 1e-4)).clamp_min(1))
+
+
+def test_covariance_factor_squares_to_the_covariance():
+    h = torch.randn(6, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    for fam in (ft.Categorical(), ft.Gaussian(0.4)):
+        s = fam.covariance_factor(h)
+        torch.testing.assert_close(s.transpose(1, 2) @ s, fam.covariance(h), rtol=1e-13, atol=1e-15)
