@@ -33,7 +33,7 @@ from .layerwise import LayerwiseEngine
 from .report import (ESTIMATORS, Bounds, ConditionalStatistics, EstimatorTerms, FisherDiagonal,
                      VarianceReport, _check_count)
 from .terms import PerInputCollector, SumCollector, UnitTerms
-from .validation import check_batch, check_generator, check_model
+from .validation import Checks, check_batch, check_generator, check_model
 
 __all__ = ["fisher_diagonal", "variance_report", "per_input_statistics", "estimator_terms"]
 
@@ -88,9 +88,14 @@ class _Run:
             self.batch_size = max(1, min(4096, _ELEMENT_BUDGET // per_input))
 
     def batches(self, inputs: Inputs, targets: Tensor | str | None) -> Iterable[tuple[Tensor, Tensor, list, object]]:
-        """Yield ``(x, h, tape, y)`` per batch, with validated outputs and (if asked) checked labels."""
+        """Yield ``(x, h, tape, y)`` per batch, with validated outputs and (if asked) checked labels.
+
+        Value checks (NaN/Inf, label range) are read at once for the first batch and, for the others,
+        collected on the device and read once at the end (no host-device round trip per batch).
+        """
+        checks = Checks()
         for x, y in iterate_batches(inputs, targets):
-            x = check_batch(x, self.device, self.dtype)
+            x = check_batch(x, self.device, self.dtype, checks)
             if x.shape[0] == 0:
                 continue
             if self.num_inputs == 0:
@@ -99,13 +104,15 @@ class _Run:
                 xb = x[s:s + self.batch_size]
                 with torch.no_grad():
                     h, tape = self.engine.forward(xb)
-                self.family.check_output(h)
+                self.family.check_output(h, checks)
                 if h.shape[0] != xb.shape[0]:
                     raise ValueError(f"the model output has {h.shape[0]} rows for a batch of {xb.shape[0]} inputs; "
                                      "it must map (N, ...) to (N, C)")
-                yb = None if y is None else self.family.check_targets(y[s:s + self.batch_size], h)
+                yb = None if y is None else self.family.check_targets(y[s:s + self.batch_size], h, checks)
                 self.num_inputs += xb.shape[0]
                 yield xb, h, tape, yb
+                checks.defer()
+        checks.flush()
         if self.num_inputs == 0:
             raise ValueError("inputs is empty: it yielded no rows")
 

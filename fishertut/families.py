@@ -26,6 +26,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .validation import Checks
+
 __all__ = ["ExponentialFamily", "Categorical", "Gaussian", "OutputSpectrum"]
 
 
@@ -56,8 +58,11 @@ class ExponentialFamily(ABC):
 
     name: str = "family"
 
-    def check_output(self, h: Tensor) -> None:
-        """Raise ``ValueError`` unless ``h`` is a finite floating tensor of shape ``(N, C)`` fit for the family."""
+    def check_output(self, h: Tensor, checks: Checks | None = None) -> None:
+        """Raise ``ValueError`` unless ``h`` is a finite floating tensor of shape ``(N, C)`` fit for the family.
+
+        The finiteness check goes through ``checks`` (see :class:`fishertut.validation.Checks`) when given.
+        """
         if not isinstance(h, Tensor) or not h.is_floating_point():
             raise ValueError(f"{self!r}: the model output must be a floating-point tensor, got {type(h).__name__}"
                              + (f" of dtype {h.dtype}" if isinstance(h, Tensor) else ""))
@@ -67,14 +72,13 @@ class ExponentialFamily(ABC):
         if h.shape[1] < self.min_outputs:
             raise ValueError(f"{self!r}: the model output must have at least {self.min_outputs} columns "
                              f"({self._axis_name}), got shape {tuple(h.shape)}")
-        if not torch.isfinite(h).all():
-            raise ValueError(f"{self!r}: the model output contains NaN or Inf")
+        (checks or Checks()).require(torch.isfinite(h).all(), lambda: f"{self!r}: the model output contains NaN or Inf")
 
     min_outputs: int = 1
     _axis_name: str = "outputs"
 
     @abstractmethod
-    def check_targets(self, targets: Tensor, h: Tensor) -> Tensor:
+    def check_targets(self, targets: Tensor, h: Tensor, checks: Checks | None = None) -> Tensor:
         """Validate data labels for outputs ``h`` and return them shaped ``(N, 1, ...)`` (one label per input)."""
 
     @abstractmethod
@@ -133,7 +137,7 @@ class Categorical(ExponentialFamily):
     def __repr__(self) -> str:
         return "Categorical()"
 
-    def check_targets(self, targets: Tensor, h: Tensor) -> Tensor:
+    def check_targets(self, targets: Tensor, h: Tensor, checks: Checks | None = None) -> Tensor:
         n, c = h.shape
         if not isinstance(targets, Tensor):
             raise TypeError(f"targets must be a tensor of class indices, got {type(targets).__name__}")
@@ -143,10 +147,13 @@ class Categorical(ExponentialFamily):
             raise ValueError(f"targets for Categorical must have shape (N,) = ({n},), got {tuple(targets.shape)}")
         if targets.device != h.device:
             raise ValueError(f"targets are on {targets.device} but the model output is on {h.device}")
-        if n and (targets.min() < 0 or targets.max() >= c):
-            raise ValueError(f"targets must be class indices in [0, {c}), got values in "
-                             f"[{int(targets.min())}, {int(targets.max())}]")
-        return targets.long().unsqueeze(1)
+        if n:
+            (checks or Checks()).require(
+                (targets.min() >= 0) & (targets.max() < c),
+                lambda: f"targets must be class indices in [0, {c}), got values in "
+                        f"[{int(targets.min())}, {int(targets.max())}]")
+        # clamping is a no-op for valid labels and keeps a deferred failure from indexing out of range
+        return targets.long().clamp(0, c - 1).unsqueeze(1)
 
     def probabilities(self, h: Tensor) -> Tensor:
         """Softmax probabilities ``p`` of shape ``(N, C)``."""
@@ -251,7 +258,7 @@ class Gaussian(ExponentialFamily):
         r""":math:`1/\sigma^2`."""
         return 1.0 / self.sigma**2
 
-    def check_targets(self, targets: Tensor, h: Tensor) -> Tensor:
+    def check_targets(self, targets: Tensor, h: Tensor, checks: Checks | None = None) -> Tensor:
         if not isinstance(targets, Tensor):
             raise TypeError(f"targets must be a tensor, got {type(targets).__name__}")
         if tuple(targets.shape) != tuple(h.shape):
@@ -261,8 +268,7 @@ class Gaussian(ExponentialFamily):
             raise ValueError(f"targets have dtype {targets.dtype} but the model output has dtype {h.dtype}")
         if targets.device != h.device:
             raise ValueError(f"targets are on {targets.device} but the model output is on {h.device}")
-        if not torch.isfinite(targets).all():
-            raise ValueError("targets contain NaN or Inf")
+        (checks or Checks()).require(torch.isfinite(targets).all(), lambda: "targets contain NaN or Inf")
         return targets.unsqueeze(1)
 
     def sample(self, h: Tensor, samples_per_input: int, generator: torch.Generator | None = None) -> Tensor:

@@ -2,10 +2,47 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import Tensor, nn
 
-__all__ = ["check_model", "check_batch", "check_generator"]
+__all__ = ["check_model", "check_batch", "check_generator", "Checks"]
+
+
+class Checks:
+    """Value checks on tensors that may live on an accelerator.
+
+    Eager checks read the flag at once (one device-to-host copy each). Once :meth:`defer` has been called,
+    later flags are only collected on the device and read together by :meth:`flush`, so the streaming loops
+    make no host-device round trip per batch; a failure is still raised, at the end of the pass.
+    """
+
+    def __init__(self) -> None:
+        self.eager = True
+        self.pending: list[tuple[Tensor, Callable[[], str]]] = []
+
+    def require(self, ok: Tensor, message: Callable[[], str]) -> None:
+        """Raise ``ValueError(message())`` unless the 0-d boolean tensor ``ok`` is true (now or at :meth:`flush`)."""
+        if self.eager:
+            if not bool(ok):
+                raise ValueError(message())
+        else:
+            self.pending.append((ok, message))
+
+    def defer(self) -> None:
+        """Collect the flags of later checks instead of reading them one by one."""
+        self.eager = False
+
+    def flush(self) -> None:
+        """Read the collected flags (one transfer) and raise for the first failed check."""
+        if not self.pending:
+            return
+        flags = torch.stack([ok for ok, _ in self.pending]).cpu()
+        failed = [msg for (_, msg), ok in zip(self.pending, flags.tolist()) if not ok]
+        self.pending.clear()
+        if failed:
+            raise ValueError(failed[0]())
 
 _STOCHASTIC_IN_TRAINING = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._BatchNorm,
                            nn.modules.instancenorm._InstanceNorm)
@@ -45,8 +82,9 @@ def check_model(model: nn.Module) -> tuple[torch.device, torch.dtype]:
     return devices.pop(), dtype
 
 
-def check_batch(x: object, device: torch.device, dtype: torch.dtype, argument: str = "inputs") -> Tensor:
-    """Validate one batch of inputs against the model's device and dtype."""
+def check_batch(x: object, device: torch.device, dtype: torch.dtype, checks: Checks,
+                argument: str = "inputs") -> Tensor:
+    """Validate one batch of inputs against the model's device and dtype (values through ``checks``)."""
     if not isinstance(x, Tensor):
         raise TypeError(f"{argument} must be a tensor or an iterable of tensors or (x, y) pairs, "
                         f"got a batch of type {type(x).__name__}")
@@ -57,8 +95,7 @@ def check_batch(x: object, device: torch.device, dtype: torch.dtype, argument: s
     if x.is_floating_point():
         if x.dtype != dtype:
             raise ValueError(f"{argument} have dtype {x.dtype} but the model parameters have dtype {dtype}")
-        if not torch.isfinite(x).all():
-            raise ValueError(f"{argument} contain NaN or Inf")
+        checks.require(torch.isfinite(x).all(), lambda: f"{argument} contain NaN or Inf")
     return x
 
 

@@ -186,3 +186,14 @@ def test_sample_size_arguments(model, x):
         rep.sample_size(0.1, delta=1.5)
     with pytest.raises(ValueError, match="estimator must be one of"):
         rep.estimator_variance("exact")
+
+
+def test_nan_in_a_later_batch_is_reported_at_the_end(model, x):
+    x[4, 0] = float("inf")
+    with pytest.raises(ValueError, match="inputs contain NaN or Inf"):
+        ft.variance_report(model, x, ft.Categorical(), batch_size=2)
+
+
+def test_out_of_range_target_in_a_later_batch(model, x):
+    with pytest.raises(ValueError, match=r"class indices in \[0, 3\), got values in \[7, 7\]"):
+        ft.fisher_diagonal(model, x, ft.Categorical(), "i2", targets=torch.tensor([0, 1, 2, 0, 7]), batch_size=2)
