@@ -26,14 +26,16 @@ class FunctionalEngine:
 
     Args:
         model: any module whose forward maps a batch to ``(N, C)`` and treats inputs independently.
-        chunk_size: basis vectors per ``vmap`` call for the second derivatives.
+        chunk_size: at most this many basis vectors per ``vmap`` call for the second derivatives.
+        element_budget: and at most this many perturbed parameter entries (inputs × chunk × entries) per call.
     """
 
     name = "generic"
 
-    def __init__(self, model: nn.Module, chunk_size: int = 512) -> None:
+    def __init__(self, model: nn.Module, chunk_size: int = 512, element_budget: int = 1 << 23) -> None:
         self.model = model
         self.chunk_size = chunk_size
+        self.element_budget = element_budget
         self.forward_mode = True
         self.params = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
         self.frozen = {n: p.detach() for n, p in model.named_parameters() if not p.requires_grad}
@@ -74,11 +76,12 @@ class FunctionalEngine:
             return (jacrev(directional)(p) * e).flatten(1).sum(1)
 
         eye = torch.eye(p.numel(), dtype=p.dtype, device=p.device)
+        # each vmapped call evaluates len(x) * chunk perturbed copies of this parameter
+        chunk = max(1, min(self.chunk_size, self.element_budget // (x.shape[0] * p.numel())))
         for along in ((forward_forward, reverse_reverse) if self.forward_mode else (reverse_reverse,)):
             per_input = vmap(vmap(along, in_dims=(None, 0)), in_dims=(0, None))
             try:
-                chunks = [per_input(x, eye[s:s + self.chunk_size].reshape(-1, *p.shape))
-                          for s in range(0, p.numel(), self.chunk_size)]
+                chunks = [per_input(x, eye[s:s + chunk].reshape(-1, *p.shape)) for s in range(0, p.numel(), chunk)]
             except NotImplementedError:
                 self.forward_mode = False
                 continue
