@@ -30,7 +30,7 @@ class ActivationDerivatives:
     both: Callable[[Tensor], tuple[Tensor, Tensor]] | None = None
 
     def pair(self, z: Tensor) -> tuple[Tensor, Tensor]:
-        """:math:`(\sigma'(z), \sigma''(z))`."""
+        r""":math:`(\sigma'(z), \sigma''(z))`."""
         return self.both(z) if self.both is not None else (self.first(z), self.second(z))
 
 

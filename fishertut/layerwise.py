@@ -218,7 +218,7 @@ class _Source:
         self.scale: Tensor | None = None
 
     def contribution(self) -> Tensor:
-        """:math:`d_e A_e^{\odot 2}`, shape ``(N, K2, n)``: this source's part of the diagonal second derivative."""
+        r""":math:`d_e A_e^{\odot 2}`, shape ``(N, K2, n)``: this source's part of the diagonal second derivative."""
         if self.matrix is None:
             out = self.d
         elif self.matrix.shape[0] == 1:
@@ -229,11 +229,11 @@ class _Source:
         return out if self.scale is None else out * self.scale.square().unsqueeze(1)
 
     def through_activation(self, s1: Tensor) -> None:
-        """:math:`A_e \leftarrow A_e\,\mathrm{diag}(\sigma'(z))`."""
+        r""":math:`A_e \leftarrow A_e\,\mathrm{diag}(\sigma'(z))`."""
         self.scale = s1 if self.scale is None else self.scale * s1
 
     def through_linear(self, weight: Tensor) -> None:
-        """:math:`A_e \leftarrow A_e W`."""
+        r""":math:`A_e \leftarrow A_e W`."""
         if self.matrix is None:
             self.matrix = weight.unsqueeze(0) if self.scale is None else self.scale.unsqueeze(2) * weight
         else:
