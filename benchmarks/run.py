@@ -51,7 +51,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import torch
+# OpenMP threads that spin while waiting at a barrier burn the CPU that their partner thread needs when
+# other processes share the cores: on the 2-core machine of RESULTS.md, with other jobs running, a
+# 0.05 s computation took 4 s. Sleeping waits (PASSIVE) keep timings meaningful on a shared machine.
+# Read by the OpenMP runtime when torch loads, so it must be set before the first ``import torch``;
+# a value set by the caller wins (``OMP_WAIT_POLICY=ACTIVE make bench``).
+OMP_POLICY_PRESET = "torch" in sys.modules
+if not OMP_POLICY_PRESET:  # imported after torch (e.g. by the tests): leave the environment alone
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402
 
 try:  # imported as a package (tests) or run as a script (make bench)
     from benchmarks import references as refs
@@ -236,6 +245,7 @@ class Timing:
     feed: str
     times: list[float] = field(default_factory=list)
     cpu_times: list[float] = field(default_factory=list)
+    loops: int = 1
 
     @property
     def scale(self) -> float:
@@ -260,9 +270,12 @@ class Timing:
 
 def time_methods(problem: refs.Problem, keys: list[str], repeats: int, opt: Options,
                  cache: dict[tuple[str, str, int], Timing] | None = None,
-                 log: Callable[[str], None] = print,
-                 warmup_n: int = 64) -> tuple[dict[str, Timing], dict[str, object]]:
+                 log: Callable[[str], None] = print, warmup_n: int = 64,
+                 min_sample: float = 0.25) -> tuple[dict[str, Timing], dict[str, object]]:
     """Time ``keys`` on ``problem``: a warm-up call each (on ``warmup_n`` inputs), then ``repeats`` round-robin passes.
+
+    A call shorter than ``min_sample`` seconds is run ``loops`` times per repeat (as ``timeit`` does) and
+    the repeat records the mean, so that short calls are not dominated by timer and scheduling noise.
 
     A method whose plan processes fewer inputs than ``problem.n`` runs on ``problem.head(timed_n)``; such
     a measurement is reused from ``cache`` when the same method was already timed on the same inputs
@@ -280,20 +293,29 @@ def time_methods(problem: refs.Problem, keys: list[str], repeats: int, opt: Opti
         ck = (key, problem.activation, timed_n)
         if timed_n < problem.n and ck in cache and len(cache[ck].times) >= repeats:
             timings[key] = Timing(key, problem.activation, problem.n, timed_n, feed, list(cache[ck].times),
-                                  list(cache[ck].cpu_times))
+                                  list(cache[ck].cpu_times), cache[ck].loops)
             log(f"  {METHODS[key].label}: reusing the timing on the first {timed_n:,} inputs")
             continue
         timings[key] = Timing(key, problem.activation, problem.n, timed_n, feed)
         calls[key] = build(key, problem.head(timed_n) if timed_n < problem.n else problem, opt)
-        build(key, problem.head(min(timed_n, warmup_n)), opt)()  # warm-up: first-call overheads
+        warm = problem.head(min(timed_n, warmup_n))
+        t0 = time.perf_counter()
+        build(key, warm, opt)()  # warm-up: first-call overheads
+        if (time.perf_counter() - t0) * timed_n / warm.n < 4 * min_sample:  # probably short: calibrate
+            t0 = time.perf_counter()
+            calls[key]()
+            single = time.perf_counter() - t0
+            timings[key].loops = max(1, min(50, math.ceil(min_sample / max(single, 1e-9))))
     for r in range(repeats):
         for key, fn in calls.items():
+            loops = timings[key].loops
             _sync(opt.device)
             c0, t0 = time.process_time(), time.perf_counter()
-            out = fn()
+            for _ in range(loops):
+                out = fn()
             _sync(opt.device)
-            timings[key].times.append(time.perf_counter() - t0)
-            timings[key].cpu_times.append(time.process_time() - c0)
+            timings[key].times.append((time.perf_counter() - t0) / loops)
+            timings[key].cpu_times.append((time.process_time() - c0) / loops)
             if r == 0:
                 outputs[key] = out
         log(f"  repeat {r + 1}/{repeats}: " + ", ".join(f"{METHODS[k].label} {timings[k].times[-1]:.2f}s"
@@ -448,7 +470,9 @@ def machine() -> dict[str, object]:
     return {"cpu": cpu, "cores": os.cpu_count(), "memory_gb": round(mem_gb, 1), "torch": torch.__version__,
             "backpack": backpack_version, "python": platform.python_version(), "platform": platform.platform(),
             "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "load_average": list(os.getloadavg())}
+            "load_average": list(os.getloadavg()),
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset") + (
+                " (torch was imported first)" if OMP_POLICY_PRESET else "")}
 
 
 def _fmt_s(x: float) -> str:
@@ -470,7 +494,8 @@ def row_records(timings: dict[tuple[str, int], dict[str, Timing]]) -> list[dict[
                 "peer": f"{PEERS[peer_key].library} {PEERS[peer_key].label}", "peer_key": peer_key,
                 "ft_median_s": f.median, "peer_median_s": p.median, "ratio": ratio, "target": target,
                 "best_ratio": f.best / p.best, "cpu_ratio": f.cpu_median / p.cpu_median,
-                "ft_cpu_times_s": f.cpu_times, "peer_cpu_times_s": p.cpu_times,
+                "ft_cpu_times_s": f.cpu_times, "peer_cpu_times_s": p.cpu_times, "ft_loops": f.loops,
+                "peer_loops": p.loops,
                 "met": None if target is None else ratio <= target,
                 "ft_times_s": f.times, "peer_times_s": p.times, "peer_timed_n": p.timed_n, "peer_feed": p.feed,
                 "repeats": len(f.times)})
@@ -480,7 +505,7 @@ def row_records(timings: dict[tuple[str, int], dict[str, Timing]]) -> list[dict[
 def timing_table(records: list[dict[str, object]]) -> str:
     """Markdown table of the timing records."""
     lines = ["| activation | N | quantity | fishertut (s) | peer | peer (s) | fishertut/peer | target | met "
-             "| ratio of fastest runs |",
+             "| CPU-time ratio |",
              "|---|---:|---|---:|---|---:|---:|---:|:---:|---:|"]
     for r in records:
         peer_s = _fmt_s(r["peer_median_s"])
@@ -490,7 +515,7 @@ def timing_table(records: list[dict[str, object]]) -> str:
         met = "—" if r["met"] is None else ("yes" if r["met"] else f"**no** ({r['ratio'] / r['target']:.1f}× over)")
         lines.append(f"| {r['activation']} | {r['n']:,} | {ROW_LABELS[r['row']]} | {_fmt_s(r['ft_median_s'])} | "
                      f"{r['peer']} ({r['peer_feed']}) | {peer_s} | {r['ratio']:.3g}× | {target} | {met} "
-                     f"| {r['best_ratio']:.3g}× |")
+                     f"| {r['cpu_ratio']:.3g}× |")
     return "\n".join(lines)
 
 
@@ -565,7 +590,8 @@ def write_results(result: dict[str, object], out_dir: Path) -> Path:
         "",
         f"* CPU: {m['cpu']}, {m['cores']} cores visible, {m['memory_gb']} GB RAM; {m['platform']}",
         f"* torch {m['torch']}, BackPACK {m['backpack']}, Python {m['python']}; "
-        f"`torch.set_num_threads({cfg['threads']})`, device `{cfg['device']}`",
+        f"`torch.set_num_threads({cfg['threads']})`, `OMP_WAIT_POLICY={m.get('omp_wait_policy', '')}` "
+        f"(see `benchmarks/run.py`), device `{cfg['device']}`",
         f"* load average (1, 5, 15 min) at the start: {', '.join(f'{x:.2f}' for x in m['load_average'])}; "
         f"at the end: {', '.join(f'{x:.2f}' for x in result['load_average_end'])} "
         "(other jobs shared the machine when the load exceeds the thread count; round-robin repeats spread "
@@ -589,9 +615,10 @@ def write_results(result: dict[str, object], out_dir: Path) -> Path:
         f"`vmap(jacrev)` for all parameters and per-class Hessians w.r.t. each layer's pre-activations "
         f"`vmap(jacfwd(jacrev))`, in chunks of {cfg['tf_chunk']} inputs, then the report's formulas.",
         f"* Timing: medians of {cfg['repeats']} repeats for N ≤ 1,000 and {cfg['repeats_large']} for larger N, "
-        "after a warm-up call on 64 inputs, round-robin over the methods in one process; the target column "
-        "uses the ratio of medians, and the last column (ratio of the fastest repeats) shows how much other "
-        "jobs on the machine may have moved it. "
+        "after a warm-up call on 64 inputs, round-robin over the methods in one process; a call shorter "
+        "than 0.25 s is run several times per repeat and the repeat records the mean. The targets are "
+        "judged on the ratio of the medians of the wall times; the last column is the ratio of the medians "
+        "of the process CPU times (both threads), which other jobs on the machine move much less. "
         f"† = timed on the first n inputs shown and scaled linearly to N (peers that process fixed-size "
         f"batches or chunks, so their time is linear in N).",
         f"* Agreement, checked before timing on the first {cfg['check_n']} inputs of every configuration and "

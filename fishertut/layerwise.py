@@ -128,9 +128,9 @@ class LayerwiseEngine:
         Without curvature that is a few ``channels × width`` tensors; with it, the source Jacobians
         :math:`A_e` (``n_e × n`` each) and their squares dominate.
         """
-        widths = [s.module.in_features for s in self.steps if isinstance(s, _Linear)]
-        widths += [s.module.out_features for s in self.steps if isinstance(s, _Linear)]
-        peak = 4 * channels * max(widths)
+        linears = [s.module for s in self.steps if isinstance(s, _Linear)]
+        # first derivatives only: the (N, K, width) channel tensors and the stored activations
+        peak = 2 * channels * max(m.out_features for m in linears) + 2 * max(m.in_features for m in linears)
         if not curvature:
             return peak
         source_units, width = 0, None

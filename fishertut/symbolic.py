@@ -171,8 +171,8 @@ def categorical_fourth_moment(p: Sequence[sp.Expr]) -> sp.Array:
 def categorical_fourth_moment_enumerated(p: Sequence[sp.Expr]) -> sp.Array:
     r""":math:`K = \sum_y p_y\,\varepsilon_y^{\otimes 4}` with :math:`\varepsilon_y = e_y - p`, by enumerating the classes.
 
-    Uses :math:`\sum_c p_c = 1` implicitly only through the definition of the mean :math:`p`; compare with
-    :func:`categorical_fourth_moment` after imposing :math:`p_C = 1 - \sum_{c<C} p_c`.
+    It equals :func:`categorical_fourth_moment` on the simplex: compare symbolically after substituting
+    :math:`p_C = 1 - \sum_{c<C} p_c`.
     """
     p = list(p)
     c = len(p)

