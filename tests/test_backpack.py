@@ -12,10 +12,9 @@ import fishertut as ft
 from helpers import assert_dicts_close
 from problems import PROBLEMS
 
-backpack = pytest.importorskip("backpack")
-from backpack import backpack as bp_context  # noqa: E402
-from backpack import extend  # noqa: E402
-from backpack.extensions import BatchDiagHessian, DiagGGNExact, DiagHessian, SumGradSquared  # noqa: E402
+from backpack import backpack as bp_context
+from backpack import extend
+from backpack.extensions import BatchDiagHessian, DiagGGNExact, DiagHessian, SumGradSquared
 
 SUPPORTED = ["cat-sigmoid-1h", "cat-tanh-2h", "cat-relu-2h", "binary-tanh-1h", "cat-sigmoid-4h-nobias",
              "gauss-tanh-1h", "gauss-sigmoid-2h-sigma0.5", "gauss-relu-2h-D3"]
