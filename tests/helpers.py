@@ -1,7 +1,5 @@
 """Comparison helpers for the tests."""
 
-import torch
-
 
 def assert_dicts_close(actual, expected, rtol=1e-10, atol_scale=1e-12, what=""):
     """Every tensor within ``rtol`` relative to the largest magnitude of its expected tensor."""
