@@ -14,15 +14,17 @@ report     ``variance_report(...)``               torch.func brute force        
 =========  =====================================  =============================  ======
 
 Procedure: before any timing, every pair is run on the first ``--check-n`` inputs and must agree (float32
-tolerance ``TOLERANCE`` relative to each tensor's largest entry); then every method is called once more
-as a warm-up and timed ``--repeats`` times, round-robin (each repeat calls every method once, so that
-background load hits all methods alike), and the medians are compared; the outputs of the first timed
-repeat are checked again where fishertut and the peer ran on the same inputs. Slow peers (BackPACK's
-``DiagHessian``/``BatchDiagHessian`` for ``N`` above ``--backpack-batch``, the torch.func brute force always)
-are timed on the first inputs only and extrapolated linearly (they process fixed-size batches or chunks,
-so their time is linear in ``N``); the tables mark these. Peak memory is measured per configuration in a
-fresh ``spawn`` subprocess (peak RSS after resetting the high-water mark, minus the RSS after imports and
-setup).
+tolerance ``TOLERANCE`` relative to each tensor's largest entry); then every method is warmed up on 64
+inputs and timed ``--repeats`` times, round-robin (each repeat calls every method once, so that
+background load hits all methods alike; calls shorter than 0.25 s are looped within a repeat), and the
+medians are compared; the outputs of the first timed repeat are checked again where fishertut and the
+peer ran on the same inputs. Slow peers (BackPACK's ``DiagHessian``/``BatchDiagHessian`` for ``N`` above
+``--backpack-batch``, the torch.func brute force always) are timed on the first inputs only and
+extrapolated linearly (they process fixed-size batches or chunks, so their time is linear in ``N``); the
+tables mark these. Peak memory is measured per configuration in a fresh ``spawn`` subprocess (peak RSS
+after resetting the high-water mark, minus the RSS after imports and setup). ``OMP_WAIT_POLICY`` defaults
+to ``PASSIVE`` (see below). ``--profile`` adds a ``torch.profiler``/``cProfile`` profile of every row;
+with ``--write-results`` the rows that miss their target are always profiled.
 
 Usage::
 
@@ -30,6 +32,7 @@ Usage::
     .venv/bin/python benchmarks/run.py --write-results      # ... and rewrite benchmarks/RESULTS.md + results.json
     .venv/bin/python benchmarks/run.py --quick --output /tmp/b --write-results   # smoke run
     .venv/bin/python benchmarks/run.py --n 1000 --activations tanh --repeats 5 --profile
+    .venv/bin/python benchmarks/run.py --from-json benchmarks/results.json   # re-render RESULTS.md only
 """
 
 from __future__ import annotations
@@ -439,9 +442,7 @@ def profile_summary(ft_prof: dict[str, object], peer_prof: dict[str, object], pe
         sh = p["shares"]
         return (f"{p['wall_s']:.3g} s wall, {p['ops_s']:.3g} s in operators ("
                 + ", ".join(f"{v:.0%} {k}" for k, v in sh.items()) + ")")
-    return (f"Under the profiler, fishertut: {part(ft_prof)}; {peer_label}: {part(peer_prof)}. "
-            f"Time outside operators (Python, dispatch, waiting for the CPU) is the difference between wall "
-            f"and operator time.")
+    return f"Under the profiler, fishertut: {part(ft_prof)}; {peer_label}: {part(peer_prof)}."
 
 
 # --- machine and tables ----------------------------------------------------------------------------------
@@ -654,6 +655,15 @@ def write_results(result: dict[str, object], out_dir: Path) -> Path:
                  else f"{t['worst_ratio'] * MEMORY_TARGET_MB:,.0f} MB")
         met = "yes" if t["met"] else f"**no**, {t['factor_over']:.1f}× over"
         lines.append(f"| {t['target']} | {t['where']} | {value} | {met} |")
+    summaries = [(row, p) for row, p in result.get("profiles", {}).items() if p.get("summary")]
+    if summaries:
+        lines += ["", "## Where the time goes", "",
+                  "One profiled call of each fishertut computation and of its BackPACK peer (`--profile`; "
+                  "operator times from `torch.profiler`, scaled to the same N where the peer was timed on a "
+                  "subset; the time outside operators, wall minus operator time, is Python, dispatch and "
+                  "waiting for the CPU):", ""]
+        lines += [f"* {ROW_LABELS[row]} ({p['where']}): {p['summary'].split(' Time outside operators')[0]}"
+                  for row, p in summaries]
     missed = [t for t in result["targets"] if not t["met"] and t["row"] in COST_NOTES]
     if missed:
         lines += ["", "## Missed targets: where the time goes", ""]
@@ -664,7 +674,7 @@ def write_results(result: dict[str, object], out_dir: Path) -> Path:
                       COST_NOTES[t["row"]], ""]
             prof = result["profiles"].get(t["row"])
             if prof:
-                lines += [prof["summary"], "", f"Profile of one fishertut call ({prof['where']}):", "", "```text",
+                lines += [f"Profile of one fishertut call ({prof['where']}):", "", "```text",
                           prof["text"].rstrip(), "```", ""]
     (out_dir / "RESULTS.md").write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")
     return out_dir / "RESULTS.md"

@@ -143,8 +143,9 @@ def _all_reduce(collector: SumCollector, num_inputs: int, process_group: object 
 
 
 def _shaped(run: _Run, sums: dict[tuple[str, str], Tensor], stat: str, scale: float,
-            leading: tuple[int, ...] = ()) -> dict[str, Tensor]:
-    return {n: (sums[(stat, n)] * scale).reshape(*leading, *shape).to(run.dtype) for n, shape in run.shapes.items()}
+            dtype: torch.dtype | None = None) -> dict[str, Tensor]:
+    """Per-parameter ``scale * sum`` of one statistic, shaped like the parameters, in ``dtype`` (the model's)."""
+    return {n: (sums[(stat, n)] * scale).reshape(shape).to(dtype or run.dtype) for n, shape in run.shapes.items()}
 
 
 def fisher_diagonal(model: nn.Module, inputs: Inputs, family: ExponentialFamily, estimator: str = "exact",
@@ -226,7 +227,7 @@ def _conditional_stats(family: ExponentialFamily, h: Tensor, t: UnitTerms, spect
              ("v2_lower", spectrum.cov_min[:, None] * pg, 4),
              ("v2_upper", spectrum.cov_max[:, None] * pg, 4)]
     if with_square:
-        stats.append(("fisher_sq", fisher.square(), 4))
+        stats.append(("fisher_sq", fisher.to(torch.float64).square(), 4))  # squared in float64: var_x cancels
     return stats
 
 
@@ -242,7 +243,7 @@ def variance_report(model: nn.Module, inputs: Inputs, family: ExponentialFamily,
         model, inputs, family, batch_size, path, process_group: as in :func:`fisher_diagonal`.
     """
     run = _Run(model, family, path, batch_size, None, curvature=True)
-    col = SumCollector()
+    col = SumCollector(float64_stats=frozenset({"fisher", "fisher_sq"}))
     for _, h, tape, _ in run.batches(inputs, None):
         eye = _identity(h)
         spectrum = family.spectrum(h)
@@ -250,8 +251,10 @@ def variance_report(model: nn.Module, inputs: Inputs, family: ExponentialFamily,
             col.add(_conditional_stats(family, h, t, spectrum, with_square=True), t)
     n = _all_reduce(col, run.num_inputs, process_group)
     get = lambda stat: _shaped(run, col.sums, stat, 1.0 / n)  # noqa: E731
-    fisher, fisher_sq = get("fisher"), get("fisher_sq")
-    var_x = {k: (fisher_sq[k] - fisher[k].square()).clamp_min(0) for k in fisher}
+    # var_x = E[I^2] - E[I]^2 cancels: form it from the float64 sums, then cast
+    fisher64, fisher_sq64 = (_shaped(run, col.sums, s, 1.0 / n, torch.float64) for s in ("fisher", "fisher_sq"))
+    var_x = {k: (fisher_sq64[k] - fisher64[k].square()).clamp_min(0).to(run.dtype) for k in fisher64}
+    fisher = get("fisher")
     bounds = Bounds(get("v1_lower"), get("v1_upper"), get("v2_lower"), get("v2_upper"))
     return VarianceReport(fisher=fisher, var_i1=get("var_i1"), var_i2=get("var_i2"), var_x=var_x, bounds=bounds,
                           num_inputs=n, path=run.engine.name, family=family)

@@ -48,23 +48,33 @@ class UnitTerms:
 
 
 class SumCollector:
-    """Accumulates :math:`\\sum_n s_{nj} a_{nk}^p` per (statistic, parameter) in float64."""
+    r"""Accumulates :math:`\sum_n s_{nj} a_{nk}^p` per (statistic, parameter) in float64.
 
-    def __init__(self) -> None:
+    Args:
+        float64_stats: statistics whose products are formed in float64 even for a float32 model, because a
+            later difference cancels their leading digits (``var_x = E[I^2] - E[I]^2``).
+    """
+
+    def __init__(self, float64_stats: frozenset[str] = frozenset()) -> None:
         self.sums: dict[tuple[str, str], Tensor] = {}
+        self.float64_stats = float64_stats
 
     def add(self, stats: list[tuple[str, Tensor, int]], terms: UnitTerms) -> None:
         r"""Add unit statistics ``(name, values (N, n), degree p)`` for every target of ``terms``.
 
-        Statistics of the same degree share one matrix product :math:`[s_1 \dots s_k]^\top a^{\odot p}`.
+        Statistics of the same degree (and precision) share one matrix product :math:`[s_1 \dots s_k]^\top a^{\odot p}`.
         """
-        by_power: dict[int, list[tuple[str, Tensor]]] = {}
+        groups: dict[tuple[int, bool], list[tuple[str, Tensor]]] = {}
         for stat, values, power in stats:
-            by_power.setdefault(power, []).append((stat, values))
-        for power, group in by_power.items():
+            groups.setdefault((power, stat in self.float64_stats), []).append((stat, values))
+        for (power, wide), group in groups.items():
             stacked = torch.cat([v for _, v in group], 1)
+            if wide:
+                stacked = stacked.to(torch.float64)
             for index, (name, _) in enumerate(terms.targets):
                 ap = terms.activation_power(index, power)
+                if ap is not None and wide:
+                    ap = ap.to(torch.float64)
                 part = (stacked.sum(0) if ap is None else stacked.transpose(0, 1) @ ap).to(torch.float64)
                 for (stat, _), piece in zip(group, part.split(part.shape[0] // len(group))):
                     key = (stat, name)

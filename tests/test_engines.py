@@ -118,3 +118,16 @@ def test_covariance_factor_squares_to_the_covariance():
     for fam in (ft.Categorical(), ft.Gaussian(0.4)):
         s = fam.covariance_factor(h)
         torch.testing.assert_close(s.transpose(1, 2) @ s, fam.covariance(h), rtol=1e-13, atol=1e-15)
+
+
+def test_float32_var_x_survives_cancellation():
+    """var_x = E[I^2] - E[I]^2 cancels where inputs carry nearly the same Fisher information (e.g. output
+    biases of an untrained net on similar inputs); the float32 report must still match float64."""
+    model = ft.models.mlp([30, 20, 10], "sigmoid", dtype=torch.float64, seed=8)
+    base = torch.rand(1, 30, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    x = base + 1e-2 * torch.randn(500, 30, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    ref = ft.variance_report(model, x, ft.Categorical())
+    low = ft.variance_report(model.float(), x.float(), ft.Categorical())
+    ratio = max((ref.fisher[k].square().max() / ref.var_x[k].max()).item() for k in ref.fisher)
+    assert ratio > 1e4, "the test needs strong cancellation"
+    assert_dicts_close(low.var_x, ref.var_x, rtol=1e-3, atol_scale=0, what="var_x")
