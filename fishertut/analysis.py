@@ -308,11 +308,8 @@ def kurtosis_matrix_max(family: ExponentialFamily, h: Tensor) -> Tensor:
     :math:`\sqrt{p_cp_d}\,(\varepsilon_c^\top\varepsilon_d)^2`. Gaussian: :math:`(m+2)/\sigma^4` (spec 5).
     """
     if isinstance(family, Categorical):
-        p = family.probabilities(h)
-        c = p.shape[1]
-        eps = torch.eye(c, dtype=h.dtype, device=h.device).unsqueeze(0) - p.unsqueeze(1)
-        gram = (eps @ eps.transpose(1, 2)).square()
-        sq = p.sqrt()
+        gram = family.residual_gram(h)
+        sq = family.probabilities(h).sqrt()
         return torch.linalg.eigvalsh(sq.unsqueeze(2) * gram * sq.unsqueeze(1))[:, -1]
     if isinstance(family, Gaussian):
         return torch.full((h.shape[0],), (h.shape[1] + 2) * family.precision**2, dtype=h.dtype, device=h.device)

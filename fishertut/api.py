@@ -231,6 +231,15 @@ def _conditional_stats(family: ExponentialFamily, h: Tensor, t: UnitTerms, spect
     return stats
 
 
+def _conditional_pass(run: _Run, inputs: Inputs, col: SumCollector | PerInputCollector, with_square: bool) -> None:
+    """One pass over ``inputs`` adding the report's unit statistics (per class, with curvature) to ``col``."""
+    for _, h, tape, _ in run.batches(inputs, None):
+        eye = _identity(h)
+        spectrum = run.family.spectrum(h)
+        for t in run.units(tape, eye, eye):
+            col.add(_conditional_stats(run.family, h, t, spectrum, with_square=with_square), t)
+
+
 def variance_report(model: nn.Module, inputs: Inputs, family: ExponentialFamily, batch_size: int | None = None,
                     path: str = "auto", process_group: object | None = None) -> VarianceReport:
     r"""Exact FIM diagonal with the exact conditional variances of Î1 and Î2, the input term and the bounds.
@@ -244,11 +253,7 @@ def variance_report(model: nn.Module, inputs: Inputs, family: ExponentialFamily,
     """
     run = _Run(model, family, path, batch_size, None, curvature=True)
     col = SumCollector(float64_stats=frozenset({"fisher", "fisher_sq"}))
-    for _, h, tape, _ in run.batches(inputs, None):
-        eye = _identity(h)
-        spectrum = family.spectrum(h)
-        for t in run.units(tape, eye, eye):
-            col.add(_conditional_stats(family, h, t, spectrum, with_square=True), t)
+    _conditional_pass(run, inputs, col, with_square=True)
     n = _all_reduce(col, run.num_inputs, process_group)
     get = lambda stat: _shaped(run, col.sums, stat, 1.0 / n)  # noqa: E731
     # var_x = E[I^2] - E[I]^2 cancels: form it from the float64 sums, then cast
@@ -268,11 +273,7 @@ def per_input_statistics(model: nn.Module, inputs: Inputs, family: ExponentialFa
     """
     run = _Run(model, family, path, batch_size, None, curvature=True)
     col = PerInputCollector()
-    for _, h, tape, _ in run.batches(inputs, None):
-        eye = _identity(h)
-        spectrum = family.spectrum(h)
-        for t in run.units(tape, eye, eye):
-            col.add(_conditional_stats(family, h, t, spectrum, with_square=False), t)
+    _conditional_pass(run, inputs, col, with_square=False)
     parts = col.result()
     get = lambda stat: {n: parts[(stat, n)].reshape(-1, *shape).to(run.dtype)  # noqa: E731
                         for n, shape in run.shapes.items()}

@@ -206,6 +206,13 @@ class Categorical(ExponentialFamily):
     def project(self, w: Tensor) -> Tensor:
         return w - w.mean(1, keepdim=True)
 
+    def residual_gram(self, h: Tensor) -> Tensor:
+        r""":math:`Q_{cd} = (\varepsilon_c^\top\varepsilon_d)^2` with :math:`\varepsilon_c = e_c - p`, shape ``(N, C, C)``:
+        the Gram matrix of the :math:`\mathrm{vec}(\varepsilon_c\varepsilon_c^\top)` behind the fourth-moment spectra."""
+        p = self.probabilities(h)
+        eps = torch.eye(h.shape[1], dtype=h.dtype, device=h.device).unsqueeze(0) - p.unsqueeze(1)
+        return (eps @ eps.transpose(1, 2)).square()
+
     def spectrum(self, h: Tensor) -> OutputSpectrum:
         r"""Eigenvalues of :math:`\Lambda = \mathrm{diag}(p)-pp^\top` and of :math:`M` (spec 6.2, 6.5).
 
@@ -221,8 +228,7 @@ class Categorical(ExponentialFamily):
         p = self.probabilities(h)
         c = p.shape[1]
         cov_eig = torch.linalg.eigvalsh(self.covariance(h))
-        eps = torch.eye(c, dtype=h.dtype, device=h.device).unsqueeze(0) - p.unsqueeze(1)
-        q = (eps @ eps.transpose(1, 2)).square()
+        q = self.residual_gram(h)
         qp = (q * p.unsqueeze(1)).sum(2)
         gram = q - qp.unsqueeze(2) - qp.unsqueeze(1) + (qp * p).sum(1)[:, None, None]
         sq = p.sqrt()
