@@ -6,16 +6,19 @@ After Soen & Sun, "Trade-Offs of Diagonal Fisher Information Matrix Estimators" 
 >>> fam = ft.Categorical()
 >>> F = ft.fisher_diagonal(model, x, fam)                 # doctest: +SKIP
 >>> rep = ft.variance_report(model, x, fam)               # doctest: +SKIP
+>>> est = ft.estimate(model, x, fam, rtol=0.1, delta=0.05)  # doctest: +SKIP
 """
 
 from .api import estimator_terms, fisher_diagonal, per_input_statistics, variance_report
 from .errors import UnsupportedModelError
 from .families import Categorical, ExponentialFamily, Gaussian, OutputSpectrum
+from .precision import Estimate, PlanEntry, estimate
 from .report import Bounds, ConditionalStatistics, EstimatorTerms, FisherDiagonal, VarianceReport
 
 __all__ = [
     "Categorical", "Gaussian", "ExponentialFamily", "OutputSpectrum",
-    "fisher_diagonal", "variance_report", "per_input_statistics", "estimator_terms",
+    "fisher_diagonal", "variance_report", "per_input_statistics", "estimator_terms", "estimate",
+    "Estimate", "PlanEntry",
     "FisherDiagonal", "VarianceReport", "Bounds", "ConditionalStatistics", "EstimatorTerms",
     "UnsupportedModelError",
 ]
