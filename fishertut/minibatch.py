@@ -80,19 +80,29 @@ def hutchinson_unit_variance(family: ExponentialFamily, h: Tensor, jac: Tensor) 
 def _minibatches(inputs: Iterable | Tensor, targets: Tensor | str | None, size: int, device: torch.device,
                  dtype: torch.dtype, checks: Checks) -> Iterator[tuple[Tensor, Tensor | None]]:
     """Regroup the stream into minibatches of ``size`` consecutive inputs (the last one may be smaller)."""
-    xs, ys, held = [], [], 0
+    xs: list[Tensor] = []
+    ys: list[Tensor | None] = []
+    held = 0
+
+    def joined() -> tuple[Tensor, Tensor | None]:
+        x = xs[0] if len(xs) == 1 else torch.cat(xs)
+        return x, (None if ys[0] is None else ys[0] if len(ys) == 1 else torch.cat(ys))
+
     for x, y in iterate_batches(inputs, targets):
         x = check_batch(x, device, dtype, checks)
-        xs.append(x)
-        ys.append(y)
-        held += x.shape[0]
-        while held >= size:
-            xcat = torch.cat(xs)
-            ycat = None if ys[0] is None else torch.cat(ys)
-            yield xcat[:size], None if ycat is None else ycat[:size]
-            xs, ys, held = [xcat[size:]], [None if ycat is None else ycat[size:]], held - size
+        start = 0
+        while held + x.shape[0] - start >= size:
+            take = size - held
+            xs.append(x[start:start + take])
+            ys.append(None if y is None else y[start:start + take])
+            yield joined()
+            xs, ys, held, start = [], [], 0, start + take
+        if start < x.shape[0]:
+            xs.append(x[start:])
+            ys.append(None if y is None else y[start:])
+            held += x.shape[0] - start
     if held:
-        yield torch.cat(xs), None if ys[0] is None else torch.cat(ys)
+        yield joined()
 
 
 def _channels(family: ExponentialFamily, estimator: str, h: Tensor, y: Tensor | None, samples: int,
