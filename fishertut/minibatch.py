@@ -105,6 +105,17 @@ def _minibatches(inputs: Iterable | Tensor, targets: Tensor | str | None, size: 
         yield joined()
 
 
+def _checked_output(model: nn.Module, x: Tensor, family: ExponentialFamily, checks: Checks,
+                    parts: list | None = None) -> Tensor:
+    """The outputs for ``x`` (by chunks of ``parts`` if given), validated: one row per input, fit for the family."""
+    h = model(x) if parts is None else torch.cat([model(c) for c, _ in parts])
+    family.check_output(h.detach(), checks)
+    if h.shape[0] != x.shape[0]:
+        raise ValueError(f"the model output has {h.shape[0]} rows for a batch of {x.shape[0]} inputs; "
+                         "it must map (N, ...) to (N, C)")
+    return h
+
+
 def _channels(family: ExponentialFamily, estimator: str, h: Tensor, y: Tensor | None, samples: int,
               generator: torch.Generator | None, checks: Checks) -> Tensor:
     if estimator == "hutchinson":
@@ -153,32 +164,33 @@ def one_backward_diagonal(model: nn.Module, inputs: Tensor | Iterable, family: E
         if xb.shape[0] == 0:
             continue
         parts = list(zip(xb.split(chunk), (None,) * xb.shape[0] if yb is None else yb.split(chunk)))
-        grads = [[torch.zeros_like(s) for s in sums] for _ in range(samples)]
-        if len(parts) > 1:
+        single = len(parts) == 1
+        # one chunk: square each gradient straight into the float64 sums; several: add the chunks' gradients first
+        grads = None if single else [[torch.zeros_like(p) for _, p in params] for _ in range(samples)]
+        if not single:
             with torch.no_grad():
-                h_all = torch.cat([model(x) for x, _ in parts])
-            family.check_output(h_all, checks)
+                h_all = _checked_output(model, xb, family, checks, parts)
             channels = _channels(family, estimator, h_all, yb, samples, generator, checks).split(chunk)
         for index, (x, _) in enumerate(parts):
             with torch.enable_grad():
-                h = model(x)
-                if len(parts) == 1:
-                    family.check_output(h.detach(), checks)
-                    if h.shape[0] != x.shape[0]:
-                        raise ValueError(f"the model output has {h.shape[0]} rows for a batch of {x.shape[0]} "
-                                         "inputs; it must map (N, ...) to (N, C)")
+                if single:
+                    h = _checked_output(model, x, family, checks)
                     chan = _channels(family, estimator, h.detach(), yb, samples, generator, checks)
                 else:
-                    chan = channels[index]
+                    h, chan = model(x), channels[index]
                 for s in range(samples):
                     g = torch.autograd.grad((chan[:, s] * h).sum(), [p for _, p in params],
                                             retain_graph=s < samples - 1, allow_unused=True)
-                    for acc, gi in zip(grads[s], g):
-                        if gi is not None:
-                            acc += gi.to(torch.float64)
-        for s in range(samples):
+                    for k, gi in enumerate(g):
+                        if gi is None:
+                            continue
+                        if single:
+                            sums[k].addcmul_(gi, gi)
+                        else:
+                            grads[s][k] += gi
+        for s in range(0 if single else samples):
             for total, g in zip(sums, grads[s]):
-                total += g.square()
+                total.addcmul_(g, g)
         count += xb.shape[0]
         checks.defer()
     checks.flush()
