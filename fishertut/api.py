@@ -166,8 +166,8 @@ def fisher_diagonal(model: nn.Module, inputs: Inputs, family: ExponentialFamily,
     :math:`\frac1{NS}\sum_{s,b} (\sum_{n\in b} r_{ns}^\top v_{n,i})^2`, for ``"i1"`` GNB (:math:`B\bar g^2`),
     one ordinary backward pass per minibatch and draw on any model (``path`` is then ``"autograd"``);
     :func:`variance_report` gives their variances. ``minibatch`` leaves ``"i2"`` unchanged (the Hessian
-    diagonal of a sum is the sum of the diagonals). Cost per draw: one backward over the data for
-    ``minibatch > 1``; per-input squares from the engine for ``minibatch=1``.
+    diagonal of a sum is the sum of the diagonals). Cost per draw: ``minibatch > 1``, one ordinary backward
+    pass per minibatch and parameter-sized float64 sums; ``minibatch=1``, the engine's per-input squares.
 
     Labels :math:`y_{ns}` are drawn from the model, ``samples_per_input`` per input, from ``generator``,
     unless ``targets`` gives them; with data labels ``"i1"`` is the empirical Fisher (spec 7).

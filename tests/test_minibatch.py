@@ -34,9 +34,10 @@ def _close(actual, expected, what):
 
 @pytest.mark.parametrize("pid", EXACT)
 @pytest.mark.parametrize("estimator", ["i1", "hutchinson"])
-def test_per_input_variances_match_enumeration(pid, estimator):
+@pytest.mark.parametrize("path", ["layerwise", "generic"])
+def test_per_input_variances_match_enumeration(pid, estimator, path):
     problem, brute, rep = _brute(pid)
-    per = ft.per_input_statistics(problem.model, problem.x, problem.fishertut_family())
+    per = ft.per_input_statistics(problem.model, problem.x, problem.fishertut_family(), path=path)
     got = per.var_i1 if estimator == "i1" else per.var_hutchinson
     for n in range(problem.x.shape[0]):
         mean, var = brute.block_moments((n,), estimator)
