@@ -242,3 +242,15 @@ def test_bad_arguments():
         rep.estimator_variance("i1", num_inputs=7, inputs="given")
     with pytest.raises(ValueError, match="estimator"):
         rep.estimator_variance("gnb")
+
+
+def test_per_input_hutchinson_signs_do_not_depend_on_batching():
+    problem = PROBLEMS["cat-relu-2h"]()
+    fam = problem.fishertut_family()
+    x = torch.cat([problem.x] * 3)
+
+    def run(batch_size):
+        return ft.fisher_diagonal(problem.model, x, fam, "hutchinson", samples_per_input=3, batch_size=batch_size,
+                                  generator=torch.Generator().manual_seed(4))
+
+    assert_dicts_close(run(5), run(None), rtol=1e-12)
