@@ -27,7 +27,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -57,10 +57,10 @@ def methods(p: refs.Problem, minibatches: list[int]) -> dict[str, Callable[[], o
     out: dict[str, Callable[[], object]] = {}
     for b in minibatches:
         out[f"plain forward+backward, B={b}"] = lambda b=b: plain_squared_minibatch_gradients(p, b)
-        out[f"GNB, B={b}"] = lambda b=b: ft.fisher_diagonal(p.model, p.x, p.family, "i1", minibatch=b,
-                                                            generator=gen)
-        out[f"Hutchinson, B={b}"] = lambda b=b: ft.fisher_diagonal(p.model, p.x, p.family, "hutchinson",
-                                                                   minibatch=b, generator=gen)
+        out[f"GNB, B={b}"] = lambda b=b: ft.fisher_diagonal(p.model, p.x, p.family, "i1", minibatch=b, generator=gen)
+        out[f"Hutchinson, B={b}"] = lambda b=b: ft.fisher_diagonal(
+            p.model, p.x, p.family, "hutchinson", minibatch=b, generator=gen
+        )
     peer = refs.BackpackPeer(p, None)
     out["BackPACK SumGradSquared"] = peer.sum_grad_squared
     out["Î1 per input"] = lambda: ft.fisher_diagonal(p.model, p.x, p.family, "i1", targets=p.labels)
@@ -69,16 +69,20 @@ def methods(p: refs.Problem, minibatches: list[int]) -> dict[str, Callable[[], o
 
 
 def _rel_error(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
-    return max(((a[k].double() - b[k].double()).abs().max() / b[k].abs().max().double().clamp_min(1e-30)).item()
-               for k in b)
+    return max(
+        ((a[k].double() - b[k].double()).abs().max() / b[k].abs().max().double().clamp_min(1e-30)).item() for k in b
+    )
 
 
 def check(p: refs.Problem, minibatch: int) -> dict[str, float]:
-    """fishertut against the references on the same labels; raise ``AssertionError`` beyond ``TOLERANCE``."""
+    """Check fishertut against the references on the same labels; raise ``AssertionError`` beyond ``TOLERANCE``."""
     gnb = ft.fisher_diagonal(p.model, p.x, p.family, "i1", minibatch=minibatch, targets=p.labels)
-    errors = {f"GNB with given labels vs plain, B={minibatch}":
-              _rel_error(gnb, plain_squared_minibatch_gradients(p, minibatch)),
-              "Î1 vs SumGradSquared": _rel_error(refs.fishertut_i1(p), refs.BackpackPeer(p, None).sum_grad_squared())}
+    errors = {
+        f"GNB with given labels vs plain, B={minibatch}": _rel_error(
+            gnb, plain_squared_minibatch_gradients(p, minibatch)
+        ),
+        "Î1 vs SumGradSquared": _rel_error(refs.fishertut_i1(p), refs.BackpackPeer(p, None).sum_grad_squared()),
+    }
     bad = {k: e for k, e in errors.items() if not e <= TOLERANCE}
     if bad:
         raise AssertionError(f"fishertut and a reference disagree beyond {TOLERANCE}: {bad}")

@@ -50,8 +50,9 @@ __all__ = ["ONE_BACKWARD", "hutchinson_channels", "hutchinson_unit_variance", "o
 ONE_BACKWARD = ("i1", "hutchinson")
 
 
-def hutchinson_channels(family: ExponentialFamily, h: Tensor, samples: int,
-                        generator: torch.Generator | None) -> Tensor:
+def hutchinson_channels(
+    family: ExponentialFamily, h: Tensor, samples: int, generator: torch.Generator | None
+) -> Tensor:
     r"""Channels :math:`r = A\xi`, Rademacher :math:`\xi`, shape ``(N, S, C)``, so that :math:`r^\top J = \xi^\top a`.
 
     ``A`` is the transpose of :meth:`~fishertut.ExponentialFamily.covariance_factor`. One draw of
@@ -77,8 +78,14 @@ def hutchinson_unit_variance(family: ExponentialFamily, h: Tensor, jac: Tensor) 
     return 2 * (a2.sum(1).square() - a2.square().sum(1))
 
 
-def _minibatches(inputs: Iterable | Tensor, targets: Tensor | str | None, size: int, device: torch.device,
-                 dtype: torch.dtype, checks: Checks) -> Iterator[tuple[Tensor, Tensor | None]]:
+def _minibatches(
+    inputs: Iterable | Tensor,
+    targets: Tensor | str | None,
+    size: int,
+    device: torch.device,
+    dtype: torch.dtype,
+    checks: Checks,
+) -> Iterator[tuple[Tensor, Tensor | None]]:
     """Regroup the stream into minibatches of ``size`` consecutive inputs (the last one may be smaller)."""
     xs: list[Tensor] = []
     ys: list[Tensor | None] = []
@@ -93,8 +100,8 @@ def _minibatches(inputs: Iterable | Tensor, targets: Tensor | str | None, size: 
         start = 0
         while held + x.shape[0] - start >= size:
             take = size - held
-            xs.append(x[start:start + take])
-            ys.append(None if y is None else y[start:start + take])
+            xs.append(x[start : start + take])
+            ys.append(None if y is None else y[start : start + take])
             yield joined()
             xs, ys, held, start = [], [], 0, start + take
         if start < x.shape[0]:
@@ -105,29 +112,45 @@ def _minibatches(inputs: Iterable | Tensor, targets: Tensor | str | None, size: 
         yield joined()
 
 
-def _checked_output(model: nn.Module, x: Tensor, family: ExponentialFamily, checks: Checks,
-                    parts: list | None = None) -> Tensor:
+def _checked_output(
+    model: nn.Module, x: Tensor, family: ExponentialFamily, checks: Checks, parts: list | None = None
+) -> Tensor:
     """The outputs for ``x`` (by chunks of ``parts`` if given), validated: one row per input, fit for the family."""
     h = model(x) if parts is None else torch.cat([model(c) for c, _ in parts])
     family.check_output(h.detach(), checks)
     if h.shape[0] != x.shape[0]:
-        raise ValueError(f"the model output has {h.shape[0]} rows for a batch of {x.shape[0]} inputs; "
-                         "it must map (N, ...) to (N, C)")
+        raise ValueError(
+            f"the model output has {h.shape[0]} rows for a batch of {x.shape[0]} inputs; it must map (N, ...) to (N, C)"
+        )
     return h
 
 
-def _channels(family: ExponentialFamily, estimator: str, h: Tensor, y: Tensor | None, samples: int,
-              generator: torch.Generator | None, checks: Checks) -> Tensor:
+def _channels(
+    family: ExponentialFamily,
+    estimator: str,
+    h: Tensor,
+    y: Tensor | None,
+    samples: int,
+    generator: torch.Generator | None,
+    checks: Checks,
+) -> Tensor:
     if estimator == "hutchinson":
         return hutchinson_channels(family, h, samples, generator)
     labels = family.sample(h, samples, generator) if y is None else family.check_targets(y, h, checks)
     return family.residual(h, labels)
 
 
-def one_backward_diagonal(model: nn.Module, inputs: Tensor | Iterable, family: ExponentialFamily, estimator: str,
-                          minibatch: int, samples_per_input: int = 1, targets: Tensor | str | None = None,
-                          generator: torch.Generator | None = None,
-                          batch_size: int | None = None) -> FisherDiagonal:
+def one_backward_diagonal(
+    model: nn.Module,
+    inputs: Tensor | Iterable,
+    family: ExponentialFamily,
+    estimator: str,
+    minibatch: int,
+    samples_per_input: int = 1,
+    targets: Tensor | str | None = None,
+    generator: torch.Generator | None = None,
+    batch_size: int | None = None,
+) -> FisherDiagonal:
     r"""GNB or Hutchinson with ``minibatch`` inputs summed before squaring (module docstring), by autograd.
 
     Labels (or signs) are drawn from ``generator`` once per minibatch, so ``batch_size`` (rows per
@@ -179,8 +202,9 @@ def one_backward_diagonal(model: nn.Module, inputs: Tensor | Iterable, family: E
                 else:
                     h, chan = model(x), channels[index]
                 for s in range(samples):
-                    g = torch.autograd.grad((chan[:, s] * h).sum(), [p for _, p in params],
-                                            retain_graph=s < samples - 1, allow_unused=True)
+                    g = torch.autograd.grad(
+                        (chan[:, s] * h).sum(), [p for _, p in params], retain_graph=s < samples - 1, allow_unused=True
+                    )
                     for k, gi in enumerate(g):
                         if gi is None:
                             continue
@@ -197,6 +221,12 @@ def one_backward_diagonal(model: nn.Module, inputs: Tensor | Iterable, family: E
     if count == 0:
         raise ValueError("inputs is empty: it yielded no rows")
     values = {n: (total / (count * samples)).to(dtype) for (n, _), total in zip(params, sums)}
-    return FisherDiagonal(values, estimator=estimator, path="autograd", num_inputs=count,
-                          samples_per_input=samples, labels="given" if targets is not None else "model",
-                          minibatch=size)
+    return FisherDiagonal(
+        values,
+        estimator=estimator,
+        path="autograd",
+        num_inputs=count,
+        samples_per_input=samples,
+        labels="given" if targets is not None else "model",
+        minibatch=size,
+    )

@@ -78,8 +78,14 @@ class Estimate(dict):
     :math:`\sqrt{\mathrm{var}_x/N}`, the extra term for a reader who treats the inputs as a sample of a larger set.
     """
 
-    def __init__(self, values: dict[str, Tensor], stderr: dict[str, Tensor], input_stderr: dict[str, Tensor],
-                 plan: dict[str, PlanEntry], num_inputs: int) -> None:
+    def __init__(
+        self,
+        values: dict[str, Tensor],
+        stderr: dict[str, Tensor],
+        input_stderr: dict[str, Tensor],
+        plan: dict[str, PlanEntry],
+        num_inputs: int,
+    ) -> None:
         super().__init__(values)
         self.stderr, self.input_stderr, self.plan, self.num_inputs = stderr, input_stderr, plan, num_inputs
 
@@ -97,8 +103,18 @@ def _relative_variance(fisher: Tensor, var_x: Tensor, cond: Tensor, n: int, mini
     return var.clamp_min(0) / fisher.square()
 
 
-def _plan_tensor(fisher: Tensor, var_x: Tensor, cond: dict[str, Tensor], n: int, classes: int, rtol: float,
-                 delta: float, candidates: tuple[str, ...], per_input: bool, max_samples: int) -> PlanEntry:
+def _plan_tensor(
+    fisher: Tensor,
+    var_x: Tensor,
+    cond: dict[str, Tensor],
+    n: int,
+    classes: int,
+    rtol: float,
+    delta: float,
+    candidates: tuple[str, ...],
+    per_input: bool,
+    max_samples: int,
+) -> PlanEntry:
     live = fisher > 0
     zero = int((~live).sum())
     options = []
@@ -114,15 +130,25 @@ def _plan_tensor(fisher: Tensor, var_x: Tensor, cond: dict[str, Tensor], n: int,
             cost = s * (PER_INPUT_COST if b == 1 else 1 + CALL_OVERHEAD / b)
             options.append(PlanEntry(est, b, s, cost, math.sqrt(rho / (s * delta)), zero))
     if not options:
-        raise ValueError(f"no estimator in {candidates} can run on this model: the per-input ones need the "
-                         "layer-wise engine; allow 'i1' or 'hutchinson'")
+        raise ValueError(
+            f"no estimator in {candidates} can run on this model: the per-input ones need the "
+            "layer-wise engine; allow 'i1' or 'hutchinson'"
+        )
     return min(options, key=lambda e: (e.predicted_rtol > rtol * (1 + 1e-12), e.cost, e.predicted_rtol))
 
 
-def estimate(model: nn.Module, inputs: Tensor, family: ExponentialFamily, rtol: float = 0.1, delta: float = 0.05,
-             generator: torch.Generator | None = None, pilot: int = 64,
-             estimators: tuple[str, ...] = CANDIDATES, max_samples: int = 1000,
-             batch_size: int | None = None) -> Estimate:
+def estimate(
+    model: nn.Module,
+    inputs: Tensor,
+    family: ExponentialFamily,
+    rtol: float = 0.1,
+    delta: float = 0.05,
+    generator: torch.Generator | None = None,
+    pilot: int = 64,
+    estimators: tuple[str, ...] = CANDIDATES,
+    max_samples: int = 1000,
+    batch_size: int | None = None,
+) -> Estimate:
     r"""The diagonal Fisher over ``inputs`` with relative error at most ``rtol`` with probability ``1 - delta``.
 
     Per parameter tensor, the cheapest of ``estimators`` (with its minibatch size and number of label draws)
@@ -169,10 +195,22 @@ def estimate(model: nn.Module, inputs: Tensor, family: ExponentialFamily, rtol: 
     for k, f_n in per.fisher.items():
         f_n = f_n.to(torch.float64)
         fisher, var_x = f_n.mean(0), f_n.var(0, unbiased=False)
-        cond = {"i1": per.var_i1[k].to(torch.float64).mean(0),
-                "hutchinson": per.var_hutchinson[k].to(torch.float64).mean(0)}
-        entry = _plan_tensor(fisher.flatten(), var_x.flatten(), {e: c.flatten() for e, c in cond.items()}, n,
-                             classes, rtol, delta, tuple(estimators), per_input, max_samples)
+        cond = {
+            "i1": per.var_i1[k].to(torch.float64).mean(0),
+            "hutchinson": per.var_hutchinson[k].to(torch.float64).mean(0),
+        }
+        entry = _plan_tensor(
+            fisher.flatten(),
+            var_x.flatten(),
+            {e: c.flatten() for e, c in cond.items()},
+            n,
+            classes,
+            rtol,
+            delta,
+            tuple(estimators),
+            per_input,
+            max_samples,
+        )
         plan[k] = entry
         input_se[k] = (var_x / n).sqrt()
         if entry.estimator == "exact":
@@ -187,10 +225,18 @@ def estimate(model: nn.Module, inputs: Tensor, family: ExponentialFamily, rtol: 
     for k, e in plan.items():
         key = (e.estimator, e.minibatch, e.samples_per_input)
         if key not in runs:
-            runs[key] = fisher_diagonal(model, shuffled, family, e.estimator, generator=generator,
-                                        samples_per_input=1 if e.estimator == "exact" else e.samples_per_input,
-                                        minibatch=e.minibatch, batch_size=batch_size)
+            runs[key] = fisher_diagonal(
+                model,
+                shuffled,
+                family,
+                e.estimator,
+                generator=generator,
+                samples_per_input=1 if e.estimator == "exact" else e.samples_per_input,
+                minibatch=e.minibatch,
+                batch_size=batch_size,
+            )
         values[k] = runs[key][k]
     dtype = next(iter(values.values())).dtype
-    return Estimate(values, {k: v.to(dtype) for k, v in stderr.items()},
-                    {k: v.to(dtype) for k, v in input_se.items()}, plan, n)
+    return Estimate(
+        values, {k: v.to(dtype) for k, v in stderr.items()}, {k: v.to(dtype) for k, v in input_se.items()}, plan, n
+    )

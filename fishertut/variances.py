@@ -39,8 +39,16 @@ def same_minibatch_pairs(num_inputs: int, minibatch: int) -> int:
     return full * minibatch * (minibatch - 1) + rest * (rest - 1)
 
 
-def minibatch_variance(fisher: Tensor, var_x: Tensor, conditional: Tensor, num_inputs: int, samples: int,
-                       minibatch: int, inputs: str, report_inputs: int) -> Tensor:
+def minibatch_variance(
+    fisher: Tensor,
+    var_x: Tensor,
+    conditional: Tensor,
+    num_inputs: int,
+    samples: int,
+    minibatch: int,
+    inputs: str,
+    report_inputs: int,
+) -> Tensor:
     r"""The variance of the module docstring for one parameter tensor (all tensors shaped alike).
 
     Args:
@@ -60,7 +68,9 @@ def minibatch_variance(fisher: Tensor, var_x: Tensor, conditional: Tensor, num_i
     if inputs == "drawn":
         return var_x / m + (m * conditional + 2 * pairs * fisher.square()) / (m * m * samples)
     if m != report_inputs:
-        raise ValueError(f"inputs='given' is the variance over the report's own {report_inputs} inputs; "
-                         f"num_inputs must be None or {report_inputs}, got {m}")
+        raise ValueError(
+            f"inputs='given' is the variance over the report's own {report_inputs} inputs; "
+            f"num_inputs must be None or {report_inputs}, got {m}"
+        )
     pair_mean = fisher.square() - (var_x / (m - 1) if m > 1 else 0 * var_x)
     return (m * conditional + 2 * pairs * pair_mean) / (m * m * samples)

@@ -13,8 +13,9 @@ from __future__ import annotations
 import itertools
 import math
 
-import oracle
 import torch
+
+import oracle
 
 
 class BruteForce:
@@ -64,7 +65,7 @@ class BruteForce:
         for perm in perms:
             var = 0
             for start in range(0, n, minibatch):
-                key = tuple(sorted(perm[start:start + minibatch]))
+                key = tuple(sorted(perm[start : start + minibatch]))
                 if key not in cache:
                     cache[key] = self.block_moments(key, estimator)[1]
                 var = var + cache[key]
@@ -78,7 +79,7 @@ class BruteForce:
         for seq in itertools.product(range(n), repeat=num_inputs):
             mean = var = 0
             for start in range(0, num_inputs, minibatch):
-                key = tuple(sorted(seq[start:start + minibatch]))
+                key = tuple(sorted(seq[start : start + minibatch]))
                 if key not in cache:
                     cache[key] = self.block_moments(key, estimator)
                 mean, var = mean + cache[key][0], var + cache[key][1]

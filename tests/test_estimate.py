@@ -2,11 +2,11 @@
 
 import pytest
 import torch
-from problems import _problem
 from torch import nn
 
 import fishertut as ft
 from fishertut.precision import PER_INPUT_COST
+from problems import _problem
 
 
 class _Skip(nn.Module):
@@ -30,14 +30,17 @@ def _skip_problem():
 def _net(kind):
     if kind == "skip":
         return _skip_problem()
-    sizes, act, family = {"cat": ([3, 5, 4], nn.Tanh, "categorical"),
-                          "gauss": ([3, 4, 2], nn.Sigmoid, "gaussian")}[kind]
+    sizes, act, family = {"cat": ([3, 5, 4], nn.Tanh, "categorical"), "gauss": ([3, 4, 2], nn.Sigmoid, "gaussian")}[
+        kind
+    ]
     p = _problem(kind, sizes, act, family, n=48, sigma=0.7)
     return p.model, p.x, p.fishertut_family()
 
 
-@pytest.mark.parametrize("kind,estimators", [("cat", ("i1",)), ("cat", ("hutchinson",)),
-                                             ("gauss", ("i1", "hutchinson")), ("skip", ("i1", "hutchinson"))])
+@pytest.mark.parametrize(
+    "kind,estimators",
+    [("cat", ("i1",)), ("cat", ("hutchinson",)), ("gauss", ("i1", "hutchinson")), ("skip", ("i1", "hutchinson"))],
+)
 def test_meets_rtol_with_probability_one_minus_delta(kind, estimators, one_thread):
     """Over 20 seeds, the fraction of parameters off by more than rtol stays below delta (Chebyshev)."""
     model, x, fam = _net(kind)
@@ -45,8 +48,17 @@ def test_meets_rtol_with_probability_one_minus_delta(kind, estimators, one_threa
     rtol, delta, seeds = 0.3, 0.2, 20
     outside = total = 0
     for seed in range(seeds):
-        est = ft.estimate(model, x, fam, rtol=rtol, delta=delta, generator=torch.Generator().manual_seed(seed),
-                          pilot=48, estimators=estimators, max_samples=10**6)
+        est = ft.estimate(
+            model,
+            x,
+            fam,
+            rtol=rtol,
+            delta=delta,
+            generator=torch.Generator().manual_seed(seed),
+            pilot=48,
+            estimators=estimators,
+            max_samples=10**6,
+        )
         for k, f in exact.items():
             live = f > 0
             outside += int(((est[k] - f).abs() > rtol * f)[live].sum())
@@ -75,8 +87,15 @@ def test_zero_information_does_not_force_infinite_samples():
     with torch.no_grad():
         model[0].bias[0] = -1e3  # unit 0 is dead on every input: its weights carry no information
     x = torch.randn(32, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    est = ft.estimate(model, x, ft.Categorical(), rtol=0.2, delta=0.1, generator=torch.Generator().manual_seed(2),
-                      estimators=("hutchinson",))
+    est = ft.estimate(
+        model,
+        x,
+        ft.Categorical(),
+        rtol=0.2,
+        delta=0.1,
+        generator=torch.Generator().manual_seed(2),
+        estimators=("hutchinson",),
+    )
     plan = est.plan["0.weight"]
     assert plan.zero_information == 3 and plan.samples_per_input < 1000
     assert torch.equal(est["0.weight"][0], torch.zeros(3, dtype=torch.float64))
@@ -84,8 +103,16 @@ def test_zero_information_does_not_force_infinite_samples():
 
 def test_capped_plan_reports_the_error_it_reaches():
     model, x, fam = _net("cat")
-    est = ft.estimate(model, x, fam, rtol=0.01, delta=0.01, generator=torch.Generator().manual_seed(0),
-                      estimators=("i1",), max_samples=3)
+    est = ft.estimate(
+        model,
+        x,
+        fam,
+        rtol=0.01,
+        delta=0.01,
+        generator=torch.Generator().manual_seed(0),
+        estimators=("i1",),
+        max_samples=3,
+    )
     for e in est.plan.values():
         assert e.samples_per_input <= 3 and e.predicted_rtol > 0.01
 

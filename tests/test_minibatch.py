@@ -2,21 +2,21 @@
 
 import functools
 
-import oracle
 import pytest
 import sympy as sp
 import torch
-from helpers import assert_dicts_close
-from oracle_minibatch import BruteForce
-from problems import PROBLEMS
 from torch import nn
 
 import fishertut as ft
+import oracle
+from helpers import assert_dicts_close
+from oracle_minibatch import BruteForce
+from problems import PROBLEMS
 
 EXACT = ["cat-tanh-2h", "binary-tanh-1h", "gauss-sigmoid-2h-sigma0.5", "gauss-tanh-1h"]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _brute(pid):
     problem = PROBLEMS[pid]()
     return problem, BruteForce(problem), ft.variance_report(problem.model, problem.x, problem.fishertut_family())
@@ -108,19 +108,21 @@ def _replay(problem, estimator, minibatch, samples, seed):
     total = 0
     step = minibatch if minibatch > 1 else problem.x.shape[0]
     for start in range(0, problem.x.shape[0], step):
-        xb = problem.x[start:start + step]
+        xb = problem.x[start : start + step]
         with torch.no_grad():
             h = problem.model(xb)
         if estimator == "i1":
             labels = fam.sample(h, samples, gen)
-            scores = [[_flat(oracle.score_and_neg_hessian(problem, xb[j], labels[j, s])[0])
-                       for j in range(xb.shape[0])] for s in range(samples)]
+            scores = [
+                [_flat(oracle.score_and_neg_hessian(problem, xb[j], labels[j, s])[0]) for j in range(xb.shape[0])]
+                for s in range(samples)
+            ]
         else:
             xi = torch.randint(0, 2, (xb.shape[0], samples, h.shape[1]), generator=gen).double() * 2 - 1
             scores = [[xi[j, s] @ brute.a[start + j] for j in range(xb.shape[0])] for s in range(samples)]
         for row in scores:
             for first in range(0, len(row), minibatch):
-                total = total + sum(row[first:first + minibatch]).square()
+                total = total + sum(row[first : first + minibatch]).square()
     return total / (problem.x.shape[0] * samples)
 
 
@@ -130,8 +132,15 @@ def _replay(problem, estimator, minibatch, samples, seed):
 def test_estimate_matches_brute_force_with_the_same_draws(pid, estimator, minibatch):
     problem = PROBLEMS[pid]()
     fam = problem.fishertut_family()
-    got = ft.fisher_diagonal(problem.model, problem.x, fam, estimator, samples_per_input=2, minibatch=minibatch,
-                             generator=torch.Generator().manual_seed(7))
+    got = ft.fisher_diagonal(
+        problem.model,
+        problem.x,
+        fam,
+        estimator,
+        samples_per_input=2,
+        minibatch=minibatch,
+        generator=torch.Generator().manual_seed(7),
+    )
     assert got.minibatch == minibatch and got.path == ("autograd" if minibatch > 1 else "layerwise")
     _close(_flat(got), _replay(problem, estimator, minibatch, 2, seed=7), f"{estimator} B={minibatch}")
 
@@ -143,8 +152,16 @@ def test_batch_size_and_input_batching_never_change_the_result(estimator):
     x = torch.cat([problem.x] * 3)
 
     def run(inputs, batch_size):
-        return ft.fisher_diagonal(problem.model, inputs, fam, estimator, minibatch=5, samples_per_input=2,
-                                  generator=torch.Generator().manual_seed(1), batch_size=batch_size)
+        return ft.fisher_diagonal(
+            problem.model,
+            inputs,
+            fam,
+            estimator,
+            minibatch=5,
+            samples_per_input=2,
+            generator=torch.Generator().manual_seed(1),
+            batch_size=batch_size,
+        )
 
     ref = run(x, None)
     assert_dicts_close(run(x, 2), ref, rtol=1e-12)
@@ -179,8 +196,15 @@ def test_one_backward_works_on_any_model(estimator):
     model = _Residual().double().eval()
     x = torch.randn(4, 3, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
     problem = oracle.Problem("residual", model, x, "categorical")
-    got = ft.fisher_diagonal(model, x, ft.Categorical(), estimator, minibatch=2, samples_per_input=2,
-                             generator=torch.Generator().manual_seed(3))
+    got = ft.fisher_diagonal(
+        model,
+        x,
+        ft.Categorical(),
+        estimator,
+        minibatch=2,
+        samples_per_input=2,
+        generator=torch.Generator().manual_seed(3),
+    )
     _close(_flat(got), _replay(problem, estimator, 2, 2, seed=3), estimator)
 
 
@@ -192,8 +216,8 @@ def _consecutive_variance(per, estimator, minibatch, samples):
         n = fisher.shape[0]
         var = 0
         for start in range(0, n, minibatch):
-            block = fisher[start:start + minibatch]
-            var = var + cond[k][start:start + minibatch].sum(0) + 2 * (block.sum(0).square() - block.square().sum(0))
+            block = fisher[start : start + minibatch]
+            var = var + cond[k][start : start + minibatch].sum(0) + 2 * (block.sum(0).square() - block.square().sum(0))
         out[k] = var / (n * n * samples)
     return out
 
@@ -212,8 +236,12 @@ def test_monte_carlo_mean_and_variance(pid, estimator, one_thread):
     exact_var = _flat(_consecutive_variance(per, estimator, minibatch, 1))
     fisher = _flat({k: v.mean(0) for k, v in per.fisher.items()})
     gen = torch.Generator().manual_seed(12)
-    draws = torch.stack([_flat(ft.fisher_diagonal(problem.model, problem.x, fam, estimator, minibatch=minibatch,
-                                                  generator=gen)) for _ in range(repeats)])
+    draws = torch.stack(
+        [
+            _flat(ft.fisher_diagonal(problem.model, problem.x, fam, estimator, minibatch=minibatch, generator=gen))
+            for _ in range(repeats)
+        ]
+    )
     live = exact_var > 1e-20
     mean_z = (draws.mean(0) - fisher).abs() / (exact_var / repeats).sqrt()
     assert (mean_z[live] <= 5).all(), f"mean: max z {mean_z[live].max():.2f}"
@@ -250,7 +278,14 @@ def test_per_input_hutchinson_signs_do_not_depend_on_batching():
     x = torch.cat([problem.x] * 3)
 
     def run(batch_size):
-        return ft.fisher_diagonal(problem.model, x, fam, "hutchinson", samples_per_input=3, batch_size=batch_size,
-                                  generator=torch.Generator().manual_seed(4))
+        return ft.fisher_diagonal(
+            problem.model,
+            x,
+            fam,
+            "hutchinson",
+            samples_per_input=3,
+            batch_size=batch_size,
+            generator=torch.Generator().manual_seed(4),
+        )
 
     assert_dicts_close(run(5), run(None), rtol=1e-12)
