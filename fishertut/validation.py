@@ -53,8 +53,8 @@ def check_model(model: nn.Module) -> tuple[torch.device, torch.dtype]:
 
     Raises:
         TypeError: ``model`` is not an ``nn.Module``.
-        ValueError: no trainable parameters; parameters on several devices or of several dtypes; a non-finite
-            parameter; a dropout or batch-norm module in training mode (its output would be random or
+        ValueError: no trainable parameters; parameters on several devices, on the meta device or of several
+            dtypes; a non-finite parameter; a dropout or batch-norm module in training mode (its output would be random or
             batch-dependent, so the Fisher of the eval-mode network would be silently wrong).
     """
     if not isinstance(model, nn.Module):
@@ -70,6 +70,9 @@ def check_model(model: nn.Module) -> tuple[torch.device, torch.dtype]:
     if len(dtypes) > 1:
         raise ValueError(f"model parameters have several dtypes {sorted(map(str, dtypes))}; use one floating dtype")
     dtype = dtypes.pop()
+    if next(iter(devices)).type == "meta":
+        raise ValueError("model parameters are on the meta device, which holds shapes but no values; materialise "
+                         "them first (e.g. model.to_empty(device='cpu') and load_state_dict)")
     if not dtype.is_floating_point:
         raise ValueError(f"model parameters must be floating point, got {dtype}")
     for name, p in params:

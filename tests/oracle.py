@@ -7,7 +7,8 @@ a(y) = -d^2 log p(y|x)/d theta^2 from torch.func on torch.distributions log-like
 
     I = sum_y w s^2,   V1 = sum_y w s^4 - I^2,   V2 = sum_y w a^2 - (sum_y w a)^2.
 
-The bounds use dense eigendecompositions of the C^2 x C^2 fourth-moment matrix and of Lambda.
+Hessians are forward-over-reverse, or reverse-over-reverse for operators without a forward-mode rule
+(weight_norm). The bounds use dense eigendecompositions of the C^2 x C^2 fourth-moment matrix and of Lambda.
 """
 
 from __future__ import annotations
@@ -22,6 +23,17 @@ from torch import nn
 from torch.distributions import Categorical as TorchCategorical
 from torch.distributions import Normal
 from torch.func import functional_call, grad, hessian, jacrev
+
+
+def _hessian(f, argnums=0):
+    """torch.func.hessian, falling back to jacrev(jacrev) where forward mode is not implemented."""
+    def both(*args):
+        try:
+            return hessian(f, argnums=argnums)(*args)
+        except NotImplementedError:
+            return jacrev(jacrev(f, argnums=argnums), argnums=argnums)(*args)
+
+    return both
 
 
 @dataclass
@@ -69,7 +81,7 @@ def score_and_neg_hessian(problem: Problem, x: torch.Tensor, y: torch.Tensor):
     """s(y) and a(y) = -diag Hessian of log p(y|x) for one input, as dicts of parameter-shaped tensors."""
     params = flat_params(problem.model)
     s = grad(_log_prob, argnums=1)(problem, params, x, y)
-    hess = hessian(_log_prob, argnums=1)(problem, params, x, y)
+    hess = _hessian(_log_prob, argnums=1)(problem, params, x, y)
     a = {k: -hess[k][k].reshape(params[k].numel(), params[k].numel()).diagonal().reshape(params[k].shape)
          for k in params}
     return s, a
@@ -119,7 +131,7 @@ def output_derivatives(problem: Problem) -> tuple[torch.Tensor, torch.Tensor, to
         hs.append(out(params, x))
         jac = jacrev(out)(params, x)
         vs.append(torch.cat([jac[k].flatten(1) for k in params], 1))
-        hes = hessian(out)(params, x)
+        hes = _hessian(out)(params, x)
         us.append(torch.cat([hes[k][k].reshape(-1, params[k].numel(), params[k].numel()).diagonal(dim1=1, dim2=2)
                              for k in params], 1))
     return torch.stack(hs).detach(), torch.stack(vs), torch.stack(us)
