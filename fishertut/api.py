@@ -161,8 +161,8 @@ def fisher_diagonal(model: nn.Module, inputs: Inputs, family: ExponentialFamily,
     Labels :math:`y_{ns}` are drawn from the model, ``samples_per_input`` per input, from ``generator``,
     unless ``targets`` gives them; with data labels ``"i1"`` is the empirical Fisher (spec 7).
 
-    Only parameters with ``requires_grad=True`` get an entry: frozen parameters are left out (they are
-    constants of the model). Hooks, parametrizations (results keyed by ``model.named_parameters()``, e.g.
+    Frozen parameters (``requires_grad=False``) are left out: they are constants of the model, and only
+    trainable ones get an entry. Hooks, parametrizations (results keyed by ``model.named_parameters()``, e.g.
     ``0.parametrizations.weight.original``), shared parameters and in-place activations are honoured, on
     the generic engine where the layer-wise one cannot; backward hooks are refused.
 

@@ -44,8 +44,7 @@ class FunctionalEngine:
         self.element_budget = element_budget
         self.forward_mode = True
         self.params = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
-        self.frozen = {n: p.detach() for n, p in model.named_parameters() if not p.requires_grad}
-        self.buffers = dict(model.named_buffers())
+        self.aliases = _aliases(model, self.params)
 
     def per_input_elements(self, channels: int, curvature: bool) -> int:
         """Peak number of tensor elements per input (the Jacobian, and the second derivatives if asked)."""
@@ -53,8 +52,8 @@ class FunctionalEngine:
         return max(1, (2 if curvature else 1) * (channels + 1) * numel)
 
     def _output(self, params: dict[str, Tensor], x: Tensor) -> Tensor:
-        state = {**self.frozen, **params, **self.buffers}
-        return functional_call(self.model, state, (x.unsqueeze(0),)).squeeze(0)
+        state = {alias: params[name] for alias, name in self.aliases.items()}
+        return functional_call(self.model, state, (x.unsqueeze(0),), tie_weights=False).squeeze(0)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """The outputs ``h`` of the batch and the tape (the batch itself)."""
@@ -117,3 +116,19 @@ class FunctionalEngine:
             raise UnsupportedModelError(
                 f"the generic path could not differentiate {type(self.model).__name__} with torch.func "
                 f"(vmap/jacrev); in-place operations on tensors inside forward are a common cause: {err}") from err
+
+
+def _aliases(model: nn.Module, params: dict[str, Tensor]) -> dict[str, str]:
+    """``{name of a (module, attribute) slot: name of the trainable parameter it holds}``.
+
+    A parameter shared by two modules must be substituted in both slots, but a module used twice has one
+    slot: naming it twice (as ``named_parameters(remove_duplicate=False)`` would) makes ``functional_call``
+    save and restore it twice and leaves a wrapped tensor in the user's model.
+    """
+    canonical = {id(p): n for n, p in model.named_parameters() if n in params}
+    out = {}
+    for prefix, module in model.named_modules():
+        for attr, p in module._parameters.items():
+            if p is not None and id(p) in canonical:
+                out[f"{prefix}.{attr}" if prefix else attr] = canonical[id(p)]
+    return out

@@ -110,6 +110,36 @@ def conditional(problem: Problem) -> dict[str, dict[str, torch.Tensor]]:
     return {k: unflatten(problem.model, torch.stack(v)) for k, v in rows.items()}
 
 
+def conditional_by_chain_rule(problem: Problem) -> dict[str, dict[str, torch.Tensor]]:
+    """Per-input I, V1, V2 like :func:`conditional`, faster: through the outputs, by the chain rule.
+
+    With v = dh/dtheta and u = diag d^2h/dtheta^2 (from :func:`output_derivatives`) and, per label, the
+    gradient g and Hessian H of log p(y|h) in h (torch.func on torch.distributions), the score is g.v_i and
+    the negative diagonal Hessian a_i = -(v_i^T H v_i + g.u_i).
+    """
+    h, v, u = output_derivatives(problem)
+
+    def log_prob(hh, y):
+        if problem.family == "categorical":
+            return TorchCategorical(logits=hh).log_prob(y)
+        return Normal(hh, problem.sigma).log_prob(y).sum()
+
+    rows = {"fisher": [], "var_i1": [], "var_i2": []}
+    for hn, vn, un in zip(h, v, u):
+        ys, ws = labels_and_weights(problem, hn)
+        s2 = s4 = a1 = a2 = 0
+        for y, w in zip(ys, ws):
+            g = grad(log_prob)(hn, y)
+            hess = hessian(log_prob)(hn, y)
+            s = g @ vn
+            a = -((hess @ vn) * vn).sum(0) - g @ un
+            s2, s4, a1, a2 = s2 + w * s**2, s4 + w * s**4, a1 + w * a, a2 + w * a**2
+        rows["fisher"].append(s2)
+        rows["var_i1"].append(s4 - s2**2)
+        rows["var_i2"].append(a2 - a1**2)
+    return {k: unflatten(problem.model, torch.stack(r)) for k, r in rows.items()}
+
+
 def unflatten(model: nn.Module, flat: torch.Tensor) -> dict[str, torch.Tensor]:
     """(..., P) -> {name: (..., *shape)} in named_parameters order."""
     out, offset = {}, 0
