@@ -87,7 +87,7 @@ class ExponentialFamily(ABC):
 
     def sample_with_residual(self, h: Tensor, samples_per_input: int,
                              generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
-        """Labels as :meth:`sample` draws them and their residuals :meth:`residual`, ``(N, S, ...)`` and ``(N, S, C)``."""
+        """Labels drawn as :meth:`sample` draws them, ``(N, S, ...)``, and their :meth:`residual` ``(N, S, C)``."""
         y = self.sample(h, samples_per_input, generator)
         return y, self.residual(h, y)
 

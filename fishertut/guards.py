@@ -1,5 +1,7 @@
-"""Guards against silent misuse, run on the first batch: inputs the model cannot take, outputs of the wrong
-kind, probabilities where logits are expected, and models whose output for one input depends on the others.
+"""Guards against silent misuse, run on the first batch.
+
+They catch inputs the model cannot take, outputs of the wrong kind, probabilities where logits are
+expected, and models whose output for one input depends on the other inputs of the batch.
 """
 
 from __future__ import annotations

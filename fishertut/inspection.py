@@ -104,7 +104,7 @@ def _leaf_modules(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
 
 
 def first_layer(model: nn.Module) -> tuple[str, nn.Module] | None:
-    """The first leaf module of an ``nn.Sequential`` that is not a ``Flatten``/``Identity``/``Dropout``, else ``None``."""
+    """The first leaf of an ``nn.Sequential`` other than ``Flatten``, ``Identity`` or ``Dropout``, else ``None``."""
     if type(model) is not nn.Sequential:
         return None
     for path, m in _leaf_modules(model):

@@ -202,7 +202,8 @@ def test_parametrized_layer_is_exact_on_generic_and_keyed_by_named_parameters(wr
     rep = assert_exact(model, _inputs(), "generic")
     assert list(rep.fisher) == [n for n, _ in model.named_parameters()]
     assert any(".parametrizations.weight.original" in n for n in rep.fisher)
-    with pytest.raises(ft.UnsupportedModelError, match=r"module '2' \(ParametrizedLinear\) has parametrized tensors \(weight\)"):
+    with pytest.raises(ft.UnsupportedModelError,
+                       match=r"module '2' \(ParametrizedLinear\) has parametrized tensors \(weight\)"):
         ft.variance_report(model, _inputs(), ft.Categorical(), path="layerwise")
 
 
@@ -461,3 +462,10 @@ def test_chain_rule_oracle_equals_the_brute_force_oracle(family, sigma):
     fast, slow = oracle.conditional_by_chain_rule(problem), oracle.conditional(problem)
     for field in ("fisher", "var_i1", "var_i2"):
         assert_dicts_close(fast[field], slow[field], rtol=1e-10, what=field)
+
+
+def test_spectral_norm_in_training_mode_is_refused():
+    torch.manual_seed(15)
+    model = nn.Sequential(parametrizations.spectral_norm(nn.Linear(4, 3)))
+    with pytest.raises(ValueError, match=r"module '0.parametrizations.weight.0' \(_SpectralNorm\) is in training mode"):
+        ft.fisher_diagonal(model.double(), _inputs(), ft.Categorical())
