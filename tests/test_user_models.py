@@ -129,17 +129,34 @@ class _InplaceInForward(nn.Module):
         return h
 
 
-def test_inplace_operation_inside_forward_is_exact_or_refused_clearly():
+class _PreallocatedOutput(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 3)
+
+    def forward(self, x):
+        h = self.lin(x)
+        out = torch.zeros(h.shape, dtype=h.dtype)
+        out += h  # in-place into a fresh tensor: fine eagerly, not batchable by vmap
+        return out
+
+
+def test_inplace_write_into_an_intermediate_is_exact_on_generic():
     torch.manual_seed(6)
     model = _InplaceInForward().double().eval()
-    try:
-        rep = ft.variance_report(model, _inputs(), ft.Categorical())
-    except ft.UnsupportedModelError as err:
-        assert "could not differentiate" in str(err) and err.__cause__ is not None
-    else:
-        ref = oracle_report(model, _inputs())
-        for field in FIELDS:
-            assert_dicts_close(getattr(rep, field), ref[field], rtol=1e-9, what=field)
+    rep = ft.variance_report(model, _inputs(), ft.Categorical())
+    assert rep.path == "generic"
+    ref = oracle_report(model, _inputs())
+    for field in FIELDS:
+        assert_dicts_close(getattr(rep, field), ref[field], rtol=1e-9, what=field)
+
+
+def test_inplace_operation_torch_func_cannot_batch_is_refused_clearly():
+    torch.manual_seed(6)
+    with pytest.raises(ft.UnsupportedModelError, match="generic path could not differentiate _PreallocatedOutput") \
+            as info:
+        ft.variance_report(_PreallocatedOutput().double().eval(), _inputs(), ft.Categorical())
+    assert isinstance(info.value.__cause__, RuntimeError)
 
 
 # --- 3. hooks ------------------------------------------------------------------------------------------------
