@@ -44,8 +44,9 @@ class _Run:
     """One pass over the data: validation, engine choice, batching, labels, and per-batch callbacks.
 
     The engine is chosen once, on the first batch (:func:`fishertut.selection.select_engine`). Its first
-    :data:`~fishertut.guards.PROBE_ROWS` rows go through the engine as a chunk of their own: their outputs
-    give the number of outputs ``C`` (which sizes the later chunks) and feed the first-batch guards.
+    :data:`~fishertut.guards.PROBE_ROWS` rows (at most ``batch_size``) go through the engine as a chunk of their
+    own: their outputs give the number of outputs ``C`` (which sizes the later chunks) and feed the first-batch
+    guards; no forward pass is spent on learning ``C`` alone.
     """
 
     def __init__(self, model: nn.Module, family: ExponentialFamily, path: str, batch_size: int | None,
@@ -72,7 +73,7 @@ class _Run:
 
     def _first_chunk(self, x: Tensor, checks: Checks) -> tuple[Tensor, Tensor, object]:
         self.engine = select_engine(self.model, x, self.path)
-        xb = x[:PROBE_ROWS]
+        xb = x[:PROBE_ROWS if self.batch_size is None else min(PROBE_ROWS, self.batch_size)]
         h, tape = self._forward(xb, checks)
         check_independent_rows(self.model, xb, h)
         warn_if_probabilities(self.model, h, self.family)

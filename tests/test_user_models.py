@@ -450,20 +450,30 @@ def test_docstrings_say_frozen_parameters_are_left_out(function):
     assert "requires_grad=False" in function.__doc__ and "left out" in function.__doc__
 
 
-def test_engine_is_chosen_once_on_the_first_batch(monkeypatch):
+def test_engine_is_chosen_once_and_every_forward_pass_is_used(monkeypatch):
     import fishertut.api as api
+    from fishertut.layerwise import LayerwiseEngine
 
-    calls = []
-    real = api.select_engine
+    chosen, rows = [], []
+    select, forward = api.select_engine, LayerwiseEngine.forward
 
-    def counting(model, x, path):
-        calls.append(tuple(x.shape))
-        return real(model, x, path)
+    def counting_select(model, x, path):
+        chosen.append(tuple(x.shape))
+        return select(model, x, path)
 
-    monkeypatch.setattr(api, "select_engine", counting)
+    def counting_forward(self, x):
+        rows.append(x.shape[0])
+        return forward(self, x)
+
+    monkeypatch.setattr(api, "select_engine", counting_select)
+    monkeypatch.setattr(LayerwiseEngine, "forward", counting_forward)
     x = _inputs(n=12)
-    ft.variance_report(_mlp(), [x[:5], x[5:]], ft.Categorical(), batch_size=3)
-    assert calls == [(5, 4)]
+    rep = ft.variance_report(_mlp(), [x[:5], x[5:]], ft.Categorical(), batch_size=3)
+    assert chosen == [(5, 4)]
+    assert rows == [3, 2, 3, 3, 1] and rep.num_inputs == 12  # the first chunk gives C: no extra pass
+    rows.clear()
+    ft.variance_report(_mlp(), x, ft.Categorical())
+    assert rows == [4, 8]  # default size: a probe chunk of 4 rows, then the rest
 
 
 @pytest.mark.filterwarnings("ignore:There is a performance drop:UserWarning")
