@@ -40,9 +40,11 @@ from collections.abc import Iterable, Iterator
 import torch
 from torch import Tensor, nn
 
+from .arguments import check_count, coerce_targets
 from .batches import iterate_batches
 from .families import ExponentialFamily
-from .report import FisherDiagonal, _check_count
+from .guards import PROBE_ROWS, check_independent_rows, check_output_kind, run_forward, warn_if_probabilities
+from .report import FisherDiagonal
 from .validation import Checks, check_batch, check_generator, check_model
 
 __all__ = ["ONE_BACKWARD", "hutchinson_channels", "hutchinson_unit_variance", "one_backward_diagonal"]
@@ -117,12 +119,17 @@ def _checked_output(
 ) -> Tensor:
     """The outputs for ``x`` (by chunks of ``parts`` if given), validated: one row per input, fit for the family."""
     h = model(x) if parts is None else torch.cat([model(c) for c, _ in parts])
-    family.check_output(h.detach(), checks)
-    if h.shape[0] != x.shape[0]:
-        raise ValueError(
-            f"the model output has {h.shape[0]} rows for a batch of {x.shape[0]} inputs; it must map (N, ...) to (N, C)"
-        )
+    check_output_kind(h.detach(), x.shape[0], h.dtype, family, checks)
     return h
+
+
+def _probe(model: nn.Module, x: Tensor, family: ExponentialFamily, dtype: torch.dtype, checks: Checks) -> None:
+    """The checks of the engines' first chunk: the forward pass, the output's kind, independent rows."""
+    probe = x[:PROBE_ROWS]
+    h, _ = run_forward(lambda t: (model(t), None), probe, model, dtype)
+    check_output_kind(h, probe.shape[0], dtype, family, checks)
+    check_independent_rows(model, probe, h)
+    warn_if_probabilities(model, h, family)
 
 
 def _channels(
@@ -136,8 +143,9 @@ def _channels(
 ) -> Tensor:
     if estimator == "hutchinson":
         return hutchinson_channels(family, h, samples, generator)
-    labels = family.sample(h, samples, generator) if y is None else family.check_targets(y, h, checks)
-    return family.residual(h, labels)
+    if y is None:
+        return family.sample_with_residual(h, samples, generator)[1]
+    return family.residual(h, family.check_targets(y, h, checks))
 
 
 def one_backward_diagonal(
@@ -171,21 +179,24 @@ def one_backward_diagonal(
     """
     if estimator not in ONE_BACKWARD:
         raise ValueError(f"minibatch > 1 needs estimator 'i1' or 'hutchinson', got {estimator!r}")
-    size = _check_count(minibatch, "minibatch")
-    samples = _check_count(samples_per_input, "samples_per_input")
-    chunk = size if batch_size is None else _check_count(batch_size, "batch_size")
+    size = check_count(minibatch, "minibatch")
+    samples = check_count(samples_per_input, "samples_per_input")
+    chunk = size if batch_size is None else check_count(batch_size, "batch_size")
     if estimator == "hutchinson" and targets is not None:
         raise ValueError("estimator='hutchinson' draws its own signs; pass targets=None")
     if targets is not None and samples != 1:
         raise ValueError(f"samples_per_input must be 1 when targets are given, got {samples}")
     device, dtype = check_model(model)
     check_generator(generator, device)
+    targets = coerce_targets(targets, device, dtype)
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     sums = [torch.zeros(p.shape, dtype=torch.float64, device=device) for _, p in params]
     checks, count = Checks(), 0
     for xb, yb in _minibatches(inputs, targets, size, device, dtype, checks):
         if xb.shape[0] == 0:
             continue
+        if count == 0:
+            _probe(model, xb, family, dtype, checks)
         parts = list(zip(xb.split(chunk), (None,) * xb.shape[0] if yb is None else yb.split(chunk)))
         single = len(parts) == 1
         # one chunk: square each gradient straight into the float64 sums; several: add the chunks' gradients first

@@ -38,7 +38,7 @@ from torch import Tensor, nn
 from .api import fisher_diagonal, per_input_statistics
 from .families import ExponentialFamily
 from .layerwise import LayerwiseEngine
-from .report import _check_count
+from .arguments import check_count
 from .validation import check_generator, check_model
 from .variances import same_minibatch_pairs
 
@@ -177,10 +177,10 @@ def estimate(
     n = inputs.shape[0]
     if n == 0:
         raise ValueError("inputs is empty: it has no rows")
-    if batch_size is not None and _check_count(batch_size, "batch_size") > n:
+    if batch_size is not None and check_count(batch_size, "batch_size") > n:
         raise ValueError(f"batch_size={batch_size} is larger than the data ({n} inputs)")
-    _check_count(pilot, "pilot")
-    _check_count(max_samples, "max_samples")
+    check_count(pilot, "pilot")
+    check_count(max_samples, "max_samples")
     unknown = [e for e in estimators if e not in CANDIDATES]
     if unknown or not estimators:
         raise ValueError(f"estimators must be a non-empty tuple of {CANDIDATES}, got {estimators!r}")

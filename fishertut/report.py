@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from .arguments import check_count
 from .variances import minibatch_variance
 
 __all__ = ["FisherDiagonal", "Bounds", "VarianceReport", "ConditionalStatistics", "EstimatorTerms"]
@@ -84,12 +85,6 @@ def _check_estimator(estimator: str, allowed: tuple[str, ...] = ("i1", "i2")) ->
         raise ValueError(f"estimator must be one of {allowed}, got {estimator!r}")
 
 
-def _check_count(value: int, argument: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{argument} must be a positive integer, got {value!r}")
-    return value
-
-
 @dataclass
 class VarianceReport:
     r"""Exact FIM diagonal, conditional variances of Î1 and Î2, input variance and bounds (module docstring).
@@ -136,9 +131,9 @@ class VarianceReport:
                 random partition into minibatches (the variance over labels, averaged over partitions).
         """
         cond = self.conditional_variance(estimator)
-        n = _check_count(self.num_inputs if num_inputs is None else num_inputs, "num_inputs")
-        s = _check_count(samples_per_input, "samples_per_input")
-        b = 1 if estimator == "i2" else _check_count(minibatch, "minibatch")
+        n = check_count(self.num_inputs if num_inputs is None else num_inputs, "num_inputs")
+        s = check_count(samples_per_input, "samples_per_input")
+        b = 1 if estimator == "i2" else check_count(minibatch, "minibatch")
         return {k: minibatch_variance(self.fisher[k], self.var_x[k], cond[k], n, s, b, inputs, self.num_inputs)
                 for k in self.fisher}
 
@@ -156,7 +151,7 @@ class VarianceReport:
         if not (isinstance(delta, (int, float)) and 0 < delta < 1):
             raise ValueError(f"delta must be in (0, 1), got {delta!r}")
         cond = self.conditional_variance(estimator)
-        s = _check_count(samples_per_input, "samples_per_input")
+        s = check_count(samples_per_input, "samples_per_input")
         out = {}
         for k, fisher in self.fisher.items():
             num = self.var_x[k] + cond[k] / s

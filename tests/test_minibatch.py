@@ -289,3 +289,25 @@ def test_per_input_hutchinson_signs_do_not_depend_on_batching():
         )
 
     assert_dicts_close(run(5), run(None), rtol=1e-12)
+
+
+class _BatchCentred(nn.Module):
+    """Each output depends on the whole batch: the Fisher per input is undefined."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(3, 3)
+
+    def forward(self, x):
+        return self.lin(x - x.mean(0))
+
+
+def test_one_backward_refuses_models_whose_rows_depend_on_each_other():
+    model = _BatchCentred().double().eval()
+    x = torch.randn(6, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ft.UnsupportedModelError, match="depends on the other inputs"):
+        ft.fisher_diagonal(model, x, ft.Categorical(), "hutchinson", minibatch=3)
+    with pytest.raises(ValueError, match=r"shape \(N, C\)"):
+        ft.fisher_diagonal(
+            nn.Sequential(nn.Linear(3, 3), nn.Flatten(0)).double(), x, ft.Categorical(), "i1", minibatch=3
+        )
