@@ -110,7 +110,7 @@ lab: $(STAMP) $(LAB_OVERRIDES)
 	$(VENV)/bin/jupyter-lab --ServerApp.root_dir=book
 
 bench: $(STAMP)
-	$(PY) benchmarks/run.py
+	$(PY) -m benchmarks.run
 
 # --- cleaning ----------------------------------------------------------------------
 

@@ -1,7 +1,7 @@
 r"""The benchmark problem, the fishertut calls it times, and the peers they are compared to.
 
 Everything here returns plain ``{parameter name: tensor}`` dicts (or dicts of them) averaged over the
-``N`` inputs, so that :func:`benchmarks.run.check_agreement` can compare a fishertut number with the peer
+``N`` inputs, so that :func:`benchmarks.registry.check_agreement` can compare a fishertut number with the peer
 number it is timed against. Notation of the book: :math:`v_i = \partial h/\partial\theta_i` (``J`` below,
 per class), :math:`u_i = \partial^2 h/\partial\theta_i^2` (``G``), :math:`\Lambda = \mathrm{diag}(p)-pp^\top`.
 
@@ -46,8 +46,8 @@ class Problem:
 
     Attributes:
         activation: ``"sigmoid"`` or ``"tanh"``.
-        model: ``ft.models.mlp(sizes, activation, seed)``, untrained (timings do not depend on the weights).
-        x: ``(N, 784)`` real MNIST digits (the 5,000 of ``ft.data.load_mnist()``, cycled when ``N > 5,000``).
+        model: ``ft.lab.models.mlp(sizes, activation, seed)``, untrained (timings do not depend on the weights).
+        x: ``(N, 784)`` real MNIST digits (the 5,000 of ``ft.lab.data.load_mnist()``, cycled when ``N > 5,000``).
         labels: ``(N,)`` one label per input sampled once from the model, :math:`y_n \sim p(y|x_n;\theta)`
             (by inverse CDF from seeded uniforms, so that ``head(m)`` equals the problem built with ``m``).
         family: ``ft.Categorical()``.
@@ -71,8 +71,8 @@ class Problem:
 def make_problem(n: int, activation: str, sizes: tuple[int, ...] = SIZES, dtype: torch.dtype = torch.float32,
                  device: str | torch.device = "cpu", seed: int = 0) -> Problem:
     """Build the benchmark problem with ``n`` inputs (see :class:`Problem`)."""
-    model = ft.models.mlp(list(sizes), activation, seed=seed, dtype=dtype, device=device)
-    data = ft.data.load_mnist()
+    model = ft.lab.models.mlp(list(sizes), activation, seed=seed, dtype=dtype, device=device)
+    data = ft.lab.data.load_mnist()
     pool = torch.cat([data.train_x, data.test_x])
     if sizes[0] != pool.shape[1]:
         raise ValueError(f"the first width must be {pool.shape[1]} (MNIST pixels), got {sizes[0]}")

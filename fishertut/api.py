@@ -17,6 +17,8 @@ statistic       unit value per input (``J`` = first, ``G`` = second       degree
 ``v1_*``        :math:`\lambda(M)\,\|\Pi J\|^4`                           4       bounds
 ``v2_*``        :math:`\lambda(\Lambda)\,\|\Pi G\|^2`                     4       bounds
 ==============  ======================================================  ======  =========================
+
+See chapters "The two estimators" (what each estimator computes) and "The variances of the two estimators".
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from .errors import UnsupportedModelError
 from .families import ExponentialFamily, OutputSpectrum
 from .functional import FunctionalEngine
 from .layerwise import LayerwiseEngine
-from .report import (ESTIMATORS, Bounds, ConditionalStatistics, EstimatorTerms, FisherDiagonal,
+from .report import (ESTIMATORS, Bounds, check_estimator, ConditionalStatistics, EstimatorTerms, FisherDiagonal,
                      VarianceReport, _check_count)
 from .terms import PerInputCollector, SumCollector, UnitTerms
 from .validation import Checks, check_batch, check_generator, check_model
@@ -154,13 +156,13 @@ def fisher_diagonal(model: nn.Module, inputs: Inputs, family: ExponentialFamily,
                     path: str = "auto", process_group: object | None = None) -> FisherDiagonal:
     r"""Diagonal of the Fisher information matrix, exactly or by one of the two estimators.
 
-    * ``"exact"``: :math:`\frac1N\sum_n v_i^\top \Lambda(x_n) v_i` (spec 2);
+    * ``"exact"``: :math:`\frac1N\sum_n v_i^\top \Lambda(x_n) v_i` (chapter "Exponential-family outputs", eq. eq-expfam-diag);
     * ``"i1"``: :math:`\frac1{NS}\sum_{n,s} (\partial_{\theta_i}\log p(y_{ns}|x_n))^2`;
     * ``"i2"``: :math:`\frac1{NS}\sum_{n,s} -\partial^2_{\theta_i}\log p(y_{ns}|x_n)
-      = \frac1{NS}\sum_{n,s} (v_i^\top\Lambda v_i - \varepsilon_{ns}^\top u_i)` (spec 3).
+      = \frac1{NS}\sum_{n,s} (v_i^\top\Lambda v_i - \varepsilon_{ns}^\top u_i)` (chapter "The two estimators", eq. eq-est-diag).
 
     Labels :math:`y_{ns}` are drawn from the model, ``samples_per_input`` per input, from ``generator``,
-    unless ``targets`` gives them; with data labels ``"i1"`` is the empirical Fisher (spec 7).
+    unless ``targets`` gives them; with data labels ``"i1"`` is the empirical Fisher (chapter "The empirical Fisher").
 
     Args:
         model: maps a batch ``(N, ...)`` to outputs ``h`` of shape ``(N, C)``; in eval mode if it has dropout
@@ -181,8 +183,7 @@ def fisher_diagonal(model: nn.Module, inputs: Inputs, family: ExponentialFamily,
     Returns:
         :class:`FisherDiagonal`: ``{parameter name: tensor shaped like the parameter}``, in the model's dtype.
     """
-    if estimator not in ESTIMATORS:
-        raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
+    check_estimator(estimator, ESTIMATORS)
     samples = _check_count(samples_per_input, "samples_per_input")
     if targets is not None and estimator == "exact":
         raise ValueError("targets are not used by estimator='exact' (it averages over all labels); pass targets=None")
@@ -245,7 +246,7 @@ def variance_report(model: nn.Module, inputs: Inputs, family: ExponentialFamily,
     r"""Exact FIM diagonal with the exact conditional variances of Î1 and Î2, the input term and the bounds.
 
     No Monte Carlo: for each input the variance over labels is a finite sum over classes (categorical) or a
-    closed form (Gaussian): :math:`V_1 = K[v_i^4] - I(\theta_i|x)^2`, :math:`V_2 = u_i^\top\Lambda u_i` (spec 4.1).
+    closed form (Gaussian): :math:`V_1 = K[v_i^4] - I(\theta_i|x)^2`, :math:`V_2 = u_i^\top\Lambda u_i` (chapter "The variances of the two estimators").
     See :class:`VarianceReport` for the fields and :class:`Bounds` for the bound variant.
 
     Args:
@@ -287,7 +288,7 @@ def estimator_terms(model: nn.Module, inputs: Inputs, family: ExponentialFamily,
                     batch_size: int | None = None, path: str = "auto") -> EstimatorTerms:
     r"""Single-pair terms of Î1 and Î2 for the same labels, each ``(N, S, *parameter.shape)``.
 
-    ``i1``: :math:`(\varepsilon^\top v_i)^2`; ``i2``: :math:`v_i^\top\Lambda v_i - \varepsilon^\top u_i` (spec 3).
+    ``i1``: :math:`(\varepsilon^\top v_i)^2`; ``i2``: :math:`v_i^\top\Lambda v_i - \varepsilon^\top u_i` (chapter "The two estimators", eq. eq-est-diag).
     Their means over ``(n, s)`` equal :func:`fisher_diagonal` with ``"i1"``/``"i2"`` and the same generator.
     Materialises ``N × S × P`` values: meant for small models or few inputs (Monte-Carlo experiments).
     """

@@ -1,7 +1,7 @@
 r"""Exponential-family output models :math:`p(y|x;\theta) = \pi(y)\exp(t(y)^\top h - F(h))`.
 
 Every quantity of the book reduces, for one input :math:`x`, to three objects of the output
-distribution (spec section 2, 4.1):
+distribution (the paper's Section 1; chapters "Exponential-family outputs" and "The variances of the two estimators"):
 
 * the *score residual* :math:`\varepsilon = \partial \log p(y|x)/\partial h`, so that the score of a
   parameter is :math:`\varepsilon^\top v_i` with :math:`v_i = \partial h/\partial\theta_i`;
@@ -11,7 +11,7 @@ distribution (spec section 2, 4.1):
 
 For the categorical family :math:`h` are logits, :math:`\varepsilon = e_y - p` and :math:`\Lambda = \mathrm{diag}(p) - pp^\top`.
 For the Gaussian family the network predicts the mean :math:`\mu = h` of :math:`\mathcal N(\mu, \sigma^2 I)`, so
-:math:`\varepsilon = (y-\mu)/\sigma^2` and :math:`\Lambda = I/\sigma^2` (spec section 5, "known variance").
+:math:`\varepsilon = (y-\mu)/\sigma^2` and :math:`\Lambda = I/\sigma^2` (chapter "Regression", "known variance").
 
 Vectors ``w`` in output space are batched as ``(N, C, n)``: input, output coordinate, and any number ``n``
 of directions (one per parameter or per unit). Reductions run over the output axis ``C`` (dim 1).
@@ -33,7 +33,7 @@ __all__ = ["ExponentialFamily", "Categorical", "Gaussian", "OutputSpectrum"]
 
 @dataclass(frozen=True)
 class OutputSpectrum:
-    r"""Per-input extreme eigenvalues that enter the spectral bounds (spec 4.2, 6.5), each shaped ``(N,)``.
+    r"""Per-input extreme eigenvalues that enter the spectral bounds (chapter "Bounds on the variances"), each shaped ``(N,)``.
 
     All eigenvalues are taken on the subspace where the family's directions live after
     :meth:`ExponentialFamily.project` (the orthogonal complement of :math:`\mathbf 1` for the categorical
@@ -110,7 +110,7 @@ class ExponentialFamily(ABC):
         r""":math:`K[w^4] = \mathbb E[(\varepsilon^\top w)^4 \mid x]` for ``w`` of shape ``(N, C, n)``; shape ``(N, n)``."""
 
     def fourth_cumulant_form(self, h: Tensor, w: Tensor) -> Tensor:
-        r"""Single-label variance of the squared score, :math:`V_1 = K[w^4] - (w^\top\Lambda w)^2` (spec 4.1)."""
+        r"""Single-label variance of the squared score, :math:`V_1 = K[w^4] - (w^\top\Lambda w)^2` (chapter "The variances of the two estimators", eq. eq-var-v1)."""
         return self.fourth_moment(h, w) - self.quad(h, w) ** 2
 
     @abstractmethod
@@ -127,7 +127,7 @@ class Categorical(ExponentialFamily):
 
     The model output ``h`` are logits of shape ``(N, C)`` with ``C >= 2``; labels are class indices.
     Class sums are exact: :math:`I = \sum_c p_c (w_c - \bar w)^2` and :math:`K[w^4] = \sum_c p_c (w_c-\bar w)^4`
-    with :math:`\bar w = p^\top w` (spec 6.4).
+    with :math:`\bar w = p^\top w` (chapter "Classification", eq. eq-cls-diag).
     """
 
     name = "categorical"
@@ -194,7 +194,7 @@ class Categorical(ExponentialFamily):
         return (p * d.square().square()).sum(1)
 
     def fourth_cumulant_form(self, h: Tensor, w: Tensor) -> Tensor:
-        r""":math:`V_1 = \mathrm{Var}_{y\sim p}((w_y - \bar w)^2) = \sum_c p_c ((w_c-\bar w)^2 - I)^2` (spec 6.4).
+        r""":math:`V_1 = \mathrm{Var}_{y\sim p}((w_y - \bar w)^2) = \sum_c p_c ((w_c-\bar w)^2 - I)^2` (eq. eq-cls-diag).
 
         Computed as a variance of the class values, not as a difference of moments, so that it
         stays non-negative and accurate when :math:`V_1 \ll I^2`.
@@ -214,7 +214,7 @@ class Categorical(ExponentialFamily):
         return (eps @ eps.transpose(1, 2)).square()
 
     def spectrum(self, h: Tensor) -> OutputSpectrum:
-        r"""Eigenvalues of :math:`\Lambda = \mathrm{diag}(p)-pp^\top` and of :math:`M` (spec 6.2, 6.5).
+        r"""Eigenvalues of :math:`\Lambda = \mathrm{diag}(p)-pp^\top` and of :math:`M` (chapters "Classification", eq. eq-cls-spectrum, and "Bounds").
 
         :math:`\Lambda` has the null vector :math:`\mathbf 1`, so on :math:`\mathbf 1^\perp` its spectrum is the
         eigenvalues but the smallest: ``cov_min`` is the second smallest eigenvalue.
@@ -241,7 +241,7 @@ class Gaussian(ExponentialFamily):
     r"""Regression with :math:`y \sim \mathcal N(\mu, \sigma^2 I_D)`, the network predicting :math:`\mu = h` (N, D).
 
     :math:`\varepsilon = (y-\mu)/\sigma^2` and :math:`\Lambda = I/\sigma^2`, so :math:`I(\theta_i|x) = \|v_i\|^2/\sigma^2`,
-    :math:`K[w^4] = 3\|w\|^4/\sigma^4`, :math:`V_1 = 2I^2` and :math:`V_2 = \|u_i\|^2/\sigma^2` (spec 5).
+    :math:`K[w^4] = 3\|w\|^4/\sigma^4`, :math:`V_1 = 2I^2` and :math:`V_2 = \|u_i\|^2/\sigma^2` (chapter "Regression", eq. eq-reg-closed).
 
     Args:
         sigma: the known, fixed noise standard deviation (> 0).

@@ -6,6 +6,8 @@ derivative :math:`\frac{d^2}{ds^2} h(\theta + s e_i)|_{s=0}` per coordinate (``v
 basis). That is :math:`O(P)` passes per input: exact for any graph, practical for small models (tens of
 thousands of parameters); the layer-wise engine is the fast path for MLPs. Memory per batch is
 ``N × C × P`` for the Jacobian, so batches are sized to a budget.
+
+See chapter "The two estimators" (section "What each costs").
 """
 
 from __future__ import annotations

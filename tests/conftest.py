@@ -1,13 +1,11 @@
+"""Shared fixtures: the oracle's values per declared problem, and one-thread runs for small tensors."""
+
 import functools
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from problems import PROBLEMS  # noqa: E402
+from problems import PROBLEMS
 
 
 @functools.lru_cache(maxsize=None)

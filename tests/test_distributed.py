@@ -11,7 +11,7 @@ import fishertut as ft
 
 
 def _problem():
-    model = ft.models.mlp([4, 6, 5, 3], "sigmoid", dtype=torch.float64, seed=7)
+    model = ft.lab.models.mlp([4, 6, 5, 3], "sigmoid", dtype=torch.float64, seed=7)
     x = torch.randn(10, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
     return model, x
 

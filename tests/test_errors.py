@@ -9,7 +9,7 @@ import fishertut as ft
 
 @pytest.fixture
 def model():
-    return ft.models.mlp([3, 4, 3], "tanh", dtype=torch.float64)
+    return ft.lab.models.mlp([3, 4, 3], "tanh", dtype=torch.float64)
 
 
 @pytest.fixture
@@ -39,7 +39,7 @@ def test_output_not_two_dimensional(x):
 
 
 def test_categorical_with_one_class(x):
-    model = ft.models.mlp([3, 4, 1], "tanh", dtype=torch.float64)
+    model = ft.lab.models.mlp([3, 4, 1], "tanh", dtype=torch.float64)
     with pytest.raises(ValueError, match="at least 2 columns"):
         ft.fisher_diagonal(model, x, ft.Categorical())
 

@@ -101,7 +101,7 @@ def test_i1_is_nonnegative_and_i2_can_be_negative():
 
 
 def test_samples_per_input_law_of_total_variance():
-    """With inputs resampled, Var(Î) = var_x / N + var_ik / (N S) (spec 4.5): checked by Monte Carlo on a
+    """With inputs resampled, Var(Î) = var_x / N + var_ik / (N S) (chapter "Input and label randomness"): checked by Monte Carlo on a
     scalar summary, with a tolerance from the chi-square spread of a sample variance over R repetitions."""
     problem = PROBLEMS["cat-tanh-2h"]()
     fam = problem.fishertut_family()

@@ -1,4 +1,4 @@
-r"""The MNIST case study of the paper (spec 8.2, 8.3): a 4-layer MLP followed through training, per layer.
+r"""The MNIST case study of the paper's Figure 2 and its appendix figures: a 4-layer MLP followed through training, per layer.
 
 After every epoch (and once before training), on a fixed evaluation set :math:`x_1..x_N` of test digits,
 :func:`run_case_study` records for each layer of the network, with the layer's weights, its biases, and both
@@ -7,13 +7,13 @@ together as parameter groups:
 * the mean Fisher information :math:`\mathcal I(\theta_i)` over the group;
 * the conditional variances :math:`\frac1N\sum_n V_k(\theta_i|x_n)` of the single-label terms of Î1 and Î2,
   their spectral lower and upper bounds (:class:`~fishertut.Bounds`) and the input term ``var_x``
-  (spec 4.5), each averaged over the group;
-* the empirical Fisher (Î1 with the data labels, spec 7);
+  (chapter "Input and label randomness"), each averaged over the group;
+* the empirical Fisher (Î1 with the data labels, chapter "The empirical Fisher");
 * a Monte-Carlo check: Î1 and Î2 from ``mc_inputs`` inputs drawn with replacement from the evaluation set
   and ``mc_samples`` model labels each, with the standard errors of
   :meth:`~fishertut.VarianceReport.estimator_variance`.
 
-**Pooling** (the paper's is not known, spec 10.9; our choice, shared with :func:`fishertut.analysis.layer_summary`,
+**Pooling** (the paper does not say how it pools; our choice, shared with :func:`fishertut.pooling.layer_summary`,
 which computes these columns): a group's Fisher information and variances are the means of its parameters'
 values, its standard deviation the square root of the mean variance (a root mean square of the
 parameters' standard deviations), and the log-ratio of a bound to the true variance is
@@ -26,7 +26,7 @@ square over the group of the standardised errors
 :math:`z_i = (\hat I_k(\theta_i) - \mathcal I(\theta_i))/\mathrm{se}_i`; each :math:`z_i^2` has expectation
 exactly 1.
 
-See chapter "MNIST case study" of the book.
+See chapter "Case study: an MNIST classifier" of the book.
 """
 
 from __future__ import annotations
@@ -37,26 +37,26 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .analysis import group_values, layer_summary
-from .api import fisher_diagonal, variance_report
+from ..api import fisher_diagonal, variance_report
+from ..families import Categorical
+from ..groups import flatten, layer_groups
+from ..pooling import layer_summary
+from ..report import VarianceReport
+from .bounds import bounds_hold
 from .data import MNIST, load_mnist
-from .families import Categorical
-from .models import layer_groups, mlp
-from .report import VarianceReport
+from .models import default_device, mlp
 from .training import train_classifier
 
-__all__ = ["DEFAULT_WIDTHS", "COLUMNS", "CaseStudy", "balanced_subset", "run_case_study",
-           "plot_case_study", "plot_monte_carlo", "plot_calibration"]
+__all__ = ["DEFAULT_WIDTHS", "COLUMNS", "CaseStudy", "balanced_subset", "run_case_study"]
 
-#: Widths of our 4-layer network (the paper's are not known, spec 10.9): 4 Linear layers, 3 hidden.
+#: Widths of our 4-layer network (the paper does not give them): 4 Linear layers, 3 hidden.
 DEFAULT_WIDTHS: tuple[int, ...] = (784, 128, 64, 32, 10)
 
 #: Columns of :attr:`CaseStudy.table`, one row per (activation, epoch, layer, group). The pooled statistics
-#: are those of :func:`fishertut.analysis.layer_summary`.
+#: are those of :func:`fishertut.pooling.layer_summary`.
 COLUMNS: tuple[str, ...] = (
     "activation", "epoch", "layer", "group", "num_params", "fisher", "var_x", "var_i1", "var_i2",
     "v1_lower", "v1_upper", "v2_lower", "v2_upper", "sd_i1", "sd_i2", "rel_sd_i1", "rel_sd_i2",
@@ -124,15 +124,10 @@ def balanced_subset(labels: Tensor, num: int, seed: int = 0) -> Tensor:
     return torch.tensor(order[:num], dtype=torch.int64)
 
 
-def _within(lower: Tensor, value: Tensor, upper: Tensor) -> bool:
-    slack = _BOUND_RTOL * upper.abs() + 1e-300
-    return bool(((lower <= value + slack) & (value <= upper + slack)).all())
-
-
 def _summarise(model: nn.Module, report: VarianceReport, empirical: dict[str, Tensor],
                monte_carlo: dict[str, dict[str, Tensor]], mc_variance: dict[str, dict[str, Tensor]]
                ) -> list[dict[str, Any]]:
-    """One row per (layer, group): :func:`fishertut.analysis.layer_summary` plus bounds, eFIM and Monte Carlo."""
+    """One row per (layer, group): :func:`fishertut.pooling.layer_summary` plus bounds, eFIM and Monte Carlo."""
     groups: dict[str, list[str]] = {}
     where: dict[str, tuple[int, str]] = {}
     for li, names in enumerate(layer_groups(model).values(), start=1):
@@ -154,13 +149,13 @@ def _summarise(model: nn.Module, report: VarianceReport, empirical: dict[str, Te
         for k, (var, lo, up) in bounds.items():
             row[f"sd_i{k}_lower"] = math.sqrt(row[f"v{k}_lower"])
             row[f"sd_i{k}_upper"] = math.sqrt(row[f"v{k}_upper"])
-            hold = hold and _within(group_values(lo, ns), group_values(var, ns), group_values(up, ns))
+            hold = hold and bounds_hold(flatten(lo, ns), flatten(var, ns), flatten(up, ns), _BOUND_RTOL)
         row["bounds_hold"] = hold
-        exact = group_values(report.fisher, ns)
-        row["empirical_fisher"] = float(group_values(empirical, ns).mean())
+        exact = flatten(report.fisher, ns)
+        row["empirical_fisher"] = float(flatten(empirical, ns).mean())
         for k in ("i1", "i2"):
-            est = group_values(monte_carlo[k], ns)
-            se = group_values(mc_variance[k], ns).clamp_min(0).sqrt()
+            est = flatten(monte_carlo[k], ns)
+            se = flatten(mc_variance[k], ns).clamp_min(0).sqrt()
             err = est - exact
             live = se > 0
             # A parameter with zero variance (a unit dead on every input) must be estimated exactly.
@@ -177,10 +172,6 @@ def _summarise(model: nn.Module, report: VarianceReport, empirical: dict[str, Te
     return rows
 
 
-def _default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def run_case_study(activation: str = "sigmoid", widths: Sequence[int] = DEFAULT_WIDTHS, epochs: int = 20,
                    eval_inputs: int | tuple[Tensor, Tensor] = 1000, *, data: MNIST | None = None,
                    device: torch.device | str | None = None, seed: int = 0, progress: bool = False,
@@ -188,21 +179,21 @@ def run_case_study(activation: str = "sigmoid", widths: Sequence[int] = DEFAULT_
                    mc_inputs: int | None = None, mc_samples: int = 1) -> CaseStudy:
     r"""Train an MLP on MNIST and track, per layer and epoch, the FIM, the variances of Î1 and Î2 and their bounds.
 
-    The network is ``ft.models.mlp(widths, activation, seed=seed)`` (a linear last layer, softmax output),
+    The network is ``ft.lab.models.mlp(widths, activation, seed=seed)`` (a linear last layer, softmax output),
     trained with Adam (``lr``, ``batch_size``, seeded shuffling) on ``data.train_x``. Before training and
     after every epoch the statistics of the module docstring are computed on the evaluation set.
 
     Args:
-        activation: a key of :data:`fishertut.models.ACTIVATIONS` (the paper: ``"sigmoid"``).
+        activation: a key of :data:`fishertut.lab.models.ACTIVATIONS` (the paper: ``"sigmoid"``).
         widths: ``[784, h_1, ..., 10]``; the paper has 4 Linear layers (widths not known).
         epochs: training epochs (the paper: 20).
         eval_inputs: the number of test digits to evaluate on (a class-balanced, seeded subset of
             ``data.test_x``), or an ``(x, y)`` pair of inputs and labels.
-        data: :class:`~fishertut.data.MNIST`; default :func:`~fishertut.data.load_mnist`.
+        data: :class:`~fishertut.lab.data.MNIST`; default :func:`~fishertut.lab.data.load_mnist`.
         device: default CUDA when available, else the CPU.
         seed: seeds the initialisation, the shuffling, the evaluation subset and the Monte-Carlo labels.
         progress: show a ``tqdm`` progress bar over the epochs.
-        lr, batch_size: of the Adam training loop (:func:`~fishertut.training.train_classifier`).
+        lr, batch_size: of the Adam training loop (:func:`~fishertut.lab.training.train_classifier`).
         dtype: of the network and all computations (float64 keeps the exact checks tight).
         mc_inputs: inputs per Monte-Carlo estimate, drawn with replacement from the evaluation set
             (default: the evaluation set's size).
@@ -214,12 +205,9 @@ def run_case_study(activation: str = "sigmoid", widths: Sequence[int] = DEFAULT_
     import pandas as pd
 
     start = time.perf_counter()
-    device = torch.device(device) if device is not None else _default_device()
-    data = data if data is not None else load_mnist()
-    train_x = data.train_x.to(device=device, dtype=dtype)
-    train_y = data.train_y.to(device)
-    test_x = data.test_x.to(device=device, dtype=dtype)
-    test_y = data.test_y.to(device)
+    device = torch.device(device) if device is not None else default_device()
+    data = load_mnist(dtype=dtype, device=device) if data is None else data.to(dtype, device)
+    train_x, train_y, test_x, test_y = data.train_x, data.train_y, data.test_x, data.test_y
     if isinstance(eval_inputs, int):
         idx = balanced_subset(data.test_y, eval_inputs, seed).to(device)
         eval_x, eval_y = test_x[idx], test_y[idx]
@@ -267,160 +255,3 @@ def run_case_study(activation: str = "sigmoid", widths: Sequence[int] = DEFAULT_
     }
     return CaseStudy(table=table, model=net, report=last["report"], monte_carlo=last["mc"], settings=settings,
                      seconds=time.perf_counter() - start, eval_x=eval_x, eval_y=eval_y)
-
-
-def _layers(table: Any, activation: str | None, group: str) -> tuple[Any, list[int]]:
-    sub = table[table["group"] == group]
-    if activation is not None:
-        sub = sub[sub["activation"] == activation]
-    elif sub["activation"].nunique() > 1:
-        raise ValueError(f"the table holds several activations {sorted(sub['activation'].unique())}; pass activation=")
-    if sub.empty:
-        raise ValueError(f"no rows for activation={activation!r}, group={group!r}")
-    return sub, sorted(sub["layer"].unique())
-
-
-def plot_case_study(table: Any, activation: str | None = None, *, group: str = "layer", axes: Any = None,
-                    ratio_row: bool = True, legend: bool = True) -> Any:
-    r"""The paper's figure layout: one column per layer, epochs on the x-axis.
-
-    Top row (log scale): the Fisher information, :math:`\sqrt{V_1}` and :math:`\sqrt{V_2}` (pooled as in the
-    module docstring) with their upper bounds (dashed) and the lower bound of :math:`\sqrt{V_2}` (dotted; the
-    lower bound of :math:`V_1` is 0 for ten classes). Bottom row: :math:`\log_{10}(\text{upper bound}/V_k)`.
-    Î2 is left out where its variance is 0 (the last layer, or every layer of a ReLU network).
-
-    Args:
-        table: :attr:`CaseStudy.table` (or the CSV read back with pandas).
-        activation: which activation's rows (needed if the table holds several).
-        group: ``"layer"`` (weights and biases together), ``"weight"`` or ``"bias"``.
-        axes: a ``(2, L)`` (or ``(L,)`` with ``ratio_row=False``) array of axes; default: a new figure.
-        ratio_row: draw the bottom row.
-        legend: add a legend to the first column.
-
-    Returns:
-        The axes array.
-    """
-    import matplotlib.pyplot as plt
-
-    from .plotting import estimator_color
-
-    sub, layers = _layers(table, activation, group)
-    rows = 2 if ratio_row else 1
-    if axes is None:
-        _, axes = plt.subplots(rows, len(layers), figsize=(2.6 * len(layers), 2.5 * rows + 0.4), sharex=True,
-                               squeeze=False)
-    axes = np.asarray(axes).reshape(rows, len(layers))
-    c1, c2 = estimator_color("i1"), estimator_color("i2")
-    for j, layer in enumerate(layers):
-        d = sub[sub["layer"] == layer].sort_values("epoch")
-        ep = d["epoch"].to_numpy()
-        ax = axes[0, j]
-        ax.plot(ep, d["fisher"], color=estimator_color("exact"), label="Fisher information")
-        ax.plot(ep, d["sd_i1"], color=c1, label=r"sd of $\hat{\mathcal{I}}_1$")
-        ax.plot(ep, d["sd_i1_upper"], color=c1, ls="--", lw=1.1, label=r"upper bound, $\hat{\mathcal{I}}_1$")
-        has_i2 = bool((d["var_i2"] > 0).all())
-        if has_i2:
-            ax.plot(ep, d["sd_i2"], color=c2, label=r"sd of $\hat{\mathcal{I}}_2$")
-            ax.plot(ep, d["sd_i2_upper"], color=c2, ls="--", lw=1.1, label=r"upper bound, $\hat{\mathcal{I}}_2$")
-            ax.plot(ep, d["sd_i2_lower"], color=c2, ls=":", lw=1.1, label=r"lower bound, $\hat{\mathcal{I}}_2$")
-        ax.set_yscale("log")
-        ax.set_title(f"layer {layer}" + (f" ({group}s)" if group != "layer" else "")
-                     + ("" if has_i2 else r", $V_2 = 0$"))
-        if ratio_row:
-            ax = axes[1, j]
-            ax.plot(ep, d["log10_v1_upper"], color=c1, label=r"$\hat{\mathcal{I}}_1$")
-            if has_i2:
-                ax.plot(ep, d["log10_v2_upper"], color=c2, label=r"$\hat{\mathcal{I}}_2$")
-            ax.axhline(0.0, color="0.5", lw=0.8)
-            ax.set_ylim(bottom=min(-0.05, float(np.nanmin(sub[["log10_v1_upper", "log10_v2_upper"]].to_numpy()))))
-        axes[-1, j].set_xlabel("epoch")
-    axes[0, 0].set_ylabel("value (log scale)")
-    if ratio_row:
-        axes[1, 0].set_ylabel(r"$\log_{10}$(upper bound / variance)")
-    if legend:
-        handles, labels = axes[0, 0].get_legend_handles_labels()
-        axes[0, 0].figure.legend(handles, labels, loc="outside lower center", ncols=3, fontsize=8)
-    return axes
-
-
-def plot_monte_carlo(study: CaseStudy, *, num_params: int = 25, axes: Any = None, num_sd: float = 2.0,
-                     log: bool = True) -> Any:
-    r"""Per-parameter Monte-Carlo Î1 and Î2 of the last epoch with :math:`\pm` ``num_sd`` standard errors.
-
-    For each layer, ``num_params`` parameters (weights and biases) with Fisher information above
-    :math:`10^{-8}` times the layer's largest, evenly spaced in the order of their exact value, are drawn as in :func:`fishertut.plotting.errorbar_estimates`: the exact values
-    as a line, the estimates with bars from :meth:`~fishertut.VarianceReport.estimator_variance` for the
-    study's ``mc_inputs`` inputs (drawn with replacement from the evaluation set) and ``mc_samples`` labels.
-
-    Args:
-        study: the result of :func:`run_case_study`.
-        num_params: parameters shown per layer.
-        axes: ``(L,)`` axes; default: a new figure.
-        num_sd: half-width of the bars in standard errors.
-        log: logarithmic y-axis.
-
-    Returns:
-        The axes array ``(L,)``.
-    """
-    import matplotlib.pyplot as plt
-
-    from .plotting import errorbar_estimates
-
-    rep, mc, st = study.report, study.monte_carlo, study.settings
-    var = {k: rep.estimator_variance(k, num_inputs=st["mc_inputs"], samples_per_input=st["mc_samples"])
-           for k in ("i1", "i2")}
-    groups = layer_groups(study.model)
-    if axes is None:
-        _, axes = plt.subplots(1, len(groups), figsize=(2.6 * len(groups), 3.0), squeeze=False)
-    axes = np.asarray(axes).reshape(-1)
-
-    def flat(d: dict[str, Tensor], names: list[str]) -> np.ndarray:
-        return torch.cat([d[n].detach().flatten().double().cpu() for n in names]).numpy()
-
-    for ax, (layer, names) in zip(axes, groups.items()):
-        exact = flat(rep.fisher, names)
-        order = np.argsort(exact, kind="stable")
-        # Leave out negligible values (weights of pixels that are blank, or nearly, in every evaluation digit).
-        order = order[exact[order] > 1e-8 * exact.max()]
-        pick = order[np.unique(np.linspace(0, order.size - 1, min(num_params, order.size)).round().astype(int))]
-        errorbar_estimates(ax, exact[pick], {k: flat(mc[k], names)[pick] for k in ("i1", "i2")},
-                           {k: np.sqrt(flat(var[k], names)[pick]) for k in ("i1", "i2")},
-                           labels={"i1": r"MC $\hat{\mathcal{I}}_1$", "i2": r"MC $\hat{\mathcal{I}}_2$"},
-                           num_sd=num_sd, log=log, sort=True, exact_label="Fisher information")
-        ax.set_title(layer)
-        ax.set_xlabel("parameter (sorted)")
-        ax.set_xticks([])
-        handles, labels = ax.get_legend_handles_labels()
-        ax.get_legend().remove()
-    axes[0].set_ylabel("diagonal Fisher")
-    axes[0].figure.legend(handles, labels, loc="outside lower center", ncols=3, fontsize=8)
-    return axes
-
-
-def plot_calibration(table: Any, activation: str | None = None, *, group: str = "layer", ax: Any = None) -> Any:
-    r"""Root mean square of the standardised Monte-Carlo errors per layer and epoch (``mc_*_rms_z``).
-
-    Each parameter's :math:`z_i^2` has expectation exactly 1 when the standard errors are right, so the
-    curves should scatter around 1 (the grey line).
-
-    Returns:
-        The axes.
-    """
-    import matplotlib.pyplot as plt
-
-    from .plotting import estimator_color
-
-    sub, layers = _layers(table, activation, group)
-    if ax is None:
-        _, ax = plt.subplots(figsize=(5.0, 2.8))
-    styles = ["-", "--", "-.", ":", (0, (5, 1, 1, 1))]
-    for j, layer in enumerate(layers):
-        d = sub[sub["layer"] == layer].sort_values("epoch")
-        for k in ("i1", "i2"):
-            ax.plot(d["epoch"], d[f"mc_{k}_rms_z"], color=estimator_color(k), ls=styles[j % len(styles)], lw=1.2,
-                    label=f"layer {layer}" if k == "i1" else None)
-    ax.axhline(1.0, color="0.5", lw=0.8)
-    ax.set(xlabel="epoch", ylabel=r"RMS of $z_i$ over the layer", ylim=(0, None))
-    ax.legend(ncols=2, fontsize=8, title=r"orange $\hat{\mathcal{I}}_1$, blue $\hat{\mathcal{I}}_2$",
-              title_fontsize=8)
-    return ax

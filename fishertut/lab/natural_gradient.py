@@ -1,4 +1,4 @@
-r"""Natural-gradient descent with the diagonal FIM replaced by an estimate (the paper's Fig. 1, spec 8.1).
+r"""Natural-gradient descent with the diagonal FIM replaced by an estimate (the paper's Figure 1; chapter "Natural gradient").
 
 One step on a batch :math:`B` of inputs with data labels:
 
@@ -9,12 +9,12 @@ elementwise, with :math:`\hat{\mathcal I}` the exact diagonal FIM on the batch i
 Monte-Carlo estimate Î1 or Î2 (:func:`~fishertut.fisher_diagonal`, ``samples_per_input`` model labels per
 input), learning rate :math:`\eta` and damping :math:`\lambda`.
 
-The toy problems are ours (the paper's settings were not recovered, spec 10.8): 2-D Gaussian inputs with
+The toy problems are ours (the paper's settings are not reproduced here): 2-D Gaussian inputs with
 different scales on the two axes, a linear-Gaussian regression and a logistic regression (see
 :func:`toy_problem`). Both models are linear in :math:`\theta`, so :math:`u_i \equiv 0`: Î2 equals the exact
-diagonal FIM for every sampled label, and Î2-NGD takes exactly the exact-NGD steps (spec 8.1, 9.12).
+diagonal FIM for every sampled label, and Î2-NGD takes exactly the exact-NGD steps (chapter "Natural gradient", section "Why Î2 is exact here").
 
-See chapter "Natural gradient" of the book.
+See chapter "Natural gradient with estimated Fisher information".
 """
 
 from __future__ import annotations
@@ -27,8 +27,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .api import fisher_diagonal, variance_report
-from .families import Categorical, ExponentialFamily, Gaussian
+from ..api import fisher_diagonal, variance_report
+from ..families import Categorical, ExponentialFamily, Gaussian
+from ..groups import flatten
+from ..report import ESTIMATORS, check_estimator
 
 __all__ = ["TASKS", "binary_logit", "ToyProblem", "NGDRun", "toy_problem", "negative_log_likelihood",
            "natural_gradient_descent"]
@@ -175,10 +177,6 @@ class NGDRun:
     settings: dict[str, Any] = field(default_factory=dict)
 
 
-def _flat(d: dict[str, Tensor], names: list[str]) -> Tensor:
-    return torch.cat([d[n].detach().reshape(-1) for n in names])
-
-
 def natural_gradient_descent(model: nn.Module, family: ExponentialFamily, train: tuple[Tensor, Tensor],
                              test: tuple[Tensor, Tensor] | None = None, estimator: str = "exact", *,
                              epochs: int = 20, batch_size: int | None = None, lr: float = 0.5,
@@ -209,8 +207,7 @@ def natural_gradient_descent(model: nn.Module, family: ExponentialFamily, train:
     Returns:
         :class:`NGDRun`.
     """
-    if estimator not in ("exact", "i1", "i2"):
-        raise ValueError(f"estimator must be 'exact', 'i1' or 'i2', got {estimator!r}")
+    check_estimator(estimator, ESTIMATORS)
     if not (isinstance(damping, (int, float)) and damping > 0 and math.isfinite(damping)):
         raise ValueError(f"damping must be a positive number, got {damping!r}")
     if not isinstance(epochs, int) or epochs < 0:
@@ -238,7 +235,7 @@ def natural_gradient_descent(model: nn.Module, family: ExponentialFamily, train:
     var = {"i1": [], "i2": []}
 
     def record(step: int) -> None:
-        traj.append(_flat(params, names).clone())
+        traj.append(flatten(params, names).clone())
         a, b = losses()
         train_l.append(a)
         test_l.append(b)
@@ -267,7 +264,7 @@ def natural_gradient_descent(model: nn.Module, family: ExponentialFamily, train:
             with torch.no_grad():
                 for nm, g in zip(names, grads):
                     params[nm].sub_(lr * g / (fim[nm] + damping))
-            fishers.append(_flat(fim, names).clone())
+            fishers.append(flatten(fim, names).clone())
             step += 1
             record(step)
     dtype = traj[0].dtype
