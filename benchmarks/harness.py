@@ -18,8 +18,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks import references as refs
-from benchmarks import OMP_POLICY_PRESET
+from benchmarks import OMP_POLICY_PRESET, workload
 from benchmarks.registry import METHODS, Options, build, plan
 
 __all__ = ["Timing", "time_methods", "peak_memory", "profile_call", "profile_summary", "machine"]
@@ -47,6 +46,7 @@ class Timing:
 
     @property
     def scale(self) -> float:
+        """Factor from the inputs timed to all ``n`` inputs."""
         return self.n / self.timed_n
 
     @property
@@ -61,15 +61,23 @@ class Timing:
 
     @property
     def cpu_median(self) -> float:
-        """Median CPU time of this process (all threads), scaled like :attr:`median`; less sensitive to other
-        jobs on the machine than the wall time."""
+        """Median CPU time of this process (all threads), scaled like :attr:`median`.
+
+        Less sensitive to other jobs on the machine than the wall time.
+        """
         return statistics.median(self.cpu_times) * self.scale
 
 
-def time_methods(problem: refs.Problem, keys: list[str], repeats: int, opt: Options,
-                 cache: dict[tuple[str, str, int], Timing] | None = None,
-                 log: Callable[[str], None] = print, warmup_n: int = 64,
-                 min_sample: float = 0.25) -> tuple[dict[str, Timing], dict[str, object]]:
+def time_methods(
+    problem: workload.Problem,
+    keys: list[str],
+    repeats: int,
+    opt: Options,
+    cache: dict[tuple[str, str, int], Timing] | None = None,
+    log: Callable[[str], None] = print,
+    warmup_n: int = 64,
+    min_sample: float = 0.25,
+) -> tuple[dict[str, Timing], dict[str, object]]:
     """Time ``keys`` on ``problem``: a warm-up call each (on ``warmup_n`` inputs), then ``repeats`` round-robin passes.
 
     A call shorter than ``min_sample`` seconds is run ``loops`` times per repeat (as ``timeit`` does) and
@@ -90,8 +98,16 @@ def time_methods(problem: refs.Problem, keys: list[str], repeats: int, opt: Opti
         timed_n, feed = plan(key, problem.n, opt)
         ck = (key, problem.activation, timed_n)
         if timed_n < problem.n and ck in cache and len(cache[ck].times) >= repeats:
-            timings[key] = Timing(key, problem.activation, problem.n, timed_n, feed, list(cache[ck].times),
-                                  list(cache[ck].cpu_times), cache[ck].loops)
+            timings[key] = Timing(
+                key,
+                problem.activation,
+                problem.n,
+                timed_n,
+                feed,
+                list(cache[ck].times),
+                list(cache[ck].cpu_times),
+                cache[ck].loops,
+            )
             log(f"  {METHODS[key].label}: reusing the timing on the first {timed_n:,} inputs")
             continue
         timings[key] = Timing(key, problem.activation, problem.n, timed_n, feed)
@@ -116,8 +132,10 @@ def time_methods(problem: refs.Problem, keys: list[str], repeats: int, opt: Opti
             timings[key].cpu_times.append((time.process_time() - c0) / loops)
             if r == 0:
                 outputs[key] = out
-        log(f"  repeat {r + 1}/{repeats}: " + ", ".join(f"{METHODS[k].label} {timings[k].times[-1]:.2f}s"
-                                                      for k in calls))
+        log(
+            f"  repeat {r + 1}/{repeats}: "
+            + ", ".join(f"{METHODS[k].label} {timings[k].times[-1]:.2f}s" for k in calls)
+        )
     for key in calls:  # problem.head(m) is the problem built with m inputs, so a later N can reuse these
         t = timings[key]
         cache[(key, problem.activation, t.timed_n)] = t
@@ -132,18 +150,22 @@ def _status_mb(field_name: str) -> float:
     return float("nan")
 
 
-def _memory_child(key: str, activation: str, n: int, max_batches: int | None, threads: int, opt: Options,
-                  sizes: tuple[int, ...]) -> dict[str, float]:
+def _memory_child(
+    key: str, activation: str, n: int, max_batches: int | None, threads: int, opt: Options, sizes: tuple[int, ...]
+) -> dict[str, float]:
     """Runs in a fresh process: set up, reset the RSS high-water mark, run ``key`` once, read the peak."""
     import gc
 
     torch.set_num_threads(threads)
-    problem = refs.make_problem(n, activation, sizes, device=opt.device)
+    problem = workload.make_problem(n, activation, sizes, device=opt.device)
     fn = build(key, problem, opt)
     if max_batches is not None:
         base_fn = fn
-        fn = (lambda: base_fn(max_chunks=max_batches)) if key == "tf_report" else (
-            lambda: base_fn(max_batches=max_batches))
+        fn = (
+            (lambda: base_fn(max_chunks=max_batches))
+            if key == "tf_report"
+            else (lambda: base_fn(max_batches=max_batches))
+        )
     gc.collect()
     baseline = _status_mb("VmRSS")
     try:
@@ -158,15 +180,21 @@ def _memory_child(key: str, activation: str, n: int, max_batches: int | None, th
     fn()
     seconds = time.perf_counter() - t0
     peak = _status_mb("VmHWM")
-    out = {"baseline_mb": baseline, "peak_mb": peak, "extra_mb": peak - baseline, "hwm_reset": reset,
-           "seconds": seconds}
+    out = {
+        "baseline_mb": baseline,
+        "peak_mb": peak,
+        "extra_mb": peak - baseline,
+        "hwm_reset": reset,
+        "seconds": seconds,
+    }
     if opt.device.startswith("cuda"):
         out["cuda_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
     return out
 
 
-def peak_memory(key: str, activation: str, n: int, opt: Options, threads: int = 2,
-                sizes: tuple[int, ...] = refs.SIZES) -> dict[str, object]:
+def peak_memory(
+    key: str, activation: str, n: int, opt: Options, threads: int = 2, sizes: tuple[int, ...] = workload.SIZES
+) -> dict[str, object]:
     """Peak memory of one configuration, measured in a fresh ``spawn`` subprocess.
 
     Chunked peers (BackPACK ``DiagHessian``/``BatchDiagHessian`` in batches, the torch.func brute force in
@@ -184,8 +212,18 @@ def peak_memory(key: str, activation: str, n: int, opt: Options, threads: int = 
 
 
 _MATMUL_OPS = {"aten::mm", "aten::bmm", "aten::addmm", "aten::baddbmm", "aten::addmv", "aten::mv", "aten::dot"}
-_COPY_OPS = {"aten::copy_", "aten::fill_", "aten::zero_", "aten::empty", "aten::empty_strided", "aten::clone",
-             "aten::to", "aten::_to_copy", "aten::cat", "aten::contiguous"}
+_COPY_OPS = {
+    "aten::copy_",
+    "aten::fill_",
+    "aten::zero_",
+    "aten::empty",
+    "aten::empty_strided",
+    "aten::clone",
+    "aten::to",
+    "aten::_to_copy",
+    "aten::cat",
+    "aten::contiguous",
+}
 
 
 def profile_call(fn: Callable[[], object], top: int = 10, python: bool = True) -> dict[str, object]:
@@ -207,10 +245,16 @@ def profile_call(fn: Callable[[], object], top: int = 10, python: bool = True) -
     total = sum(e.self_cpu_time_total for e in averages) / 1e6
     matmul = sum(e.self_cpu_time_total for e in averages if e.key in _MATMUL_OPS) / 1e6
     copies = sum(e.self_cpu_time_total for e in averages if e.key in _COPY_OPS) / 1e6
-    shares = {"matrix products": matmul / total, "copies, fills, allocations": copies / total,
-              "elementwise and reductions": (total - matmul - copies) / total}
-    text = ("torch.profiler, top operators by self CPU time:\n"
-            + averages.table(sort_by="self_cpu_time_total", row_limit=top, max_name_column_width=40) + "\n")
+    shares = {
+        "matrix products": matmul / total,
+        "copies, fills, allocations": copies / total,
+        "elementwise and reductions": (total - matmul - copies) / total,
+    }
+    text = (
+        "torch.profiler, top operators by self CPU time:\n"
+        + averages.table(sort_by="self_cpu_time_total", row_limit=top, max_name_column_width=40)
+        + "\n"
+    )
     if python:
         pr = cProfile.Profile()
         pr.enable()
@@ -220,17 +264,25 @@ def profile_call(fn: Callable[[], object], top: int = 10, python: bool = True) -
         pstats.Stats(pr, stream=buf).sort_stats("cumulative").print_stats(r"fishertut", top)
         lines = [ln for ln in buf.getvalue().splitlines() if ln.strip()]
         start = next((i for i, ln in enumerate(lines) if ln.lstrip().startswith("ncalls")), 0)
-        text += "cProfile, fishertut functions by cumulative time:\n" + "\n".join(
-            ln.replace(str(ROOT) + "/", "") for ln in lines[start:]) + "\n"
+        text += (
+            "cProfile, fishertut functions by cumulative time:\n"
+            + "\n".join(ln.replace(str(ROOT) + "/", "") for ln in lines[start:])
+            + "\n"
+        )
     return {"text": text, "wall_s": wall, "ops_s": total, "shares": shares}
 
 
 def profile_summary(ft_prof: dict[str, object], peer_prof: dict[str, object], peer_label: str) -> str:
     """One paragraph comparing the two profiles (times already scaled to the same ``N``)."""
+
     def part(p: dict[str, object]) -> str:
         sh = p["shares"]
-        return (f"{p['wall_s']:.3g} s wall, {p['ops_s']:.3g} s in operators ("
-                + ", ".join(f"{v:.0%} {k}" for k, v in sh.items()) + ")")
+        return (
+            f"{p['wall_s']:.3g} s wall, {p['ops_s']:.3g} s in operators ("
+            + ", ".join(f"{v:.0%} {k}" for k, v in sh.items())
+            + ")"
+        )
+
     return f"Under the profiler, fishertut: {part(ft_prof)}; {peer_label}: {part(peer_prof)}."
 
 
@@ -243,20 +295,27 @@ def machine() -> dict[str, object]:
         cpu = names[0] if names else cpu
     except OSError:
         pass
-    try:
-        from importlib.metadata import version
+    from importlib.metadata import PackageNotFoundError, version
 
+    try:
         backpack_version = version("backpack-for-pytorch")
-    except Exception:  # noqa: BLE001
+    except PackageNotFoundError:
         backpack_version = "not installed"
     try:
         with open("/proc/meminfo") as fh:
             mem_gb = int(next(ln for ln in fh if ln.startswith("MemTotal")).split()[1]) / 2**20
     except (OSError, StopIteration):
         mem_gb = float("nan")
-    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gb": round(mem_gb, 1), "torch": torch.__version__,
-            "backpack": backpack_version, "python": platform.python_version(), "platform": platform.platform(),
-            "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "load_average": list(os.getloadavg()),
-            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset") + (
-                " (torch was imported first)" if OMP_POLICY_PRESET else "")}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gb": round(mem_gb, 1),
+        "torch": torch.__version__,
+        "backpack": backpack_version,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "load_average": list(os.getloadavg()),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset")
+        + (" (torch was imported first)" if OMP_POLICY_PRESET else ""),
+    }

@@ -14,17 +14,35 @@ from dataclasses import dataclass
 import torch
 
 from benchmarks import references as refs
+from benchmarks import workload
 
 __all__ = [
-    "TOLERANCE", "TARGETS", "MEMORY_TARGET_MB", "ROW_LABELS", "Method", "FISHERTUT", "PEERS", "ROWS", "METHODS",
-    "Options", "plan", "build", "compare", "check_agreement", "assert_within",
+    "TOLERANCE",
+    "TARGETS",
+    "MEMORY_TARGET_MB",
+    "ROW_LABELS",
+    "Method",
+    "FISHERTUT",
+    "PEERS",
+    "ROWS",
+    "METHODS",
+    "Options",
+    "plan",
+    "build",
+    "compare",
+    "check_agreement",
+    "assert_within",
 ]
 
 TOLERANCE = 1e-4
 TARGETS = {"exact": 1.0, "i1": 1.5, "i2": 0.1, "report": 0.5}
 MEMORY_TARGET_MB = 2000.0
-ROW_LABELS = {"exact": "exact diagonal FIM", "i1": "Î1, sampled labels", "i2": "Î2, sampled labels",
-              "report": "full variance report"}
+ROW_LABELS = {
+    "exact": "exact diagonal FIM",
+    "i1": "Î1, sampled labels",
+    "i2": "Î2, sampled labels",
+    "report": "full variance report",
+}
 
 
 @dataclass(frozen=True)
@@ -50,8 +68,13 @@ PEERS = {
     "tf_report": Method("tf_report", "torch.func", "brute-force report"),
 }
 # (row, fishertut method, peer method)
-ROWS = [("exact", "ft_exact", "bp_ggn"), ("i1", "ft_i1", "bp_sgs"), ("i2", "ft_i2", "bp_dh"),
-        ("report", "ft_report", "bp_bdh"), ("report", "ft_report", "tf_report")]
+ROWS = [
+    ("exact", "ft_exact", "bp_ggn"),
+    ("i1", "ft_i1", "bp_sgs"),
+    ("i2", "ft_i2", "bp_dh"),
+    ("report", "ft_report", "bp_bdh"),
+    ("report", "ft_report", "tf_report"),
+]
 METHODS = {m.key: m for m in list(FISHERTUT.values()) + list(PEERS.values())}
 
 
@@ -91,28 +114,33 @@ def plan(key: str, n: int, opt: Options) -> tuple[int, str]:
     return n, "fishertut's own batches"
 
 
-def build(key: str, problem: refs.Problem, opt: Options) -> Callable[[], object]:
+def build(key: str, problem: workload.Problem, opt: Options) -> Callable[[], object]:
     """A zero-argument callable computing ``key`` on ``problem`` (set-up such as ``extend`` done here)."""
     if key == "ft_exact":
-        return lambda: refs.fishertut_exact(problem)
+        return lambda: workload.fishertut_exact(problem)
     if key == "ft_i1":
-        return lambda: refs.fishertut_i1(problem)
+        return lambda: workload.fishertut_i1(problem)
     if key == "ft_i2":
-        return lambda: refs.fishertut_i2(problem)
+        return lambda: workload.fishertut_i2(problem)
     if key == "ft_report":
-        return lambda: refs.fishertut_report(problem)
+        return lambda: workload.fishertut_report(problem)
     if key.startswith("bp_"):
         batch = None if key in ("bp_ggn", "bp_sgs") else min(opt.backpack_batch, problem.n)
         peer = refs.BackpackPeer(problem, batch)
-        return {"bp_ggn": peer.diag_ggn_exact, "bp_sgs": peer.sum_grad_squared, "bp_dh": peer.diag_hessian,
-                "bp_bdh": peer.batch_diag_hessian}[key]
+        return {
+            "bp_ggn": peer.diag_ggn_exact,
+            "bp_sgs": peer.sum_grad_squared,
+            "bp_dh": peer.diag_hessian,
+            "bp_bdh": peer.batch_diag_hessian,
+        }[key]
     if key == "tf_report":
         return refs.TorchFuncReport(problem, min(opt.tf_chunk, problem.n))
     raise KeyError(key)
 
 
-def _rel_error(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor],
-               scale: dict[str, torch.Tensor] | None = None) -> float:
+def _rel_error(
+    a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], scale: dict[str, torch.Tensor] | None = None
+) -> float:
     """Largest ``max|a - b| / max|scale|`` over the parameters (``scale`` defaults to ``b``)."""
     worst = 0.0
     for k in b:
@@ -136,7 +164,7 @@ def compare(row: str, peer: str, ft_out: object, peer_out: object) -> dict[str, 
     if peer == "bp_bdh":
         return {"i2 (mean of per-input terms)": _rel_error(ft_out, peer_out["mean"])}
     errors = {}
-    for f in refs.REPORT_FIELDS:
+    for f in workload.REPORT_FIELDS:
         scale = None
         if f == "var_x":
             scale = {k: peer_out["var_x"][k] + peer_out["fisher"][k].square() for k in peer_out["var_x"]}
@@ -144,7 +172,7 @@ def compare(row: str, peer: str, ft_out: object, peer_out: object) -> dict[str, 
     return errors
 
 
-def check_agreement(problem: refs.Problem, opt: Options, check_n: int) -> dict[str, dict[str, float]]:
+def check_agreement(problem: workload.Problem, opt: Options, check_n: int) -> dict[str, dict[str, float]]:
     """Run every pair on the first ``check_n`` inputs; raise ``AssertionError`` if any error exceeds ``TOLERANCE``.
 
     Besides the rows, BackPACK's per-input ``BatchDiagHessian`` terms are compared with
@@ -157,16 +185,19 @@ def check_agreement(problem: refs.Problem, opt: Options, check_n: int) -> dict[s
         ft_src = "ft_i2" if peer_key == "bp_bdh" else ft_key
         if ft_src not in ft_cache:
             ft_cache[ft_src] = build(ft_src, small, opt)()
-        results[f"{row} vs {PEERS[peer_key].label}"] = compare(row, peer_key, ft_cache[ft_src],
-                                                              build(peer_key, small, opt)())
+        results[f"{row} vs {PEERS[peer_key].label}"] = compare(
+            row, peer_key, ft_cache[ft_src], build(peer_key, small, opt)()
+        )
     terms_peer = refs.BackpackPeer(small, min(opt.backpack_batch, small.n)).batch_diag_hessian_terms()
-    results["per-input Î2 terms vs BatchDiagHessian"] = {"i2 terms": _rel_error(refs.fishertut_i2_terms(small),
-                                                                                terms_peer)}
+    results["per-input Î2 terms vs BatchDiagHessian"] = {
+        "i2 terms": _rel_error(workload.fishertut_i2_terms(small), terms_peer)
+    }
     assert_within(results, f"{problem.activation}, first {small.n} inputs")
     return results
 
 
 def assert_within(results: dict[str, dict[str, float]], where: str) -> None:
+    """Raise ``AssertionError`` naming every relative error in ``results`` above :data:`TOLERANCE`."""
     bad = {f"{k}: {f}": e for k, d in results.items() for f, e in d.items() if not e <= TOLERANCE}
     if bad:
         raise AssertionError(f"fishertut and a peer disagree ({where}); relative errors above {TOLERANCE}: {bad}")

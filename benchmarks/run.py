@@ -50,22 +50,34 @@ from pathlib import Path
 
 import torch
 
-from benchmarks import references as refs
+from benchmarks import workload
 from benchmarks.harness import Timing, machine, peak_memory, profile_call, profile_summary, time_methods
 from benchmarks.registry import (
-    FISHERTUT, METHODS, PEERS, ROWS, TOLERANCE, Options, assert_within, build, check_agreement, compare, plan,
+    FISHERTUT,
+    METHODS,
+    PEERS,
+    ROWS,
+    Options,
+    assert_within,
+    build,
+    check_agreement,
+    compare,
+    plan,
 )
 from benchmarks.render import memory_table, row_records, target_summary, timing_table, write_results
 
-__all__ = ["TOLERANCE", "ROWS", "main", "parse_args", "profile_row", "refs", "Options"]
+__all__ = ["main", "parse_args", "profile_row"]
 
 HERE = Path(__file__).resolve().parent
 
 
-def profile_row(row: str, records: list[dict[str, object]], args: argparse.Namespace, opt: Options,
-                sizes: tuple[int, ...]) -> dict[str, object]:
-    """Profile fishertut's call of ``row`` and its peer, where the row's ratio is worst (if it misses its
-    target) or at the smallest N (otherwise)."""
+def profile_row(
+    row: str, records: list[dict[str, object]], args: argparse.Namespace, opt: Options, sizes: tuple[int, ...]
+) -> dict[str, object]:
+    """Profile fishertut's call of ``row`` and its peer.
+
+    Where the row's ratio is worst if it misses its target, otherwise at the smallest N.
+    """
     rs = [r for r in records if r["row"] == row and r["peer_key"] != "tf_report"]
     missed = [r for r in rs if r["met"] is False]
     if missed:
@@ -74,7 +86,7 @@ def profile_row(row: str, records: list[dict[str, object]], args: argparse.Names
     else:
         n = min(args.n)
         act = max((r for r in rs if r["n"] == n), key=lambda r: r["ratio"])["activation"] if rs else args.activations[0]
-    problem = refs.make_problem(n, act, sizes, device=args.device)
+    problem = workload.make_problem(n, act, sizes, device=args.device)
     fn = build(FISHERTUT[row].key, problem, opt)
     fn()
     ft_prof = profile_call(fn)
@@ -89,19 +101,28 @@ def profile_row(row: str, records: list[dict[str, object]], args: argparse.Names
     peer_label = f"{METHODS[peer_key].library} {METHODS[peer_key].label}"
     if scale != 1:
         peer_label += f" (times scaled from {timed_n:,} inputs)"
-    out = {"where": where, "text": ft_prof["text"], "summary": profile_summary(ft_prof, peer_prof, peer_label),
-           "fishertut": {k: v for k, v in ft_prof.items() if k != "text"},
-           "peer": {k: v for k, v in peer_prof.items() if k != "text"}, "peer_text": peer_prof["text"]}
+    out = {
+        "where": where,
+        "text": ft_prof["text"],
+        "summary": profile_summary(ft_prof, peer_prof, peer_label),
+        "fishertut": {k: v for k, v in ft_prof.items() if k != "text"},
+        "peer": {k: v for k, v in peer_prof.items() if k != "text"},
+        "peer_text": peer_prof["text"],
+    }
     if args.profile:
-        print(f"\n=== profile: {where} ===\n{ft_prof['text']}\n{out['summary']}\n"
-              f"--- peer: {peer_label} ---\n{peer_prof['text']}", flush=True)
+        print(
+            f"\n=== profile: {where} ===\n{ft_prof['text']}\n{out['summary']}\n"
+            f"--- peer: {peer_label} ---\n{peer_prof['text']}",
+            flush=True,
+        )
     return out
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """The command line (see ``--help``); ``--quick`` fills in the smoke-run defaults."""
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--n", type=int, nargs="+", help="numbers of inputs (default 1000 10000; --quick: 32)")
     ap.add_argument("--activations", nargs="+", default=["sigmoid", "tanh"], choices=["sigmoid", "tanh"])
     ap.add_argument("--repeats", type=int, help="timed repeats for N <= 1000 (default 5; --quick: 1)")
@@ -117,7 +138,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--full-peers", action="store_true", help="time and measure slow peers on all N (slow)")
     ap.add_argument("--profile", action="store_true", help="print a profile of every fishertut call (smallest N)")
     ap.add_argument("--device", default="cpu", help="cpu (the benchmark's setting) or cuda")
-    ap.add_argument("--sizes", type=int, nargs="+", default=list(refs.SIZES), help=argparse.SUPPRESS)
+    ap.add_argument("--sizes", type=int, nargs="+", default=list(workload.SIZES), help=argparse.SUPPRESS)
     ap.add_argument("--write-results", action="store_true", help="write RESULTS.md and results.json")
     ap.add_argument("--output", type=Path, default=HERE, help="folder for --write-results (default benchmarks/)")
     ap.add_argument("--from-json", type=Path, help="measure nothing: rewrite RESULTS.md from this results.json")
@@ -144,13 +165,21 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         print(f"wrote {write_results(result, args.output)} from {args.from_json}")
         return result
     torch.set_num_threads(args.threads)
-    opt = Options(backpack_batch=args.backpack_batch, tf_chunk=args.tf_chunk, tf_subset=args.tf_subset,
-                  full_peers=args.full_peers, device=args.device)
+    opt = Options(
+        backpack_batch=args.backpack_batch,
+        tf_chunk=args.tf_chunk,
+        tf_subset=args.tf_subset,
+        full_peers=args.full_peers,
+        device=args.device,
+    )
     sizes = tuple(args.sizes)
     info = machine()
     start = time.perf_counter()
-    print(f"fishertut benchmark: {info['cpu']}, torch {info['torch']}, {args.threads} threads, "
-          f"load {info['load_average'][0]:.2f}", flush=True)
+    print(
+        f"fishertut benchmark: {info['cpu']}, torch {info['torch']}, {args.threads} threads, "
+        f"load {info['load_average'][0]:.2f}",
+        flush=True,
+    )
     timings: dict[tuple[str, int], dict[str, Timing]] = {}
     checks: dict[str, dict[str, dict[str, float]]] = {}
     cache: dict[tuple[str, str, int], Timing] = {}
@@ -159,7 +188,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         repeats = args.repeats if n <= 1000 else args.repeats_large
         for act in args.activations:
             print(f"\n[{act}, N = {n:,}] agreement check on the first {min(args.check_n, n)} inputs", flush=True)
-            problem = refs.make_problem(n, act, sizes, device=args.device)
+            problem = workload.make_problem(n, act, sizes, device=args.device)
             checks[f"{act}, N = {n:,}, check"] = check_agreement(problem, opt, args.check_n)
             print(f"[{act}, N = {n:,}] timing, {repeats} repeats", flush=True)
             tm, outs = time_methods(problem, keys, repeats, opt, cache, log=lambda s: print(s, flush=True))
@@ -183,26 +212,46 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
             for key in mem_keys:
                 m = peak_memory(key, act, mem_n, opt, args.threads, sizes)
                 memory.append(m)
-                print(f"  {act} {METHODS[key].library} {METHODS[key].label}: +{m['extra_mb']:,.0f} MB "
-                      f"(peak {m['peak_mb']:,.0f} MB)", flush=True)
+                print(
+                    f"  {act} {METHODS[key].library} {METHODS[key].label}: +{m['extra_mb']:,.0f} MB "
+                    f"(peak {m['peak_mb']:,.0f} MB)",
+                    flush=True,
+                )
         print("\n" + memory_table(memory), flush=True)
 
     targets = target_summary(records, memory)
     want = {t["row"] for t in targets if not t["met"] and t["row"] in FISHERTUT} if args.write_results else set()
-    profiles = {row: profile_row(row, records, args, opt, sizes) for row in sorted(set(FISHERTUT) if args.profile
-                                                                                 else want)}
+    profiles = {
+        row: profile_row(row, records, args, opt, sizes) for row in sorted(set(FISHERTUT) if args.profile else want)
+    }
 
     print("\nTargets:")
     for t in targets:
         status = "met" if t["met"] else f"MISSED ({t['factor_over']:.2f}x over)"
         print(f"  {t['target']}: worst {t['worst_ratio']:.3g} ({t['where']}) -> {status}")
     max_error = max((e for c in checks.values() for d in c.values() for e in d.values()), default=0.0)
-    result = {"machine": info, "load_average_end": list(os.getloadavg()), "wall_s": time.perf_counter() - start,
-              "config": {"sizes": list(sizes), "activations": args.activations, "n": sorted(args.n),
-                         "repeats": args.repeats, "repeats_large": args.repeats_large, "threads": args.threads,
-                         "check_n": args.check_n, "quick": args.quick, **asdict(opt)},
-              "records": records, "memory": memory, "targets": targets, "checks": checks,
-              "max_error": max_error, "profiles": profiles}
+    result = {
+        "machine": info,
+        "load_average_end": list(os.getloadavg()),
+        "wall_s": time.perf_counter() - start,
+        "config": {
+            "sizes": list(sizes),
+            "activations": args.activations,
+            "n": sorted(args.n),
+            "repeats": args.repeats,
+            "repeats_large": args.repeats_large,
+            "threads": args.threads,
+            "check_n": args.check_n,
+            "quick": args.quick,
+            **asdict(opt),
+        },
+        "records": records,
+        "memory": memory,
+        "targets": targets,
+        "checks": checks,
+        "max_error": max_error,
+        "profiles": profiles,
+    }
     if args.write_results:
         path = write_results(result, args.output)
         print(f"\nwrote {path} and {path.with_name('results.json')}")

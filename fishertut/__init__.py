@@ -19,11 +19,25 @@ from .pooling import combine_by_group, layer_summary, recommend_estimator
 from .report import Bounds, ConditionalStatistics, EstimatorTerms, FisherDiagonal, VarianceReport
 
 __all__ = [
-    "Categorical", "Gaussian", "ExponentialFamily", "OutputSpectrum",
-    "fisher_diagonal", "variance_report", "per_input_statistics", "estimator_terms",
-    "FisherDiagonal", "VarianceReport", "Bounds", "ConditionalStatistics", "EstimatorTerms",
+    "Categorical",
+    "Gaussian",
+    "ExponentialFamily",
+    "OutputSpectrum",
+    "fisher_diagonal",
+    "variance_report",
+    "per_input_statistics",
+    "estimator_terms",
+    "FisherDiagonal",
+    "VarianceReport",
+    "Bounds",
+    "ConditionalStatistics",
+    "EstimatorTerms",
     "UnsupportedModelError",
-    "layer_groups", "flatten", "layer_summary", "recommend_estimator", "combine_by_group",
+    "layer_groups",
+    "flatten",
+    "layer_summary",
+    "recommend_estimator",
+    "combine_by_group",
 ]
 __version__ = "0.1.0"
 

@@ -1,5 +1,6 @@
-r"""Public entry points: :func:`fisher_diagonal`, :func:`variance_report`, :func:`per_input_statistics`,
-:func:`estimator_terms`.
+r"""Public entry points.
+
+:func:`fisher_diagonal`, :func:`variance_report`, :func:`per_input_statistics`, :func:`estimator_terms`.
 
 Each streams over the batches of ``inputs``, runs one engine per batch (layer-wise for supported
 ``nn.Sequential`` MLPs, ``torch.func`` otherwise) and reduces unit statistics (see :mod:`fishertut.terms`):
@@ -24,6 +25,7 @@ See chapters "The two estimators" (what each estimator computes) and "The varian
 from __future__ import annotations
 
 from collections.abc import Iterable
+
 import torch
 from torch import Tensor, nn
 
@@ -32,8 +34,16 @@ from .errors import UnsupportedModelError
 from .families import ExponentialFamily, OutputSpectrum
 from .functional import FunctionalEngine
 from .layerwise import LayerwiseEngine
-from .report import (ESTIMATORS, Bounds, check_estimator, ConditionalStatistics, EstimatorTerms, FisherDiagonal,
-                     VarianceReport, _check_count)
+from .report import (
+    ESTIMATORS,
+    Bounds,
+    ConditionalStatistics,
+    EstimatorTerms,
+    FisherDiagonal,
+    VarianceReport,
+    _check_count,
+    check_estimator,
+)
 from .terms import PerInputCollector, SumCollector, UnitTerms
 from .validation import Checks, check_batch, check_generator, check_model
 
@@ -156,10 +166,10 @@ def fisher_diagonal(model: nn.Module, inputs: Inputs, family: ExponentialFamily,
                     path: str = "auto", process_group: object | None = None) -> FisherDiagonal:
     r"""Diagonal of the Fisher information matrix, exactly or by one of the two estimators.
 
-    * ``"exact"``: :math:`\frac1N\sum_n v_i^\top \Lambda(x_n) v_i` (chapter "Exponential-family outputs", eq. eq-expfam-diag);
+    * ``"exact"``: :math:`\frac1N\sum_n v_i^\top \Lambda(x_n) v_i` (eq. eq-expfam-diag);
     * ``"i1"``: :math:`\frac1{NS}\sum_{n,s} (\partial_{\theta_i}\log p(y_{ns}|x_n))^2`;
     * ``"i2"``: :math:`\frac1{NS}\sum_{n,s} -\partial^2_{\theta_i}\log p(y_{ns}|x_n)
-      = \frac1{NS}\sum_{n,s} (v_i^\top\Lambda v_i - \varepsilon_{ns}^\top u_i)` (chapter "The two estimators", eq. eq-est-diag).
+      = \frac1{NS}\sum_{n,s} (v_i^\top\Lambda v_i - \varepsilon_{ns}^\top u_i)` (eq. eq-est-diag).
 
     Labels :math:`y_{ns}` are drawn from the model, ``samples_per_input`` per input, from ``generator``,
     unless ``targets`` gives them; with data labels ``"i1"`` is the empirical Fisher (chapter "The empirical Fisher").
@@ -246,11 +256,16 @@ def variance_report(model: nn.Module, inputs: Inputs, family: ExponentialFamily,
     r"""Exact FIM diagonal with the exact conditional variances of Î1 and Î2, the input term and the bounds.
 
     No Monte Carlo: for each input the variance over labels is a finite sum over classes (categorical) or a
-    closed form (Gaussian): :math:`V_1 = K[v_i^4] - I(\theta_i|x)^2`, :math:`V_2 = u_i^\top\Lambda u_i` (chapter "The variances of the two estimators").
+    closed form (Gaussian): :math:`V_1 = K[v_i^4] - I(\theta_i|x)^2`, :math:`V_2 = u_i^\top\Lambda u_i` (eq. eq-var-v1).
     See :class:`VarianceReport` for the fields and :class:`Bounds` for the bound variant.
 
     Args:
-        model, inputs, family, batch_size, path, process_group: as in :func:`fisher_diagonal`.
+        model: as in :func:`fisher_diagonal`.
+        inputs: as in :func:`fisher_diagonal`.
+        family: as in :func:`fisher_diagonal`.
+        batch_size: as in :func:`fisher_diagonal`.
+        path: as in :func:`fisher_diagonal`.
+        process_group: as in :func:`fisher_diagonal`.
     """
     run = _Run(model, family, path, batch_size, None, curvature=True)
     col = SumCollector(float64_stats=frozenset({"fisher", "fisher_sq"}))
@@ -288,7 +303,8 @@ def estimator_terms(model: nn.Module, inputs: Inputs, family: ExponentialFamily,
                     batch_size: int | None = None, path: str = "auto") -> EstimatorTerms:
     r"""Single-pair terms of Î1 and Î2 for the same labels, each ``(N, S, *parameter.shape)``.
 
-    ``i1``: :math:`(\varepsilon^\top v_i)^2`; ``i2``: :math:`v_i^\top\Lambda v_i - \varepsilon^\top u_i` (chapter "The two estimators", eq. eq-est-diag).
+    ``i1``: :math:`(\varepsilon^\top v_i)^2`; ``i2``: :math:`v_i^\top\Lambda v_i - \varepsilon^\top u_i`
+    (eq. eq-est-diag).
     Their means over ``(n, s)`` equal :func:`fisher_diagonal` with ``"i1"``/``"i2"`` and the same generator.
     Materialises ``N × S × P`` values: meant for small models or few inputs (Monte-Carlo experiments).
     """

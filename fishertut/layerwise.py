@@ -1,6 +1,7 @@
 r"""The layer-wise engine for ``nn.Sequential`` networks of ``Linear`` layers and elementwise activations.
 
-Backward recursion (chapter "The two estimators", section "What each costs"), for a set of output-space channels :math:`R` (``K × C`` per input):
+Backward recursion (chapter "The two estimators", section "What each costs"), for a set of output-space
+channels :math:`R` (``K × C`` per input):
 
 * first derivatives :math:`g = \partial (R h)/\partial(\cdot)`: through a Linear layer :math:`g \leftarrow g W`,
   through an activation :math:`g \leftarrow g \odot \sigma'(z)`;
@@ -101,7 +102,8 @@ class LayerwiseEngine:
                 continue
             if isinstance(m, nn.Flatten):
                 if m.start_dim != 1 or m.end_dim != -1:
-                    return f"module '{path}' (Flatten) must flatten dims 1..-1, got start_dim={m.start_dim}, end_dim={m.end_dim}"
+                    return (f"module '{path}' (Flatten) must flatten dims 1..-1, "
+                            f"got start_dim={m.start_dim}, end_dim={m.end_dim}")
                 continue
             if derivatives_for(m) is None:
                 return (f"module '{path}' ({type(m).__name__}) is not supported by the layer-wise path; "
@@ -206,8 +208,10 @@ class LayerwiseEngine:
 
 
 class _Source:
-    r"""One curvature source :math:`e` below the current point: :math:`d_e` ``(N, K2, n_e)`` and
-    :math:`A_e = M\,\mathrm{diag}(c)`, kept as a matrix :math:`M` (``None`` for the identity; ``(1, n_e, n)``
+    r"""One curvature source :math:`e` below the current point.
+
+    It is :math:`d_e` ``(N, K2, n_e)`` and :math:`A_e = M\,\mathrm{diag}(c)`, kept as a matrix :math:`M` (``None``
+    for the identity; ``(1, n_e, n)``
     when shared by all inputs, else ``(N, n_e, n)``) and a lazy column scale :math:`c` ``(N, n)`` (``None`` for
     ones), so that an activation costs nothing and :math:`d_e A_e^{\odot 2} = (d_e M^{\odot 2}) \odot c^2`.
     """

@@ -53,7 +53,8 @@ def layer_summary(report: VarianceReport, groups: Groups | None = None) -> Any:
 
     Args:
         report: from :func:`~fishertut.variance_report`.
-        groups: ``{group: [parameter names]}``; default :func:`~fishertut.groups.layer_groups` of the report's parameters.
+        groups: ``{group: [parameter names]}``; default :func:`~fishertut.groups.layer_groups` of the report's
+            parameters.
 
     Returns:
         ``pandas.DataFrame`` indexed by group name.
@@ -62,8 +63,16 @@ def layer_summary(report: VarianceReport, groups: Groups | None = None) -> Any:
 
     groups = layer_groups(list(report.fisher)) if groups is None else groups
     b = report.bounds
-    stats = {"fisher": report.fisher, "var_x": report.var_x, "var_i1": report.var_i1, "var_i2": report.var_i2,
-             "v1_lower": b.v1_lower, "v1_upper": b.v1_upper, "v2_lower": b.v2_lower, "v2_upper": b.v2_upper}
+    stats = {
+        "fisher": report.fisher,
+        "var_x": report.var_x,
+        "var_i1": report.var_i1,
+        "var_i2": report.var_i2,
+        "v1_lower": b.v1_lower,
+        "v1_upper": b.v1_upper,
+        "v2_lower": b.v2_lower,
+        "v2_upper": b.v2_upper,
+    }
     rows = {}
     for group, names in groups.items():
         row: dict[str, float] = {k: float(flatten(v, names).mean()) for k, v in stats.items()}
@@ -78,8 +87,14 @@ def layer_summary(report: VarianceReport, groups: Groups | None = None) -> Any:
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
-def recommend_estimator(report: VarianceReport, groups: Groups | None = None, *, epsilon: float = 0.1,
-                        delta: float = 0.05, samples_per_input: int = 1) -> Any:
+def recommend_estimator(
+    report: VarianceReport,
+    groups: Groups | None = None,
+    *,
+    epsilon: float = 0.1,
+    delta: float = 0.05,
+    samples_per_input: int = 1,
+) -> Any:
     r"""Which estimator to use for each parameter group, and how many inputs it needs (chapter "A practical guide").
 
     Both estimators are unbiased and share the input term, so for ``N`` inputs and ``S`` labels each the
@@ -90,8 +105,9 @@ def recommend_estimator(report: VarianceReport, groups: Groups | None = None, *,
     Columns (one row per group):
 
     * ``num_params``, ``fisher`` (mean), ``rel_sd_i1``, ``rel_sd_i2``: as in :func:`layer_summary`;
-    * ``x_share_i1``, ``x_share_i2``: :math:`\overline{\mathrm{var\_x}}/(\overline{\mathrm{var\_x}} + \overline{V_k}/S)`,
-      the share of one estimator term's variance that comes from the inputs;
+    * ``x_share_i1``, ``x_share_i2``:
+      :math:`\overline{\mathrm{var\_x}}/(\overline{\mathrm{var\_x}} + \overline{V_k}/S)`, the share of one estimator
+      term's variance that comes from the inputs;
     * ``frac_i2_better``: fraction of the group's parameters (with non-zero variance) where
       :math:`V_2 < V_1`;
     * ``recommended``: ``"i1"`` or ``"i2"``; ``n_i1``, ``n_i2``, ``n``: the median over the group's
@@ -102,7 +118,8 @@ def recommend_estimator(report: VarianceReport, groups: Groups | None = None, *,
     Args:
         report: from :func:`~fishertut.variance_report`.
         groups: as in :func:`layer_summary`.
-        epsilon, delta: relative error and failure probability of the sample size.
+        epsilon: relative error of the sample size.
+        delta: failure probability of the sample size.
         samples_per_input: labels per input :math:`S`.
 
     Returns:
@@ -111,8 +128,9 @@ def recommend_estimator(report: VarianceReport, groups: Groups | None = None, *,
     import pandas as pd
 
     groups = layer_groups(list(report.fisher)) if groups is None else groups
-    sizes = {k: report.sample_size(epsilon, delta, estimator=k, samples_per_input=samples_per_input)
-             for k in ("i1", "i2")}
+    sizes = {
+        k: report.sample_size(epsilon, delta, estimator=k, samples_per_input=samples_per_input) for k in ("i1", "i2")
+    }
     summary = layer_summary(report, groups)
     rows = {}
     for group, names in groups.items():
@@ -133,8 +151,9 @@ def recommend_estimator(report: VarianceReport, groups: Groups | None = None, *,
         for k in ("i1", "i2"):
             cond = float(var[k].mean()) / samples_per_input
             row[f"x_share_{k}"] = var_x / (var_x + cond) if var_x + cond > 0 else math.nan
-        row["frac_i2_better"] = (float((var["i2"][live] < var["i1"][live]).double().mean())
-                                 if bool(live.any()) else math.nan)
+        row["frac_i2_better"] = (
+            float((var["i2"][live] < var["i1"][live]).double().mean()) if bool(live.any()) else math.nan
+        )
         row["recommended"] = rec
         row["n_i1"], row["n_i2"] = median["i1"], median["i2"]
         row["n"] = median[rec]
@@ -143,8 +162,9 @@ def recommend_estimator(report: VarianceReport, groups: Groups | None = None, *,
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
-def combine_by_group(estimates: Mapping[str, Mapping[str, Tensor]], choice: Mapping[str, str],
-                     groups: Groups) -> dict[str, Tensor]:
+def combine_by_group(
+    estimates: Mapping[str, Mapping[str, Tensor]], choice: Mapping[str, str], groups: Groups
+) -> dict[str, Tensor]:
     """One diagonal-FIM estimate with each group taken from its chosen estimator.
 
     Args:

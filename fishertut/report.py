@@ -1,6 +1,7 @@
 r"""Result types: the diagonal FIM estimate, the variance report with its bounds, and sample sizes.
 
-Notation of the book (chapters "The variances of the two estimators", "Bounds", "Input and label randomness"), per parameter :math:`\theta_i`, over inputs
+Notation of the book (chapters "The variances of the two estimators", "Bounds on the variances", "Input and
+label randomness"), per parameter :math:`\theta_i`, over inputs
 :math:`x_1..x_N`:
 
 * ``fisher``: :math:`\mathcal I(\theta_i) = \frac1N\sum_n I(\theta_i|x_n)`;
@@ -57,7 +58,7 @@ class FisherDiagonal(dict):
 class Bounds:
     r"""Spectral bounds on the single-label variances, averaged over inputs (dicts like ``fisher``).
 
-    Variant (our choice among the valid forms of the paper's Theorem 4.1; see chapter "Bounds on the variances", eq. eq-bounds-projected):
+    Variant (our choice among the valid forms of the paper's Theorem 4.1; eq. eq-bounds-projected of the book):
     eigenvalues are taken on the subspace where the directions live, after projecting out the
     null direction :math:`\mathbf 1` of the categorical :math:`\Lambda` (:math:`\Pi w = w - \mathrm{mean}(w)\mathbf 1`),
     which changes neither :math:`V_1` nor :math:`V_2` (shift invariance, chapter "Classification"):
@@ -114,7 +115,7 @@ class VarianceReport:
 
     def estimator_variance(self, estimator: str, num_inputs: int | None = None,
                            samples_per_input: int = 1) -> dict[str, Tensor]:
-        r""":math:`\mathrm{Var}(\hat I_k) = \mathrm{var\_x}/N + \mathrm{var\_ik}/(N S)` (chapter "Input and label randomness", eq. eq-ilv-total-variance).
+        r""":math:`\mathrm{Var}(\hat I_k) = \mathrm{var\_x}/N + \mathrm{var\_ik}/(N S)` (eq. eq-ilv-total-variance).
 
         Args:
             estimator: ``"i1"`` or ``"i2"``.
@@ -128,10 +129,11 @@ class VarianceReport:
 
     def sample_size(self, epsilon: float, delta: float = 0.05, estimator: str = "i1",
                     samples_per_input: int = 1, relative: bool = True) -> dict[str, Tensor]:
-        r"""Inputs :math:`N` that make :math:`P(|\hat I_k(\theta_i) - \mathcal I(\theta_i)| \ge \epsilon') \le \delta` by Chebyshev.
+        r"""Inputs :math:`N` with :math:`P(|\hat I_k(\theta_i) - \mathcal I(\theta_i)| \ge \epsilon') \le \delta`.
 
-        :math:`N \ge (\mathrm{var\_x} + \mathrm{var\_ik}/S)/(\delta\,\epsilon'^2)` with :math:`\epsilon' = \epsilon\,\mathcal I(\theta_i)`
-        if ``relative`` else :math:`\epsilon` (Chebyshev; chapter "Input and label randomness", eq. eq-ilv-chebyshev). Parameters with zero variance need one input;
+        :math:`N \ge (\mathrm{var\_x} + \mathrm{var\_ik}/S)/(\delta\,\epsilon'^2)` with
+        :math:`\epsilon' = \epsilon\,\mathcal I(\theta_i)` if ``relative`` else :math:`\epsilon` (eq. eq-ilv-chebyshev).
+        Parameters with zero variance need one input;
         a relative target for a parameter with zero Fisher information but non-zero variance needs
         ``inf``.
         """
@@ -152,9 +154,9 @@ class VarianceReport:
 
 @dataclass
 class ConditionalStatistics:
-    """Per-input values: each dict maps a parameter name to a tensor ``(N, *parameter.shape)``.
+    r"""Per-input values: each dict maps a parameter name to a tensor ``(N, *parameter.shape)``.
 
-    ``fisher[k][n]`` is :math:`I(\\theta|x_n)`; ``var_i1``, ``var_i2`` are :math:`V_1, V_2(\\theta|x_n)`;
+    ``fisher[k][n]`` is :math:`I(\theta|x_n)`; ``var_i1``, ``var_i2`` are :math:`V_1, V_2(\theta|x_n)`;
     ``bounds`` holds the per-input bounds.
     """
 
@@ -167,10 +169,10 @@ class ConditionalStatistics:
 
 @dataclass
 class EstimatorTerms:
-    """Single-pair terms of the two estimators: dicts of ``(N, S, *parameter.shape)`` tensors.
+    r"""Single-pair terms of the two estimators: dicts of ``(N, S, *parameter.shape)`` tensors.
 
-    ``i1[k][n, s]`` is :math:`(\\partial_{\\theta}\\log p(y_{ns}|x_n))^2` and ``i2[k][n, s]`` is
-    :math:`-\\partial^2_{\\theta}\\log p(y_{ns}|x_n)`; ``labels`` are the :math:`y_{ns}`. The estimators are the
+    ``i1[k][n, s]`` is :math:`(\partial_{\theta}\log p(y_{ns}|x_n))^2` and ``i2[k][n, s]`` is
+    :math:`-\partial^2_{\theta}\log p(y_{ns}|x_n)`; ``labels`` are the :math:`y_{ns}`. The estimators are the
     means over ``(n, s)``.
     """
 

@@ -5,7 +5,7 @@ See chapter "The two estimators" (section "What each costs") for the models each
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn

@@ -8,7 +8,7 @@ import torch
 from problems import PROBLEMS
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _oracle(id_):
     import oracle
 

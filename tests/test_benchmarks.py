@@ -1,5 +1,6 @@
-"""Smoke tests of ``benchmarks/``: the benchmark runs on a tiny configuration, and every fishertut number it
-times agrees with the peer number it is compared to (BackPACK, torch.func brute force).
+"""Smoke tests of ``benchmarks/``: the benchmark runs on a tiny configuration, and its numbers agree.
+
+Every fishertut number it times agrees with the peer number it is compared to (BackPACK, torch.func brute force).
 
 The timings themselves are not tested (they depend on the machine); ``make bench`` produces them.
 """
@@ -13,16 +14,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks import harness, registry, render, run
-from benchmarks import references as refs
+from benchmarks import harness, registry, render, run, workload
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ("784", "24", "12", "10")
 
 
 def test_quick_run_checks_times_and_writes(tmp_path: Path) -> None:
-    result = run.main(["--quick", "--activations", "tanh", "--sizes", *TINY, "--output", str(tmp_path),
-                         "--write-results"])
+    result = run.main(
+        ["--quick", "--activations", "tanh", "--sizes", *TINY, "--output", str(tmp_path), "--write-results"]
+    )
     assert result["max_error"] <= registry.TOLERANCE
     assert [(r["row"], r["peer_key"]) for r in result["records"]] == [(row, p) for row, _, p in registry.ROWS]
     for r in result["records"]:
@@ -44,18 +45,19 @@ def test_quick_refuses_to_overwrite_committed_results() -> None:
 @pytest.mark.parametrize("activation", ["sigmoid", "tanh"])
 def test_agreement_on_the_benchmark_network(activation: str) -> None:
     """The real 784-256-128-64-10 network, with BackPACK in two batches and the brute force in two chunks."""
-    problem = refs.make_problem(8, activation)
+    problem = workload.make_problem(8, activation)
     opt = registry.Options(backpack_batch=4, tf_chunk=4)
     errors = registry.check_agreement(problem, opt, check_n=8)
     assert set(errors) == {f"{row} vs {registry.PEERS[p].label}" for row, _, p in registry.ROWS} | {
-        "per-input Î2 terms vs BatchDiagHessian"}
-    assert set(errors["report vs brute-force report"]) == set(refs.REPORT_FIELDS)
+        "per-input Î2 terms vs BatchDiagHessian"
+    }
+    assert set(errors["report vs brute-force report"]) == set(workload.REPORT_FIELDS)
     assert max(e for d in errors.values() for e in d.values()) <= registry.TOLERANCE
 
 
 def test_the_check_detects_a_wrong_number() -> None:
-    problem = refs.make_problem(8, "tanh", tuple(int(s) for s in TINY))
-    good = refs.fishertut_exact(problem)
+    problem = workload.make_problem(8, "tanh", tuple(int(s) for s in TINY))
+    good = workload.fishertut_exact(problem)
     peer = registry.build("bp_ggn", problem, registry.Options())()
     assert registry.compare("exact", "bp_ggn", good, peer)["exact"] <= registry.TOLERANCE
     bad = {k: v.clone() for k, v in good.items()}
@@ -66,21 +68,21 @@ def test_the_check_detects_a_wrong_number() -> None:
 
 
 def test_labels_are_shared_and_sampled_from_the_model() -> None:
-    p = refs.make_problem(16, "sigmoid", tuple(int(s) for s in TINY))
-    again = refs.make_problem(16, "sigmoid", tuple(int(s) for s in TINY))
+    p = workload.make_problem(16, "sigmoid", tuple(int(s) for s in TINY))
+    again = workload.make_problem(16, "sigmoid", tuple(int(s) for s in TINY))
     assert torch.equal(p.labels, again.labels) and p.labels.shape == (16,)
     assert torch.equal(p.head(4).labels, p.labels[:4])
-    small = refs.make_problem(4, "sigmoid", tuple(int(s) for s in TINY))
-    assert torch.equal(small.labels, p.labels[:4]) and torch.equal(small.x, p.x[:4])   # prefix-stable
+    small = workload.make_problem(4, "sigmoid", tuple(int(s) for s in TINY))
+    assert torch.equal(small.labels, p.labels[:4]) and torch.equal(small.x, p.x[:4])  # prefix-stable
     prob = p.family.probabilities(p.model(p.x)).detach()
     assert torch.all(prob[torch.arange(16), p.labels] > 0) and p.labels.max() < 10
-    big = refs.make_problem(5001, "sigmoid", tuple(int(s) for s in TINY))
-    assert torch.equal(big.x[5000], big.x[0])      # the 5,000 digits are cycled beyond 5,000
+    big = workload.make_problem(5001, "sigmoid", tuple(int(s) for s in TINY))
+    assert torch.equal(big.x[5000], big.x[0])  # the 5,000 digits are cycled beyond 5,000
 
 
 def test_sampled_labels_follow_the_model() -> None:
     """Class counts of the inverse-CDF labels match sum_n p(c|x_n) within 5 standard deviations."""
-    p = refs.make_problem(4000, "tanh", tuple(int(s) for s in TINY))
+    p = workload.make_problem(4000, "tanh", tuple(int(s) for s in TINY))
     prob = p.family.probabilities(p.model(p.x)).detach().double()
     counts = torch.bincount(p.labels, minlength=10).double()
     expected, sd = prob.sum(0), (prob * (1 - prob)).sum(0).sqrt()
@@ -101,11 +103,13 @@ def test_extrapolation_plan() -> None:
 
 def test_committed_results_come_from_a_checked_run() -> None:
     md, js = ROOT / "benchmarks" / "RESULTS.md", ROOT / "benchmarks" / "results.json"
-    assert md.exists() and js.exists(), "run python -m benchmarks.run --write-results and commit RESULTS.md and results.json"
+    assert md.exists() and js.exists(), (
+        "run python -m benchmarks.run --write-results and commit RESULTS.md and results.json"
+    )
     result = json.loads(js.read_text(encoding="utf-8"))
     text = md.read_text(encoding="utf-8")
     assert "Written by `python -m benchmarks.run --write-results`" in text
-    assert result["machine"]["date"] in text                     # the Markdown and the JSON are one run
+    assert result["machine"]["date"] in text  # the Markdown and the JSON are one run
     assert not result["config"]["quick"]
     assert result["max_error"] <= 1e-4
 

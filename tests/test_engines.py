@@ -60,8 +60,18 @@ def test_flatten_first_is_layerwise_and_image_without_flatten_is_rejected():
 
 def test_nested_sequential_frozen_layer_and_dropout_in_eval():
     torch.manual_seed(2)
-    model = nn.Sequential(nn.Sequential(nn.Linear(3, 4), nn.Sigmoid()), nn.Dropout(0.5), nn.Linear(4, 4),
-                          nn.Identity(), nn.Tanh(), nn.Linear(4, 3)).double().eval()
+    model = (
+        nn.Sequential(
+            nn.Sequential(nn.Linear(3, 4), nn.Sigmoid()),
+            nn.Dropout(0.5),
+            nn.Linear(4, 4),
+            nn.Identity(),
+            nn.Tanh(),
+            nn.Linear(4, 3),
+        )
+        .double()
+        .eval()
+    )
     model[0][0].weight.requires_grad_(False)
     x = torch.randn(5, 3, dtype=torch.float64)
     a = ft.variance_report(model, x, ft.Categorical())
@@ -121,8 +131,11 @@ def test_covariance_factor_squares_to_the_covariance():
 
 
 def test_float32_var_x_survives_cancellation():
-    """var_x = E[I^2] - E[I]^2 cancels where inputs carry nearly the same Fisher information (e.g. output
-    biases of an untrained net on similar inputs); the float32 report must still match float64."""
+    """The float32 report matches float64 where var_x = E[I^2] - E[I]^2 cancels.
+
+    That happens where inputs carry nearly the same Fisher information (e.g. output biases of an untrained net
+    on similar inputs).
+    """
     model = ft.lab.models.mlp([30, 20, 10], "sigmoid", dtype=torch.float64, seed=8)
     base = torch.rand(1, 30, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
     x = base + 1e-2 * torch.randn(500, 30, dtype=torch.float64, generator=torch.Generator().manual_seed(5))

@@ -105,7 +105,9 @@ def test_batch_norm_in_training_mode(x):
 
 
 def test_inputs_dtype_differs_from_parameters(model, x):
-    with pytest.raises(ValueError, match="inputs have dtype torch.float32 but the model parameters have dtype torch.float64"):
+    with pytest.raises(
+        ValueError, match="inputs have dtype torch.float32 but the model parameters have dtype torch.float64"
+    ):
         ft.fisher_diagonal(model, x.float(), ft.Categorical())
 
 
@@ -150,8 +152,9 @@ def test_unknown_path(model, x):
         ft.fisher_diagonal(model, x, ft.Categorical(), path="fast")
 
 
-@pytest.mark.parametrize("argument,kwargs", [("samples_per_input", {"samples_per_input": 0}),
-                                             ("batch_size", {"batch_size": 0})])
+@pytest.mark.parametrize(
+    "argument,kwargs", [("samples_per_input", {"samples_per_input": 0}), ("batch_size", {"batch_size": 0})]
+)
 def test_non_positive_counts(model, x, argument, kwargs):
     with pytest.raises(ValueError, match=f"{argument} must be a positive integer"):
         ft.fisher_diagonal(model, x, ft.Categorical(), "i1", **kwargs)

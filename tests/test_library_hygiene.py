@@ -32,14 +32,17 @@ def test_core_module_does_not_import_lab(path):
 def test_importing_the_core_loads_no_lab_module():
     """Every core module imported in a fresh interpreter: no ``fishertut.lab`` module (nor matplotlib) loads."""
     modules = ", ".join(f"fishertut.{p.stem}" for p in CORE if p.stem != "__init__")
-    code = (f"import importlib, sys\nfor m in '{modules}'.split(', '): importlib.import_module(m)\n"
-            "print(sorted(m for m in sys.modules if m.startswith(('fishertut.lab', 'matplotlib'))))")
+    code = (
+        f"import importlib, sys\nfor m in '{modules}'.split(', '): importlib.import_module(m)\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('fishertut.lab', 'matplotlib'))))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "[]", out.stdout
 
 
-@pytest.mark.parametrize("path", SOURCES + sorted((ROOT / "benchmarks").glob("*.py")),
-                         ids=lambda p: str(p.relative_to(ROOT)))
+@pytest.mark.parametrize(
+    "path", SOURCES + sorted((ROOT / "benchmarks").glob("*.py")), ids=lambda p: str(p.relative_to(ROOT))
+)
 def test_module_is_small(path):
     lines = len(path.read_text(encoding="utf-8").splitlines())
     assert lines <= MAX_LINES, f"{path.relative_to(ROOT)} has {lines} lines (at most {MAX_LINES}): split it by concept"
@@ -48,8 +51,16 @@ def test_module_is_small(path):
 def test_no_reference_to_documents_outside_the_repository():
     """Docstrings and chapters cite the paper's sections or the book's chapters, not a working document."""
     pattern = re.compile(r"\bspec(?:ification)?\b\s*(?:section\s*)?\d|\bthe specification\b|\bopen point", re.I)
-    files = [*SOURCES, *(ROOT / "benchmarks").glob("*.py"), *(ROOT / "benchmarks").glob("*.md"),
-             *(ROOT / "book").glob("*.md")]
-    hits = [f"{p.relative_to(ROOT)}:{i}" for p in files
-            for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1) if pattern.search(line)]
+    files = [
+        *SOURCES,
+        *(ROOT / "benchmarks").glob("*.py"),
+        *(ROOT / "benchmarks").glob("*.md"),
+        *(ROOT / "book").glob("*.md"),
+    ]
+    hits = [
+        f"{p.relative_to(ROOT)}:{i}"
+        for p in files
+        for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1)
+        if pattern.search(line)
+    ]
     assert not hits, f"references to a document the repository does not hold: {hits}"

@@ -35,8 +35,16 @@ def _fake_report(fisher, var_i1, var_i2, var_x, bounds=None, n=10) -> ft.Varianc
     fisher, var_i1, var_i2, var_x = t(fisher), t(var_i1), t(var_i2), t(var_x)
     if bounds is None:
         bounds = ft.Bounds(var_i1, var_i1, var_i2, var_i2)
-    return ft.VarianceReport(fisher=fisher, var_i1=var_i1, var_i2=var_i2, var_x=var_x, bounds=bounds,
-                             num_inputs=n, path="test", family=ft.Categorical())
+    return ft.VarianceReport(
+        fisher=fisher,
+        var_i1=var_i1,
+        var_i2=var_i2,
+        var_x=var_x,
+        bounds=bounds,
+        num_inputs=n,
+        path="test",
+        family=ft.Categorical(),
+    )
 
 
 def test_layer_groups_by_module_from_a_model_or_names() -> None:
@@ -44,7 +52,10 @@ def test_layer_groups_by_module_from_a_model_or_names() -> None:
     expected = {"layer 1": ["1.weight", "1.bias"], "layer 2": ["3.weight", "3.bias"], "layer 3": ["5.weight", "5.bias"]}
     assert ft.layer_groups(net) == expected
     assert ft.layer_groups(["a", "b.weight", "b.bias", "c.d.weight"]) == {
-        "layer 1": ["a"], "layer 2": ["b.weight", "b.bias"], "layer 3": ["c.d.weight"]}
+        "layer 1": ["a"],
+        "layer 2": ["b.weight", "b.bias"],
+        "layer 3": ["c.d.weight"],
+    }
     net[1].bias.requires_grad_(False)  # frozen parameters are left out
     assert ft.layer_groups(net)["layer 1"] == ["1.weight"]
     with pytest.raises(TypeError, match="the string"):
@@ -73,7 +84,9 @@ def test_layer_summary_against_hand_computed_means() -> None:
     var_x = {"w": [[1.0, 1.0]], "b": [4.0]}
     lower1 = {"w": [[0.0, 0.0]], "b": [0.0]}
     upper1 = {"w": [[40.0, 0.0]], "b": [50.0]}
-    bounds = ft.Bounds(*({k: torch.tensor(v, dtype=DT) for k, v in d.items()} for d in (lower1, upper1, var_i2, var_i2)))
+    bounds = ft.Bounds(
+        *({k: torch.tensor(v, dtype=DT) for k, v in d.items()} for d in (lower1, upper1, var_i2, var_i2))
+    )
     rep = _fake_report(fisher, var_i1, var_i2, var_x, bounds)
     df = ft.layer_summary(rep, {"g": ["w", "b"], "only b": ["b"]})
     row = df.loc["g"]
@@ -84,9 +97,9 @@ def test_layer_summary_against_hand_computed_means() -> None:
     assert row["sd_i1"] == pytest.approx(math.sqrt(3.0))
     assert row["rel_sd_i1"] == pytest.approx(math.sqrt(3.0) / 2.0)
     assert row["v1_upper"] == pytest.approx(30.0)
-    assert row["log10_v1_upper"] == pytest.approx(1.0)            # mean bound 30 / mean variance 3
-    assert row["log10_v1_lower"] == math.inf                      # zero lower bound, positive variance
-    assert math.isnan(row["log10_v2_upper"]) and math.isnan(row["log10_v2_lower"])   # 0 / 0
+    assert row["log10_v1_upper"] == pytest.approx(1.0)  # mean bound 30 / mean variance 3
+    assert row["log10_v1_lower"] == math.inf  # zero lower bound, positive variance
+    assert math.isnan(row["log10_v2_upper"]) and math.isnan(row["log10_v2_lower"])  # 0 / 0
     assert row["sd_i2"] == 0 and row["rel_sd_i2"] == 0
     assert df.loc["only b", "fisher"] == pytest.approx(2.0)
     assert df.loc["only b", "log10_v1_upper"] == pytest.approx(1.0)
@@ -105,7 +118,7 @@ def test_layer_summary_on_a_network_report() -> None:
         assert df.loc[layer, "log10_v1_upper"] == pytest.approx(np.log10(allu.mean() / allv.mean()), rel=1e-10)
         assert df.loc[layer, "log10_v1_upper"] >= 0
     assert df.loc["layer 1", "log10_v2_lower"] >= 0 and df.loc["layer 1", "log10_v2_upper"] >= 0
-    assert df.loc["layer 2", "var_i2"] == 0       # last layer: u = 0, so the V2 ratios are 0/0
+    assert df.loc["layer 2", "var_i2"] == 0  # last layer: u = 0, so the V2 ratios are 0/0
     assert math.isnan(df.loc["layer 2", "log10_v2_upper"])
 
 
@@ -117,8 +130,8 @@ def test_recommend_estimator_rule_and_sample_sizes() -> None:
     rep = _fake_report(fisher, var_i1, var_i2, var_x)
     groups = {"A": ["a"], "B": ["b"], "C": ["c"]}
     df = ft.recommend_estimator(rep, groups, epsilon=0.1, delta=0.05)
-    assert list(df["recommended"]) == ["i1", "i2", "i2"]          # C is a tie: Î2
-    assert df.loc["A", "frac_i2_better"] == pytest.approx(0.5)    # parameters with variance: 2, one better
+    assert list(df["recommended"]) == ["i1", "i2", "i2"]  # C is a tie: Î2
+    assert df.loc["A", "frac_i2_better"] == pytest.approx(0.5)  # parameters with variance: 2, one better
     assert df.loc["B", "frac_i2_better"] == pytest.approx(1.0)
     # x share of the pooled means: A: var_x 2/3, var_i1 2/3 -> 1/2
     assert df.loc["A", "x_share_i1"] == pytest.approx(0.5)
@@ -143,7 +156,7 @@ def test_recommend_estimator_on_networks() -> None:
     sig = _net("sigmoid", sizes=(4, 6, 5, 3))
     rep = ft.variance_report(sig, _inputs(), fam)
     rec = ft.recommend_estimator(rep)
-    assert rec.loc["layer 3", "recommended"] == "i2"              # last layer
+    assert rec.loc["layer 3", "recommended"] == "i2"  # last layer
     for layer, names in ft.layer_groups(sig).items():
         s1 = sum(float(rep.var_i1[n].sum()) for n in names)
         s2 = sum(float(rep.var_i2[n].sum()) for n in names)

@@ -1,4 +1,4 @@
-r"""Spectral bounds of the conditional variances in several variants, next to the library's (chapter "Bounds on the variances").
+r"""Spectral bounds of the conditional variances in several variants, next to the library's.
 
 The library reports one variant of the paper's eigenvalue bounds (its Theorem 4.1), projected on the subspace
 where the output directions live (:class:`~fishertut.Bounds`). Chapter "Bounds" compares it with
@@ -37,7 +37,7 @@ def bounds_hold(lower: Tensor, value: Tensor, upper: Tensor, rtol: float = 1e-9)
 
 @dataclass
 class BoundVariants:
-    r"""Per-input spectral bounds of :math:`V_1` and :math:`V_2` in several variants (chapter "Bounds on the variances"); dicts of ``(N, *shape)``.
+    r"""Per-input spectral bounds of :math:`V_1` and :math:`V_2` in several variants; dicts of ``(N, *shape)``.
 
     Attributes:
         statistics: the library's :func:`~fishertut.per_input_statistics` (true :math:`I, V_1, V_2` and the
@@ -59,9 +59,12 @@ class BoundVariants:
 
 
 def kurtosis_matrix_max(family: ExponentialFamily, h: Tensor) -> Tensor:
-    r""":math:`\lambda_{\max}(\mathrm{mat}\,K)` per input, ``(N,)``, :math:`K = \mathbb E[\varepsilon^{\otimes 4}]` (variant (d) of chapter "Bounds on the variances").
+    r""":math:`\lambda_{\max}(\mathrm{mat}\,K)` per input, ``(N,)``, for :math:`K=\mathbb E[\varepsilon^{\otimes 4}]`.
 
-    Categorical: :math:`\mathrm{mat}\,K = \sum_c p_c m_c m_c^\top` with :math:`m_c = \mathrm{vec}(\varepsilon_c\varepsilon_c^\top)`,
+    The constant of variant (d) in chapter "Bounds on the variances".
+
+    Categorical: :math:`\mathrm{mat}\,K = \sum_c p_c m_c m_c^\top` with
+    :math:`m_c = \mathrm{vec}(\varepsilon_c\varepsilon_c^\top)`,
     whose non-zero eigenvalues are those of the ``C × C`` Gram matrix
     :math:`\sqrt{p_cp_d}\,(\varepsilon_c^\top\varepsilon_d)^2`. Gaussian: :math:`(m+2)/\sigma^4` (chapter "Regression").
     """
@@ -74,14 +77,15 @@ def kurtosis_matrix_max(family: ExponentialFamily, h: Tensor) -> Tensor:
     raise NotImplementedError(f"kurtosis_matrix_max is implemented for Categorical and Gaussian, not {family!r}")
 
 
-def bound_variants(model: nn.Module, inputs: Tensor, family: ExponentialFamily,
-                   batch_size: int | None = None) -> BoundVariants:
-    r"""The library's projected bounds, the unprojected variant (a) and variant (d), per input (chapter "Bounds on the variances").
+def bound_variants(
+    model: nn.Module, inputs: Tensor, family: ExponentialFamily, batch_size: int | None = None
+) -> BoundVariants:
+    r"""The library's projected bounds, the unprojected variant (a) and variant (d), per input.
 
     The norms come from the library itself: with the unit-variance Gaussian family,
     :math:`I(\theta_i|x) = \|v_i\|^2` and :math:`V_2 = \|u_i\|^2`, and the single-pair term of Î1 at the
-    label :math:`y = h + \mathbf 1` (residual :math:`\varepsilon = \mathbf 1`) is :math:`(\mathbf 1^\top v_i)^2`; for the
-    categorical family the projected norm is :math:`\|\Pi v_i\|^2 = \|v_i\|^2 - (\mathbf 1^\top v_i)^2/C`.
+    label :math:`y = h + \mathbf 1` (residual :math:`\varepsilon = \mathbf 1`) is :math:`(\mathbf 1^\top v_i)^2`;
+    for the categorical family the projected norm is :math:`\|\Pi v_i\|^2 = \|v_i\|^2 - (\mathbf 1^\top v_i)^2/C`.
 
     Args:
         model: as in :func:`~fishertut.per_input_statistics` (small models: ``N × P`` values per statistic).
@@ -122,5 +126,11 @@ def bound_variants(model: nn.Module, inputs: Tensor, family: ExponentialFamily,
     else:
         pv4 = v4
     split_projected = {k: per_input(k_max, v) - stats.fisher[k].square() for k, v in pv4.items()}
-    return BoundVariants(statistics=stats, unprojected=unprojected, v1_upper_split=split,
-                         v1_upper_split_projected=split_projected, v_norm_sq=norms.fisher, u_norm_sq=u2)
+    return BoundVariants(
+        statistics=stats,
+        unprojected=unprojected,
+        v1_upper_split=split,
+        v1_upper_split_projected=split_projected,
+        v_norm_sq=norms.fisher,
+        u_norm_sq=u2,
+    )

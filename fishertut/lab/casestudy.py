@@ -1,4 +1,4 @@
-r"""The MNIST case study of the paper's Figure 2 and its appendix figures: a 4-layer MLP followed through training, per layer.
+r"""The MNIST case study (the paper's Figure 2 and appendix figures): a 4-layer MLP followed through training.
 
 After every epoch (and once before training), on a fixed evaluation set :math:`x_1..x_N` of test digits,
 :func:`run_case_study` records for each layer of the network, with the layer's weights, its biases, and both
@@ -58,12 +58,43 @@ DEFAULT_WIDTHS: tuple[int, ...] = (784, 128, 64, 32, 10)
 #: Columns of :attr:`CaseStudy.table`, one row per (activation, epoch, layer, group). The pooled statistics
 #: are those of :func:`fishertut.pooling.layer_summary`.
 COLUMNS: tuple[str, ...] = (
-    "activation", "epoch", "layer", "group", "num_params", "fisher", "var_x", "var_i1", "var_i2",
-    "v1_lower", "v1_upper", "v2_lower", "v2_upper", "sd_i1", "sd_i2", "rel_sd_i1", "rel_sd_i2",
-    "sd_i1_lower", "sd_i1_upper", "sd_i2_lower", "sd_i2_upper",
-    "log10_v1_upper", "log10_v2_upper", "log10_v1_lower", "log10_v2_lower", "bounds_hold", "empirical_fisher",
-    "mc_i1", "mc_i2", "mc_i1_se", "mc_i2_se", "mc_i1_rms_z", "mc_i2_rms_z", "mc_i1_max_z", "mc_i2_max_z",
-    "train_loss", "test_accuracy",
+    "activation",
+    "epoch",
+    "layer",
+    "group",
+    "num_params",
+    "fisher",
+    "var_x",
+    "var_i1",
+    "var_i2",
+    "v1_lower",
+    "v1_upper",
+    "v2_lower",
+    "v2_upper",
+    "sd_i1",
+    "sd_i2",
+    "rel_sd_i1",
+    "rel_sd_i2",
+    "sd_i1_lower",
+    "sd_i1_upper",
+    "sd_i2_lower",
+    "sd_i2_upper",
+    "log10_v1_upper",
+    "log10_v2_upper",
+    "log10_v1_lower",
+    "log10_v2_lower",
+    "bounds_hold",
+    "empirical_fisher",
+    "mc_i1",
+    "mc_i2",
+    "mc_i1_se",
+    "mc_i2_se",
+    "mc_i1_rms_z",
+    "mc_i2_rms_z",
+    "mc_i1_max_z",
+    "mc_i2_max_z",
+    "train_loss",
+    "test_accuracy",
 )
 
 _BOUND_RTOL = 1e-9
@@ -124,15 +155,22 @@ def balanced_subset(labels: Tensor, num: int, seed: int = 0) -> Tensor:
     return torch.tensor(order[:num], dtype=torch.int64)
 
 
-def _summarise(model: nn.Module, report: VarianceReport, empirical: dict[str, Tensor],
-               monte_carlo: dict[str, dict[str, Tensor]], mc_variance: dict[str, dict[str, Tensor]]
-               ) -> list[dict[str, Any]]:
+def _summarise(
+    model: nn.Module,
+    report: VarianceReport,
+    empirical: dict[str, Tensor],
+    monte_carlo: dict[str, dict[str, Tensor]],
+    mc_variance: dict[str, dict[str, Tensor]],
+) -> list[dict[str, Any]]:
     """One row per (layer, group): :func:`fishertut.pooling.layer_summary` plus bounds, eFIM and Monte Carlo."""
     groups: dict[str, list[str]] = {}
     where: dict[str, tuple[int, str]] = {}
     for li, names in enumerate(layer_groups(model).values(), start=1):
-        members = {"weight": [n for n in names if n.endswith("weight")],
-                   "bias": [n for n in names if n.endswith("bias")], "layer": list(names)}
+        members = {
+            "weight": [n for n in names if n.endswith("weight")],
+            "bias": [n for n in names if n.endswith("bias")],
+            "layer": list(names),
+        }
         for group, ns in members.items():
             if ns:
                 key = f"layer {li} {group}"
@@ -172,11 +210,22 @@ def _summarise(model: nn.Module, report: VarianceReport, empirical: dict[str, Te
     return rows
 
 
-def run_case_study(activation: str = "sigmoid", widths: Sequence[int] = DEFAULT_WIDTHS, epochs: int = 20,
-                   eval_inputs: int | tuple[Tensor, Tensor] = 1000, *, data: MNIST | None = None,
-                   device: torch.device | str | None = None, seed: int = 0, progress: bool = False,
-                   lr: float = 3e-3, batch_size: int = 64, dtype: torch.dtype = torch.float64,
-                   mc_inputs: int | None = None, mc_samples: int = 1) -> CaseStudy:
+def run_case_study(
+    activation: str = "sigmoid",
+    widths: Sequence[int] = DEFAULT_WIDTHS,
+    epochs: int = 20,
+    eval_inputs: int | tuple[Tensor, Tensor] = 1000,
+    *,
+    data: MNIST | None = None,
+    device: torch.device | str | None = None,
+    seed: int = 0,
+    progress: bool = False,
+    lr: float = 3e-3,
+    batch_size: int = 64,
+    dtype: torch.dtype = torch.float64,
+    mc_inputs: int | None = None,
+    mc_samples: int = 1,
+) -> CaseStudy:
     r"""Train an MLP on MNIST and track, per layer and epoch, the FIM, the variances of Î1 and Î2 and their bounds.
 
     The network is ``ft.lab.models.mlp(widths, activation, seed=seed)`` (a linear last layer, softmax output),
@@ -193,7 +242,8 @@ def run_case_study(activation: str = "sigmoid", widths: Sequence[int] = DEFAULT_
         device: default CUDA when available, else the CPU.
         seed: seeds the initialisation, the shuffling, the evaluation subset and the Monte-Carlo labels.
         progress: show a ``tqdm`` progress bar over the epochs.
-        lr, batch_size: of the Adam training loop (:func:`~fishertut.lab.training.train_classifier`).
+        lr: Adam's learning rate (:func:`~fishertut.lab.training.train_classifier`).
+        batch_size: of the training loop.
         dtype: of the network and all computations (float64 keeps the exact checks tight).
         mc_inputs: inputs per Monte-Carlo estimate, drawn with replacement from the evaluation set
             (default: the evaluation set's size).
@@ -227,10 +277,10 @@ def run_case_study(activation: str = "sigmoid", widths: Sequence[int] = DEFAULT_
         empirical = fisher_diagonal(model, eval_x, fam, "i1", targets=eval_y)
         pick = torch.randint(0, n_eval, (mc_inputs,), generator=gen, device=device)
         xs = eval_x[pick]
-        mc = {k: fisher_diagonal(model, xs, fam, k, samples_per_input=mc_samples, generator=gen)
-              for k in ("i1", "i2")}
-        mc_var = {k: report.estimator_variance(k, num_inputs=mc_inputs, samples_per_input=mc_samples)
-                  for k in ("i1", "i2")}
+        mc = {k: fisher_diagonal(model, xs, fam, k, samples_per_input=mc_samples, generator=gen) for k in ("i1", "i2")}
+        mc_var = {
+            k: report.estimator_variance(k, num_inputs=mc_inputs, samples_per_input=mc_samples) for k in ("i1", "i2")
+        }
         with torch.no_grad():
             acc = float((model(test_x).argmax(1) == test_y).double().mean())
         for row in _summarise(model, report, empirical, mc, mc_var):
@@ -244,14 +294,42 @@ def run_case_study(activation: str = "sigmoid", widths: Sequence[int] = DEFAULT_
         evaluate(epoch, model, train_loss)
 
     on_epoch_end(0, net)
-    losses = train_classifier(net, train_x, train_y, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-                              progress=progress, on_epoch_end=on_epoch_end)
+    losses = train_classifier(
+        net,
+        train_x,
+        train_y,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        progress=progress,
+        on_epoch_end=on_epoch_end,
+    )
     table = pd.DataFrame(rows)[list(COLUMNS)]
     settings = {
-        "activation": activation, "widths": list(widths), "epochs": epochs, "optimizer": "Adam", "lr": lr,
-        "batch_size": batch_size, "eval_inputs": n_eval, "mc_inputs": mc_inputs, "mc_samples": mc_samples,
-        "seed": seed, "device": str(device), "dtype": str(dtype).replace("torch.", ""), "data": data.source,
-        "train_inputs": int(train_x.shape[0]), "epoch_mean_losses": losses,
+        "activation": activation,
+        "widths": list(widths),
+        "epochs": epochs,
+        "optimizer": "Adam",
+        "lr": lr,
+        "batch_size": batch_size,
+        "eval_inputs": n_eval,
+        "mc_inputs": mc_inputs,
+        "mc_samples": mc_samples,
+        "seed": seed,
+        "device": str(device),
+        "dtype": str(dtype).replace("torch.", ""),
+        "data": data.source,
+        "train_inputs": int(train_x.shape[0]),
+        "epoch_mean_losses": losses,
     }
-    return CaseStudy(table=table, model=net, report=last["report"], monte_carlo=last["mc"], settings=settings,
-                     seconds=time.perf_counter() - start, eval_x=eval_x, eval_y=eval_y)
+    return CaseStudy(
+        table=table,
+        model=net,
+        report=last["report"],
+        monte_carlo=last["mc"],
+        settings=settings,
+        seconds=time.perf_counter() - start,
+        eval_x=eval_x,
+        eval_y=eval_y,
+    )

@@ -22,21 +22,35 @@ from .training import train_classifier
 __all__ = ["ACTIVATIONS", "mlp", "default_device", "TrainedNetwork", "theory_network"]
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
-    "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "softplus": nn.Softplus,
-    "elu": nn.ELU, "gelu": nn.GELU, "silu": nn.SiLU, "identity": nn.Identity,
+    "sigmoid": nn.Sigmoid,
+    "tanh": nn.Tanh,
+    "relu": nn.ReLU,
+    "leaky_relu": nn.LeakyReLU,
+    "softplus": nn.Softplus,
+    "elu": nn.ELU,
+    "gelu": nn.GELU,
+    "silu": nn.SiLU,
+    "identity": nn.Identity,
 }
 
 
-def mlp(sizes: Sequence[int], activation: str = "sigmoid", *, seed: int | None = 0,
-        dtype: torch.dtype = torch.float32, device: torch.device | str | None = None,
-        flatten: bool = False) -> nn.Sequential:
+def mlp(
+    sizes: Sequence[int],
+    activation: str = "sigmoid",
+    *,
+    seed: int | None = 0,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
+    flatten: bool = False,
+) -> nn.Sequential:
     """A multilayer perceptron ``Linear -> act -> ... -> Linear`` with a linear last layer.
 
     Args:
         sizes: widths ``[d_in, h_1, ..., h_{L-1}, C]``; at least two entries.
         activation: a key of :data:`ACTIVATIONS`.
         seed: seeds PyTorch's default initialisation (``None`` leaves the global generator alone).
-        dtype, device: of the parameters.
+        dtype: of the parameters.
+        device: of the parameters.
         flatten: start with ``nn.Flatten()`` (for image batches ``(N, 1, 28, 28)``).
 
     Returns:
@@ -86,9 +100,18 @@ class TrainedNetwork:
     test_accuracy: float
 
 
-def theory_network(sizes: Sequence[int] = (784, 32, 16, 10), activation: str = "sigmoid", *, epochs: int = 3,
-                   lr: float = 1e-2, batch_size: int = 128, seed: int = 0, dtype: torch.dtype = torch.float64,
-                   device: torch.device | str | None = None, data: MNIST | None = None) -> TrainedNetwork:
+def theory_network(
+    sizes: Sequence[int] = (784, 32, 16, 10),
+    activation: str = "sigmoid",
+    *,
+    epochs: int = 3,
+    lr: float = 1e-2,
+    batch_size: int = 128,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float64,
+    device: torch.device | str | None = None,
+    data: MNIST | None = None,
+) -> TrainedNetwork:
     """The small MNIST MLP of the theory chapters, trained with Adam on ``data.train_x``.
 
     :func:`mlp` ``(sizes, activation, seed=seed)`` trained by :func:`~fishertut.lab.training.train_classifier`
@@ -112,8 +135,7 @@ def theory_network(sizes: Sequence[int] = (784, 32, 16, 10), activation: str = "
     device = torch.device(device) if device is not None else default_device()
     data = load_mnist(dtype=dtype, device=device) if data is None else data.to(dtype, device)
     model = mlp(list(sizes), activation, seed=seed, dtype=dtype, device=device)
-    losses = train_classifier(model, data.train_x, data.train_y, epochs=epochs, batch_size=batch_size, lr=lr,
-                              seed=seed)
+    losses = train_classifier(model, data.train_x, data.train_y, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
     with torch.no_grad():
         accuracy = float((model(data.test_x).argmax(1) == data.test_y).double().mean())
     return TrainedNetwork(model=model, data=data, losses=losses, test_accuracy=accuracy)

@@ -70,7 +70,8 @@ def class_table(model: nn.Module, inputs: Tensor, family: Categorical, batch_siz
     r"""Every single-pair term of Î1 and Î2 for each input and class, from :func:`~fishertut.estimator_terms`.
 
     One call per class ``c`` with the labels all set to ``c``. Memory: ``2 × N × C × P`` values.
-    Since :math:`\mathbb E_y[\cdot] = \sum_c p_c(\cdot)`, the table gives :math:`I(\theta_i|x_n)`, :math:`V_1`, :math:`V_2`
+    Since :math:`\mathbb E_y[\cdot] = \sum_c p_c(\cdot)`, the table gives :math:`I(\theta_i|x_n)`, :math:`V_1`,
+    :math:`V_2`
     as weighted sums (the tests check that) and any Monte-Carlo repetition of the estimators as a weighted
     sum of its rows (:func:`simulate_estimates`).
 
@@ -99,9 +100,15 @@ def class_table(model: nn.Module, inputs: Tensor, family: Categorical, batch_siz
     return ClassTable(probs=probs, i1=stack(parts["i1"]), i2=stack(parts["i2"]))
 
 
-def simulate_estimates(table: ClassTable, estimator: str, num_inputs: int, samples_per_input: int = 1,
-                       repetitions: int = 1000, generator: torch.Generator | None = None,
-                       max_rows: int = 1 << 20) -> dict[str, Tensor]:
+def simulate_estimates(
+    table: ClassTable,
+    estimator: str,
+    num_inputs: int,
+    samples_per_input: int = 1,
+    repetitions: int = 1000,
+    generator: torch.Generator | None = None,
+    max_rows: int = 1 << 20,
+) -> dict[str, Tensor]:
     r"""Independent repetitions of Î1 or Î2 with inputs drawn from the table's inputs and labels from the model.
 
     Each repetition draws ``num_inputs`` inputs uniformly with replacement from the table's ``N`` inputs and
@@ -131,8 +138,9 @@ def simulate_estimates(table: ClassTable, estimator: str, num_inputs: int, sampl
     for start in range(0, repetitions, reps_per_chunk):
         r = min(reps_per_chunk, repetitions - start)
         idx = torch.randint(0, n_pool, (r, num_inputs), generator=generator, device=device)
-        labels = torch.multinomial(probs[idx.reshape(-1)], samples_per_input, replacement=True,
-                                   generator=generator).reshape(r, -1)
+        labels = torch.multinomial(
+            probs[idx.reshape(-1)], samples_per_input, replacement=True, generator=generator
+        ).reshape(r, -1)
         cell = (idx.unsqueeze(2) * c + labels.reshape(r, num_inputs, samples_per_input)).reshape(r, -1)
         w = torch.zeros(r, n_pool * c, dtype=probs.dtype, device=device)
         w.scatter_add_(1, cell, torch.ones_like(cell, dtype=probs.dtype))

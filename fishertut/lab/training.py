@@ -15,11 +15,20 @@ from torch import Tensor, nn
 __all__ = ["train_classifier"]
 
 
-def train_classifier(model: nn.Module, x: Tensor, y: Tensor, *, epochs: int = 1, batch_size: int = 128,
-                     lr: float = 1e-3, seed: int = 0, progress: bool = False,
-                     on_epoch_end: Callable[[int, nn.Module], None] | None = None,
-                     loss: Callable[[Tensor, Tensor], Tensor] | None = None,
-                     penalty: Callable[[nn.Module], Tensor] | None = None) -> list[float]:
+def train_classifier(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    *,
+    epochs: int = 1,
+    batch_size: int = 128,
+    lr: float = 1e-3,
+    seed: int = 0,
+    progress: bool = False,
+    on_epoch_end: Callable[[int, nn.Module], None] | None = None,
+    loss: Callable[[Tensor, Tensor], Tensor] | None = None,
+    penalty: Callable[[nn.Module], Tensor] | None = None,
+) -> list[float]:
     """Minimise a mean loss (default the softmax cross-entropy) with Adam; returns each epoch's mean data loss.
 
     Each minibatch step minimises ``loss(model(x_b), y_b) + penalty(model)``. The model is put in train mode

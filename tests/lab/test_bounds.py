@@ -39,12 +39,17 @@ def _brute_derivatives(net: torch.nn.Module, x: torch.Tensor) -> tuple[dict, dic
 def _dense_categorical(h: torch.Tensor) -> dict[str, torch.Tensor]:
     p = torch.softmax(h, 1)
     n, c = p.shape
-    eps = torch.eye(c, dtype=DT) - p[:, None, :]                    # (N, y, C)
+    eps = torch.eye(c, dtype=DT) - p[:, None, :]  # (N, y, C)
     mat_k = torch.einsum("ny,nya,nyb,nyc,nyd->nabcd", p, eps, eps, eps, eps).reshape(n, c * c, c * c)
     lam = torch.diag_embed(p) - p[:, :, None] * p[:, None, :]
     m = mat_k - lam.reshape(n, -1, 1) * lam.reshape(n, 1, -1)
-    return {"p": p, "lam": lam, "k_max": torch.linalg.eigvalsh(mat_k)[:, -1], "m_max": torch.linalg.eigvalsh(m)[:, -1],
-            "lam_max": torch.linalg.eigvalsh(lam)[:, -1]}
+    return {
+        "p": p,
+        "lam": lam,
+        "k_max": torch.linalg.eigvalsh(mat_k)[:, -1],
+        "m_max": torch.linalg.eigvalsh(m)[:, -1],
+        "lam_max": torch.linalg.eigvalsh(lam)[:, -1],
+    }
 
 
 def test_bound_variants_categorical_against_brute_force() -> None:
@@ -56,7 +61,7 @@ def test_bound_variants_categorical_against_brute_force() -> None:
     p = dense["p"]
     for name in v:
         shape = (len(x), *dict(net.named_parameters())[name].shape)
-        vv, uu = v[name], u[name]                                       # (N, C, P)
+        vv, uu = v[name], u[name]  # (N, C, P)
         v2, u2 = vv.square().sum(1), uu.square().sum(1)
         torch.testing.assert_close(bv.v_norm_sq[name].reshape(len(x), -1), v2)
         torch.testing.assert_close(bv.u_norm_sq[name].reshape(len(x), -1), u2)
@@ -70,13 +75,18 @@ def test_bound_variants_categorical_against_brute_force() -> None:
         torch.testing.assert_close(bv.v1_upper_split[name].reshape(len(x), -1), split)
         pv = vv - vv.mean(1, keepdim=True)
         split_p = dense["k_max"][:, None] * pv.square().sum(1).square() - fisher.square()
-        torch.testing.assert_close(bv.v1_upper_split_projected[name].reshape(len(x), -1), split_p,
-                                   rtol=1e-7, atol=1e-12)
+        torch.testing.assert_close(
+            bv.v1_upper_split_projected[name].reshape(len(x), -1), split_p, rtol=1e-7, atol=1e-12
+        )
         # every variant holds, and projecting never loosens
         true1, true2 = bv.statistics.var_i1[name], bv.statistics.var_i2[name]
         tol = 1e-10
-        for upper in (ub.v1_upper[name], bv.v1_upper_split[name], bv.v1_upper_split_projected[name],
-                      bv.statistics.bounds.v1_upper[name]):
+        for upper in (
+            ub.v1_upper[name],
+            bv.v1_upper_split[name],
+            bv.v1_upper_split_projected[name],
+            bv.statistics.bounds.v1_upper[name],
+        ):
             assert bool((true1 <= upper + tol).all())
         assert bool((true2 <= ub.v2_upper[name] + tol).all())
         assert bool((bv.statistics.bounds.v1_upper[name] <= ub.v1_upper[name] + tol).all())
@@ -94,7 +104,7 @@ def test_bound_variants_gaussian_are_exact() -> None:
         torch.testing.assert_close(bv.unprojected.v1_upper[name], st.var_i1[name])
         torch.testing.assert_close(bv.unprojected.v2_upper[name], st.var_i2[name])
         torch.testing.assert_close(bv.unprojected.v2_lower[name], st.var_i2[name])
-        assert float(bv.unprojected.v1_lower[name].abs().max()) == 0          # antisymmetric directions (m = 2)
+        assert float(bv.unprojected.v1_lower[name].abs().max()) == 0  # antisymmetric directions (m = 2)
         # (d): λ_max(mat K) = (m + 2)/σ⁴ = 4/σ⁴, so (d) = 4 I² - I² = 3 I²
         torch.testing.assert_close(bv.v1_upper_split[name], 3 * st.fisher[name].square())
 
@@ -104,8 +114,11 @@ def test_kurtosis_matrix_max_against_dense() -> None:
     torch.testing.assert_close(bounds.kurtosis_matrix_max(ft.Categorical(), h), _dense_categorical(h)["k_max"])
     sigma, m = 0.7, 3
     eye = torch.eye(m, dtype=DT)
-    k = (torch.einsum("ab,cd->abcd", eye, eye) + torch.einsum("ac,bd->abcd", eye, eye)
-         + torch.einsum("ad,bc->abcd", eye, eye)) / sigma**4
+    k = (
+        torch.einsum("ab,cd->abcd", eye, eye)
+        + torch.einsum("ac,bd->abcd", eye, eye)
+        + torch.einsum("ad,bc->abcd", eye, eye)
+    ) / sigma**4
     dense = torch.linalg.eigvalsh(k.reshape(m * m, m * m))[-1]
     out = bounds.kurtosis_matrix_max(ft.Gaussian(sigma), torch.zeros(4, m, dtype=DT))
     torch.testing.assert_close(out, dense.expand(4))

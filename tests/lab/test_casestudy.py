@@ -1,4 +1,4 @@
-"""Tests of fishertut.lab.casestudy (and its plots in fishertut.lab.plotting): a tiny run of the MNIST case study, checked against the library directly."""
+"""Tests of fishertut.lab.casestudy and its plots: a tiny run of the MNIST case study, checked against the library."""
 
 from __future__ import annotations
 
@@ -85,8 +85,7 @@ def test_last_epoch_matches_library(study: cs.CaseStudy) -> None:
             assert math.isclose(rows.loc[(layer, group), "empirical_fisher"], _pooled(emp, ns), rel_tol=1e-10)
             assert math.isclose(rows.loc[(layer, group), "var_i1"], _pooled(study.report.var_i1, ns), rel_tol=1e-10)
     # The empirical Fisher is a different object: it must not coincide with the Fisher.
-    assert not math.isclose(rows.loc[(1, "layer"), "empirical_fisher"], rows.loc[(1, "layer"), "fisher"],
-                            rel_tol=1e-3)
+    assert not math.isclose(rows.loc[(1, "layer"), "empirical_fisher"], rows.loc[(1, "layer"), "fisher"], rel_tol=1e-3)
 
 
 def test_layer_group_is_parameter_weighted_mean(study: cs.CaseStudy) -> None:
@@ -128,8 +127,9 @@ def test_deterministic_and_relu_has_no_i2_variance(small_data: MNIST) -> None:
 
 def test_explicit_evaluation_pair(small_data: MNIST) -> None:
     x, y = small_data.test_x[:20], small_data.test_y[:20]
-    r = cs.run_case_study("tanh", WIDTHS, epochs=0, eval_inputs=(x, y), data=small_data, device="cpu",
-                          mc_inputs=7, mc_samples=3)
+    r = cs.run_case_study(
+        "tanh", WIDTHS, epochs=0, eval_inputs=(x, y), data=small_data, device="cpu", mc_inputs=7, mc_samples=3
+    )
     assert r.settings["eval_inputs"] == 20 and r.settings["mc_inputs"] == 7 and r.settings["mc_samples"] == 3
     torch.testing.assert_close(r.eval_x, x.double())
 

@@ -13,8 +13,13 @@ DT = torch.float64
 
 def _synthetic() -> MNIST:
     g = torch.Generator().manual_seed(0)
-    return MNIST(torch.rand(96, 12, generator=g), torch.randint(0, 3, (96,), generator=g),
-                 torch.rand(30, 12, generator=g), torch.randint(0, 3, (30,), generator=g), "synthetic")
+    return MNIST(
+        torch.rand(96, 12, generator=g),
+        torch.randint(0, 3, (96,), generator=g),
+        torch.rand(30, 12, generator=g),
+        torch.randint(0, 3, (30,), generator=g),
+        "synthetic",
+    )
 
 
 def test_theory_network_is_deterministic_and_converts_data() -> None:

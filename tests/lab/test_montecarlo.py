@@ -113,15 +113,15 @@ def test_empirical_variance_known_mean() -> None:
 
 
 def test_empirical_variance_unknown_mean_closed_form() -> None:
-    r = 50                                     # a Rademacher sample with exactly population moments
+    r = 50  # a Rademacher sample with exactly population moments
     x = torch.tensor([1.0, -1.0] * (r // 2), dtype=DT)
     var, se = montecarlo.empirical_variance(x)
-    assert float(var) == pytest.approx(r / (r - 1))                    # unbiased s²
+    assert float(var) == pytest.approx(r / (r - 1))  # unbiased s²
     # Var(s²) = (μ4 - (R-3)/(R-1) σ⁴)/R with μ4 = σ⁴ = 1
     assert float(se) ** 2 == pytest.approx(2 / (r * (r - 1)))
     # Gaussian data: Var(s²) = 2σ⁴/(R-1); the standard error estimates the spread of s² over experiments
     g = torch.Generator().manual_seed(0)
-    samples = 2.0 * torch.randn(2000, 40, generator=g, dtype=DT)        # 2000 experiments of R = 40
+    samples = 2.0 * torch.randn(2000, 40, generator=g, dtype=DT)  # 2000 experiments of R = 40
     s2, se2 = montecarlo.empirical_variance(samples, dim=1)
     true_sd = math.sqrt(2 * 16 / 39)
     assert float(s2.mean()) == pytest.approx(4.0, abs=5 * true_sd / math.sqrt(2000))

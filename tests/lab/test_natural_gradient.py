@@ -8,7 +8,6 @@ import torch
 import fishertut as ft
 from fishertut.lab import natural_gradient as ng
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -18,8 +17,9 @@ def problem(request: pytest.FixtureRequest) -> ng.ToyProblem:
 
 
 def _run(p: ng.ToyProblem, estimator: str, **kw) -> ng.NGDRun:
-    return ng.natural_gradient_descent(p.model(), p.family, (p.train_x, p.train_y), (p.test_x, p.test_y),
-                                       estimator, **kw)
+    return ng.natural_gradient_descent(
+        p.model(), p.family, (p.train_x, p.train_y), (p.test_x, p.test_y), estimator, **kw
+    )
 
 
 def test_toy_problem_is_seeded_and_shaped(problem: ng.ToyProblem) -> None:
@@ -129,8 +129,9 @@ def test_regression_i1_label_variance_closed_form() -> None:
 def test_model_is_not_modified(problem: ng.ToyProblem) -> None:
     net = problem.model()
     before = [q.detach().clone() for q in net.parameters()]
-    ng.natural_gradient_descent(net, problem.family, (problem.train_x, problem.train_y), estimator="i1",
-                                epochs=1, batch_size=16)
+    ng.natural_gradient_descent(
+        net, problem.family, (problem.train_x, problem.train_y), estimator="i1", epochs=1, batch_size=16
+    )
     assert all(torch.equal(a, q) for a, q in zip(before, net.parameters()))
 
 

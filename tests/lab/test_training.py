@@ -24,7 +24,7 @@ def _hand_loop(model, x, y, loss_fn, penalty, epochs, batch_size, lr, seed):
         order = torch.randperm(x.shape[0], generator=gen)
         total = 0.0
         for s in range(0, x.shape[0], batch_size):
-            idx = order[s:s + batch_size]
+            idx = order[s : s + batch_size]
             opt.zero_grad()
             data_loss = loss_fn(model(x[idx]), y[idx])
             (data_loss + (penalty(model) if penalty else 0.0)).backward()
@@ -59,8 +59,16 @@ def test_default_loss_is_cross_entropy_and_callback_sees_eval_mode() -> None:
     net = models.mlp([4, 5, 3], "sigmoid", seed=0, dtype=DT)
     ref = models.mlp([4, 5, 3], "sigmoid", seed=0, dtype=DT)
     modes = []
-    got = training.train_classifier(net, x, y, epochs=2, batch_size=8, lr=1e-2, seed=0,
-                                    on_epoch_end=lambda epoch, m: modes.append((epoch, m.training)))
+    got = training.train_classifier(
+        net,
+        x,
+        y,
+        epochs=2,
+        batch_size=8,
+        lr=1e-2,
+        seed=0,
+        on_epoch_end=lambda epoch, m: modes.append((epoch, m.training)),
+    )
     want = _hand_loop(ref, x, y, nn.functional.cross_entropy, None, epochs=2, batch_size=8, lr=1e-2, seed=0)
     assert got == pytest.approx(want, rel=1e-12)
     assert modes == [(1, False), (2, False)] and not net.training
