@@ -9,8 +9,7 @@ distribution (the paper's Section 1; chapters "Exponential-family outputs" and "
   depend on :math:`y` for both families here, so that :math:`I(\theta_i|x) = v_i^\top\Lambda v_i`;
 * its fourth moment :math:`K[w^4] = \mathbb{E}[(\varepsilon^\top w)^4]`.
 
-For the categorical family :math:`h` are logits, :math:`\varepsilon = e_y - p` and
-:math:`\Lambda = \mathrm{diag}(p) - pp^\top`.
+Categorical family: :math:`h` are logits, :math:`\varepsilon = e_y - p`, :math:`\Lambda = \mathrm{diag}(p)-pp^\top`.
 For the Gaussian family the network predicts the mean :math:`\mu = h` of :math:`\mathcal N(\mu, \sigma^2 I)`, so
 :math:`\varepsilon = (y-\mu)/\sigma^2` and :math:`\Lambda = I/\sigma^2` (chapter "Regression", "known variance").
 
@@ -85,6 +84,12 @@ class ExponentialFamily(ABC):
     @abstractmethod
     def sample(self, h: Tensor, samples_per_input: int, generator: torch.Generator | None = None) -> Tensor:
         r"""Draw ``samples_per_input`` labels per input from :math:`p(y|x;\theta)`; shape ``(N, S, ...)``."""
+
+    def sample_with_residual(self, h: Tensor, samples_per_input: int,
+                             generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """Labels drawn as :meth:`sample` draws them, ``(N, S, ...)``, and their :meth:`residual` ``(N, S, C)``."""
+        y = self.sample(h, samples_per_input, generator)
+        return y, self.residual(h, y)
 
     @abstractmethod
     def log_prob(self, h: Tensor, y: Tensor) -> Tensor:
@@ -229,6 +234,9 @@ class Categorical(ExponentialFamily):
         tensors of :math:`\mathbf 1^\perp`, whose dimension :math:`C(C-1)/2` exceeds :math:`C-1` for
         :math:`C\ge 3`: there ``m_min`` is 0; for :math:`C=2` that space is a line and ``m_min = m_max``.
         """
+        if h.dtype in (torch.float16, torch.bfloat16):  # no eigensolver in half precision: solve in float32
+            s = self.spectrum(h.float())
+            return OutputSpectrum(*(t.to(h.dtype) for t in (s.cov_max, s.cov_min, s.m_max, s.m_min)))
         p = self.probabilities(h)
         c = p.shape[1]
         cov_eig = torch.linalg.eigvalsh(self.covariance(h))
@@ -244,8 +252,7 @@ class Categorical(ExponentialFamily):
 class Gaussian(ExponentialFamily):
     r"""Regression with :math:`y \sim \mathcal N(\mu, \sigma^2 I_D)`, the network predicting :math:`\mu = h` (N, D).
 
-    :math:`\varepsilon = (y-\mu)/\sigma^2` and :math:`\Lambda = I/\sigma^2`, so
-    :math:`I(\theta_i|x) = \|v_i\|^2/\sigma^2`,
+    :math:`\varepsilon = (y-\mu)/\sigma^2`, :math:`\Lambda = I/\sigma^2`, :math:`I(\theta_i|x) = \|v_i\|^2/\sigma^2`,
     :math:`K[w^4] = 3\|w\|^4/\sigma^4`, :math:`V_1 = 2I^2` and :math:`V_2 = \|u_i\|^2/\sigma^2` (eq. eq-reg-closed).
 
     Args:
@@ -282,10 +289,28 @@ class Gaussian(ExponentialFamily):
         (checks or Checks()).require(torch.isfinite(targets).all(), lambda: "targets contain NaN or Inf")
         return targets.unsqueeze(1)
 
+    def noise(self, h: Tensor, samples_per_input: int, generator: torch.Generator | None = None) -> Tensor:
+        r"""Standard normal draws :math:`n` ``(N, S, D)``, input by input, whatever the batching.
+
+        ``torch.randn`` pairs its draws differently for different tensor sizes, so splitting the inputs into
+        other batches would change the labels. Here each entry is the normal quantile of one float64 uniform
+        from ``torch.rand``, which consumes the generator entry by entry.
+        """
+        u = torch.rand((h.shape[0], samples_per_input, h.shape[1]), generator=generator, dtype=torch.float64,
+                       device=h.device)
+        return torch.special.ndtri(u.clamp_min(2.0**-60)).to(h.dtype)
+
     def sample(self, h: Tensor, samples_per_input: int, generator: torch.Generator | None = None) -> Tensor:
-        noise = torch.randn((h.shape[0], samples_per_input, h.shape[1]), generator=generator,
-                            dtype=h.dtype, device=h.device)
-        return h.unsqueeze(1) + self.sigma * noise
+        return h.unsqueeze(1) + self.sigma * self.noise(h, samples_per_input, generator)
+
+    def sample_with_residual(self, h: Tensor, samples_per_input: int,
+                             generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        r"""Labels :math:`y = h + \sigma n` and residuals :math:`\varepsilon = n/\sigma`, formed from the noise.
+
+        :math:`((h + \sigma n) - h)/\sigma^2` would lose the digits of :math:`n` when :math:`\sigma \ll |h|`.
+        """
+        n = self.noise(h, samples_per_input, generator)
+        return h.unsqueeze(1) + self.sigma * n, n / self.sigma
 
     def log_prob(self, h: Tensor, y: Tensor) -> Tensor:
         d = h.shape[1]
@@ -316,10 +341,7 @@ class Gaussian(ExponentialFamily):
         return w
 
     def spectrum(self, h: Tensor) -> OutputSpectrum:
-        r"""All eigenvalues of :math:`\Lambda` are :math:`1/\sigma^2`; :math:`M = (I + P_{swap})/\sigma^4` is 2/σ⁴.
-
-        (:math:`M` acts on symmetric tensors.)
-        """
+        r"""Eigenvalues: 1/σ² for :math:`\Lambda`, 2/σ⁴ for :math:`M = (I + P_{swap})/\sigma^4` on symmetric tensors."""
         ones = torch.ones(h.shape[0], dtype=h.dtype, device=h.device)
         lam = self.precision * ones
         m = 2 * self.precision**2 * ones
