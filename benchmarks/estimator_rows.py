@@ -1,6 +1,6 @@
 """Cost of the estimators that sum inputs before squaring, and of the per-input Hutchinson estimator.
 
-Rows (same problem as ``benchmarks/run.py``: ``benchmarks.references.make_problem``, float32, MNIST digits):
+Rows (same problem as ``benchmarks.run``: ``benchmarks.workload.make_problem``, float32, MNIST digits):
 
 ================================  =====================================================  =========================
 row                               fishertut                                              reference
@@ -33,13 +33,13 @@ import torch
 from torch import nn
 
 import fishertut as ft
-
-from . import references as refs
+from benchmarks import references as refs
+from benchmarks import workload
 
 TOLERANCE = 1e-4
 
 
-def plain_squared_minibatch_gradients(p: refs.Problem, minibatch: int) -> dict[str, torch.Tensor]:
+def plain_squared_minibatch_gradients(p: workload.Problem, minibatch: int) -> dict[str, torch.Tensor]:
     """Sum over minibatches of the squared gradient of the summed cross-entropy, divided by ``N``."""
     params = [(n, q) for n, q in p.model.named_parameters()]
     total = {n: torch.zeros_like(q) for n, q in params}
@@ -51,7 +51,7 @@ def plain_squared_minibatch_gradients(p: refs.Problem, minibatch: int) -> dict[s
     return {n: t / p.n for n, t in total.items()}
 
 
-def methods(p: refs.Problem, minibatches: list[int]) -> dict[str, Callable[[], object]]:
+def methods(p: workload.Problem, minibatches: list[int]) -> dict[str, Callable[[], object]]:
     """The timed calls, by label."""
     gen = torch.Generator().manual_seed(0)
     out: dict[str, Callable[[], object]] = {}
@@ -74,14 +74,14 @@ def _rel_error(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
     )
 
 
-def check(p: refs.Problem, minibatch: int) -> dict[str, float]:
+def check(p: workload.Problem, minibatch: int) -> dict[str, float]:
     """Check fishertut against the references on the same labels; raise ``AssertionError`` beyond ``TOLERANCE``."""
     gnb = ft.fisher_diagonal(p.model, p.x, p.family, "i1", minibatch=minibatch, targets=p.labels)
     errors = {
         f"GNB with given labels vs plain, B={minibatch}": _rel_error(
             gnb, plain_squared_minibatch_gradients(p, minibatch)
         ),
-        "Î1 vs SumGradSquared": _rel_error(refs.fishertut_i1(p), refs.BackpackPeer(p, None).sum_grad_squared()),
+        "Î1 vs SumGradSquared": _rel_error(workload.fishertut_i1(p), refs.BackpackPeer(p, None).sum_grad_squared()),
     }
     bad = {k: e for k, e in errors.items() if not e <= TOLERANCE}
     if bad:
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> str:
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    problem = refs.make_problem(args.n, args.activation)
+    problem = workload.make_problem(args.n, args.activation)
     errors = check(problem.head(min(64, args.n)), min(args.minibatch))
     print("agreement:", {k: f"{e:.1e}" for k, e in errors.items()})
     minibatches = sorted(set(args.minibatch) | {args.n})

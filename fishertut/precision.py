@@ -36,9 +36,9 @@ import torch
 from torch import Tensor, nn
 
 from .api import fisher_diagonal, per_input_statistics
+from .arguments import check_count
 from .families import ExponentialFamily
 from .layerwise import LayerwiseEngine
-from .arguments import check_count
 from .validation import check_generator, check_model
 from .variances import same_minibatch_pairs
 

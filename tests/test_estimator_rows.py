@@ -14,12 +14,12 @@ ROOT = Path(__file__).resolve().parents[1]
 def rows():
     with pytest.MonkeyPatch.context() as mp:
         mp.syspath_prepend(str(ROOT))
-        yield importlib.import_module("benchmarks.estimator_rows"), importlib.import_module("benchmarks.references")
+        yield importlib.import_module("benchmarks.estimator_rows"), importlib.import_module("benchmarks.workload")
 
 
 def test_references_agree_and_every_row_is_timed(rows) -> None:
-    mod, refs = rows
-    problem = refs.make_problem(24, "tanh", sizes=(784, 12, 10))
+    mod, workload = rows
+    problem = workload.make_problem(24, "tanh", sizes=(784, 12, 10))
     errors = mod.check(problem, 8)
     assert set(errors) == {"GNB with given labels vs plain, B=8", "Î1 vs SumGradSquared"}
     assert max(errors.values()) <= mod.TOLERANCE
