@@ -33,7 +33,7 @@ from .arguments import check_count, coerce_targets
 from .batches import iterate_batches
 from .families import ExponentialFamily, OutputSpectrum
 from .guards import PROBE_ROWS, check_independent_rows, check_output_kind, run_forward, warn_if_probabilities
-from .minibatch import hutchinson_channels, hutchinson_unit_variance, one_backward_diagonal
+from .minibatch import check_minibatch, hutchinson_channels, hutchinson_unit_variance, one_backward_diagonal
 from .report import (
     ESTIMATORS,
     Bounds,
@@ -171,15 +171,10 @@ def fisher_diagonal(model: nn.Module, inputs: Inputs, family: ExponentialFamily,
     * ``"i1"``: :math:`\frac1{NS}\sum_{n,s} (\partial_{\theta_i}\log p(y_{ns}|x_n))^2`;
     * ``"i2"``: :math:`\frac1{NS}\sum_{n,s} -\partial^2_{\theta_i}\log p(y_{ns}|x_n)
       = \frac1{NS}\sum_{n,s} (v_i^\top\Lambda v_i - \varepsilon_{ns}^\top u_i)` (eq. eq-est-diag);
-    * ``"hutchinson"``: :math:`\frac1{NS}\sum_{n,s} (\xi_{ns}^\top A_n^\top v_i)^2`, Rademacher :math:`\xi`,
-      :math:`A_nA_n^\top = \Lambda(x_n)` (:mod:`fishertut.minibatch`).
+    * ``"hutchinson"``: :math:`\frac1{NS}\sum_{n,s} (\xi_{ns}^\top A_n^\top v_i)^2`, :math:`A_nA_n^\top = \Lambda(x_n)`.
 
-    With ``minibatch=B > 1``, ``"i1"`` and ``"hutchinson"`` sum ``B`` consecutive inputs before squaring:
-    :math:`\frac1{NS}\sum_{s,b} (\sum_{n\in b} r_{ns}^\top v_{n,i})^2`, for ``"i1"`` GNB (:math:`B\bar g^2`),
-    one ordinary backward pass per minibatch and draw on any model (``path`` is then ``"autograd"``);
-    :func:`variance_report` gives their variances. ``minibatch`` leaves ``"i2"`` unchanged (the Hessian
-    diagonal of a sum is the sum of the diagonals). Cost per draw: ``minibatch > 1``, one ordinary backward
-    pass per minibatch and parameter-sized float64 sums; ``minibatch=1``, the engine's per-input squares.
+    ``minibatch=B > 1`` sums ``B`` inputs before squaring, for ``"i1"`` (GNB) and ``"hutchinson"``: one backward
+    pass per minibatch, any model (:mod:`fishertut.minibatch`: formulas, cost); ``"i2"`` is unchanged by it.
 
     Labels :math:`y_{ns}` are drawn from the model, ``samples_per_input`` per input, from ``generator``,
     unless ``targets`` gives them; with data labels ``"i1"`` is the empirical Fisher (chapter "The empirical Fisher").
@@ -218,13 +213,9 @@ def fisher_diagonal(model: nn.Module, inputs: Inputs, family: ExponentialFamily,
         raise ValueError("targets are not used by estimator='exact' (it averages over all labels); pass targets=None")
     if targets is not None and samples != 1:
         raise ValueError(f"samples_per_input must be 1 when targets are given, got {samples}")
-    if check_count(minibatch, "minibatch") > 1 and estimator == "exact":
-        raise ValueError("minibatch applies to sampled estimators; estimator='exact' takes minibatch=1")
-    if minibatch > 1 and estimator != "i2":
+    if check_minibatch(estimator, minibatch, targets) > 1:
         return one_backward_diagonal(model, inputs, family, estimator, minibatch, samples, targets, generator,
                                      batch_size)
-    if targets is not None and estimator == "hutchinson":
-        raise ValueError("estimator='hutchinson' draws its own signs; pass targets=None")
     run = _Run(model, family, path, batch_size, generator, curvature=estimator == "i2")
     col = SumCollector()
     for _, h, tape, y in run.batches(inputs, targets):
@@ -233,10 +224,8 @@ def fisher_diagonal(model: nn.Module, inputs: Inputs, family: ExponentialFamily,
             for t in run.units(tape, family.covariance_factor(h), None):
                 col.add([("fisher", t.jac.square().sum(1), 2)], t)
             continue
-        if estimator == "hutchinson":
-            eps = hutchinson_channels(family, h, samples, generator)
-        else:
-            _, eps = _labels(run, h, y, samples, generator)
+        hutch = estimator == "hutchinson"
+        eps = hutchinson_channels(family, h, samples, generator) if hutch else _labels(run, h, y, samples, generator)[1]
         if estimator in ("i1", "hutchinson"):
             for t in run.units(tape, eps, None):
                 col.add([("i1", t.jac.square().sum(1), 2)], t)

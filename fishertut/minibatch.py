@@ -47,7 +47,13 @@ from .guards import PROBE_ROWS, check_independent_rows, check_output_kind, run_f
 from .report import FisherDiagonal
 from .validation import Checks, check_batch, check_generator, check_model
 
-__all__ = ["ONE_BACKWARD", "hutchinson_channels", "hutchinson_unit_variance", "one_backward_diagonal"]
+__all__ = [
+    "ONE_BACKWARD",
+    "check_minibatch",
+    "hutchinson_channels",
+    "hutchinson_unit_variance",
+    "one_backward_diagonal",
+]
 
 ONE_BACKWARD = ("i1", "hutchinson")
 
@@ -78,6 +84,21 @@ def hutchinson_unit_variance(family: ExponentialFamily, h: Tensor, jac: Tensor) 
     """
     a2 = (family.covariance_factor(h) @ jac).to(torch.float64).square()
     return 2 * (a2.sum(1).square() - a2.square().sum(1))
+
+
+def check_minibatch(estimator: str, minibatch: int, targets: object) -> int:
+    """The inputs summed before squaring for ``estimator`` (1 for ``"i2"``, which ``minibatch`` leaves as it is).
+
+    Raises:
+        ValueError: ``minibatch`` is not a positive integer, or is > 1 with ``"exact"``; ``"hutchinson"`` with
+            ``targets``.
+    """
+    size = check_count(minibatch, "minibatch")
+    if size > 1 and estimator == "exact":
+        raise ValueError("minibatch applies to sampled estimators; estimator='exact' takes minibatch=1")
+    if targets is not None and estimator == "hutchinson":
+        raise ValueError("estimator='hutchinson' draws its own signs; pass targets=None")
+    return 1 if estimator == "i2" else size
 
 
 def _minibatches(
