@@ -149,7 +149,7 @@ async () => {
     title: document.title,
     numMath: mathNodes.length,
     untypeset, mathErrors, rawTex, wide, badOutputs, brokenImages, downloads,
-    text: article.innerText,
+    text: plain(article),
   };
 }
 """
