@@ -19,6 +19,7 @@ _spec.loader.exec_module(check_book)
     ["see spec 4.2", "(spec 10.9)", "an open point", "the open points of", "The specification says", "spec. 3"],
 )
 def test_internal_references_are_found(text: str) -> None:
+    """References to the team's working documents are caught."""
     assert check_book.INTERNAL_REFERENCES.search(text)
 
 
@@ -27,6 +28,7 @@ def test_internal_references_are_found(text: str) -> None:
     ["model misspecification", "the misspecification of", "a specific point", "spectrum 4", "open pointer"],
 )
 def test_ordinary_words_are_not_internal_references(text: str) -> None:
+    """Words that merely contain the phrases are not."""
     assert not check_book.INTERNAL_REFERENCES.search(text)
 
 
@@ -45,6 +47,7 @@ def _site(tmp_path: Path, notebook: nbformat.NotebookNode | str | None) -> Path:
 
 
 def test_a_chapter_page_is_recognised(tmp_path: Path) -> None:
+    """A page whose source has the jupytext MyST header is a chapter and must offer a notebook."""
     page = _site(tmp_path, None)
     assert check_book._is_chapter(tmp_path, page)
     (tmp_path / "_sources" / "book" / "ch.md").write_text("# an appendix without code\n")
@@ -52,6 +55,7 @@ def test_a_chapter_page_is_recognised(tmp_path: Path) -> None:
 
 
 def test_valid_notebook_download_passes(tmp_path: Path) -> None:
+    """A valid notebook without outputs, linked next to the .md, raises no finding."""
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1 + 1")])
     page = _site(tmp_path, nb)
     links = ["../_sources/book/ch.ipynb", "../_sources/book/ch.md"]
@@ -73,6 +77,7 @@ def test_valid_notebook_download_passes(tmp_path: Path) -> None:
     ],
 )
 def test_broken_notebook_download_is_reported(tmp_path: Path, notebook, links: list[str], problem: str) -> None:
+    """Each way the download can be broken is reported."""
     page = _site(tmp_path, notebook)
     problems = check_book._check_notebook(page, links)
     assert any(problem in p for p in problems), problems

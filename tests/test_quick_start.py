@@ -39,6 +39,7 @@ def _intro_quick_start() -> tuple[str, str]:
 
 @pytest.mark.parametrize("source", [_readme_quick_start, _intro_quick_start], ids=["README", "intro"])
 def test_quick_start_runs_as_printed(source, tmp_path: Path) -> None:
+    """Imports, seed and install line are printed, and the block runs alone without a warning."""
     section, code = source()
     assert "pip install" in section, "the quick start must print its install line"
     assert re.search(r"^import torch$", code, flags=re.M) and re.search(r"^import fishertut as ft$", code, flags=re.M)

@@ -15,7 +15,7 @@ def _run(code: str) -> subprocess.CompletedProcess:
 
 
 def test_forward_mode_ad_after_import_does_not_warn() -> None:
-    """torch's `torch.jit.script is deprecated` FutureWarning from its forward-AD rules is not shown."""
+    """The `torch.jit.script is deprecated` FutureWarning of torch's own from its forward-AD rules is not shown."""
     result = _run(
         """
         import torch

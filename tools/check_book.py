@@ -1,4 +1,4 @@
-"""Open every page of the built book in headless Chromium, offline, and check it as a reader would see it.
+r"""Open every page of the built book in headless Chromium, offline, and check it as a reader would see it.
 
 Run by ``make check`` after ``make book``::
 
@@ -9,7 +9,7 @@ PAGE is a page name such as ``intro`` or ``06_bounds`` (default: every page). Th
 that is not a ``file:`` URL is aborted, so the page is seen exactly as by a reader without a network.
 Per page, at the given width (1280 px by default), it asserts that:
 
-* every formula was typeset by MathJax (no raw ``\\(``, ``\\[`` or ``$$`` left, no MathJax error);
+* every formula was typeset by MathJax (no raw ``\(``, ``\[`` or ``$$`` left, no MathJax error);
 * no display equation, table or code block is wider than its container (collapsed cells are opened
   first, so hidden code is checked too);
 * no cell output holds a warning, an error or a traceback (stderr streams included);
@@ -94,14 +94,17 @@ async () => {
       }
     }
     const right = el.getBoundingClientRect().right;
-    if (right > column.right + 1) return `right edge at ${Math.round(right)} px, column ends at ${Math.round(column.right)} px`;
+    if (right > column.right + 1) {
+      return `right edge at ${Math.round(right)} px, column ends at ${Math.round(column.right)} px`;
+    }
     return null;
   };
   // A display equation is Sphinx's div.math (the theme clips it: overflow hidden) holding MathJax's
   // mjx-container (which scrolls: overflow auto); either one being too wide loses part of the formula.
   const wide = [];
   const kinds = [
-    ['display equation', 'div.math, mjx-container[display="true"]', el => [el, ...el.querySelectorAll('mjx-container')]],
+    ['display equation', 'div.math, mjx-container[display="true"]',
+     el => [el, ...el.querySelectorAll('mjx-container')]],
     ['table', 'table', el => [el]],
     ['code block', 'pre', el => [el]],
   ];
@@ -128,7 +131,9 @@ async () => {
   const text = clone.textContent;
   const rawTex = [];
   for (const re of [/\\\(/g, /\\\[/g, /\$\$/g]) {
-    for (const m of text.matchAll(re)) rawTex.push(text.slice(Math.max(0, m.index - 30), m.index + 40).replace(/\s+/g, ' '));
+    for (const m of text.matchAll(re)) {
+      rawTex.push(text.slice(Math.max(0, m.index - 30), m.index + 40).replace(/\s+/g, ' '));
+    }
   }
 
   // Cell outputs: no stderr stream, no warning, no traceback.
