@@ -138,7 +138,7 @@ async () => {
 
   // Cell outputs: no stderr stream, no warning, no traceback.
   const badOutputs = [];
-  for (const out of article.querySelectorAll('.cell_output, .output')) {
+  for (const out of article.querySelectorAll('.cell_output, .output:not(.cell_output .output)')) {
     const t = out.innerText || '';
     if (out.querySelector('.stderr, .output.error, .traceback') || out.matches('.stderr, .error')) {
       badOutputs.push(`stderr/error output ${describe(out)}`);
