@@ -203,6 +203,7 @@ def _check_notebook(page: Path, downloads: list[str]) -> list[str]:
 
 def check(html: Path, names: list[str], width: int, height: int, browser_path: str) -> int:
     """Check the pages; print a report; return the number of failing pages."""
+    from playwright.sync_api import Error as PlaywrightError
     from playwright.sync_api import sync_playwright
 
     pages = _pages(html, names)
@@ -227,6 +228,7 @@ def check(html: Path, names: list[str], width: int, height: int, browser_path: s
 
         context.route("**/*", route)
         tab = context.new_page()
+        tab.set_default_timeout(60_000)  # MathJax on the longest page takes a few seconds
         console: list[str] = []
         tab.on("pageerror", lambda err: console.append(str(err)))
         for page in pages:
@@ -236,8 +238,13 @@ def check(html: Path, names: list[str], width: int, height: int, browser_path: s
             if REDIRECT.search(page.read_text(encoding="utf-8")[:2000]):
                 print(f"ok   {name}: a redirect (checked where it leads)")
                 continue
-            tab.goto(page.as_uri(), wait_until="load")
-            found = tab.evaluate(PAGE_PROBE)
+            try:
+                tab.goto(page.as_uri(), wait_until="load")
+                found = tab.evaluate(PAGE_PROBE)
+            except PlaywrightError as err:  # a page that cannot be loaded or probed is a failing page
+                print(f"FAIL {name}: could not be checked: {err}".splitlines()[0], flush=True)
+                failing += 1
+                continue
             problems = []
             problems += [f"formula not typeset: {m}" for m in found["untypeset"]]
             problems += [f"MathJax error: {m}" for m in found["mathErrors"]]
