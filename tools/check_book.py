@@ -115,7 +115,9 @@ async () => {
       for (const part of parts(el)) {
         const why = tooWide(part);
         if (why) {
-          wide.push(`${kind}${eqno ? ' ' + eqno.innerText.trim() : ''} ${describe(el)}: ${why}`);
+          const cell = el.closest('.cell_output') ? ' (cell output)'
+            : el.closest('.cell_input') ? ' (cell source)' : '';
+          wide.push(`${kind}${eqno ? ' ' + eqno.innerText.trim() : ''}${cell} ${describe(el)}: ${why}`);
           break;
         }
       }
