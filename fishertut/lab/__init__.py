@@ -11,7 +11,8 @@ package. Each module says which chapters use it:
 * :mod:`~fishertut.lab.bounds`: the spectral bounds in several variants;
 * :mod:`~fishertut.lab.casestudy`: the MNIST case study (computation);
 * :mod:`~fishertut.lab.natural_gradient`: diagonal natural-gradient descent on toy problems;
-* :mod:`~fishertut.lab.plotting`: the house style and all the book's figure helpers.
+* :mod:`~fishertut.lab.plotting`: the house style and all the book's figure helpers;
+* :mod:`~fishertut.lab.tables`: tables formatted for people (every chapter that shows a table).
 
 Submodules load on first use (``ft.lab.plotting`` imports matplotlib only when touched).
 """
@@ -20,7 +21,17 @@ from __future__ import annotations
 
 import importlib
 
-_SUBMODULES = ("bounds", "casestudy", "data", "models", "montecarlo", "natural_gradient", "plotting", "training")
+_SUBMODULES = (
+    "bounds",
+    "casestudy",
+    "data",
+    "models",
+    "montecarlo",
+    "natural_gradient",
+    "plotting",
+    "tables",
+    "training",
+)
 
 __all__ = list(_SUBMODULES)
 
