@@ -2,7 +2,10 @@ r"""Public entry points: :func:`fisher_diagonal`, :func:`variance_report`, :func
 :func:`estimator_terms`.
 
 Each streams over the batches of ``inputs``, runs one engine per batch (layer-wise for supported
-``nn.Sequential`` MLPs, ``torch.func`` otherwise) and reduces unit statistics (see :mod:`fishertut.terms`):
+``nn.Sequential`` MLPs, the graph engine for supported convolutional and residual networks, ``torch.func``
+otherwise) and reduces unit statistics (see :mod:`fishertut.terms`). Parameters that the traced graph proves
+piecewise linear (:func:`fishertut.graph.piecewise_linear_parameters`) have :math:`u \equiv 0`: no engine
+computes their second derivatives, and every result lists them in ``piecewise_linear``.
 
 ==============  ======================================================  ======  =========================
 statistic       unit value per input (``J`` = first, ``G`` = second       degree  used by
@@ -29,6 +32,8 @@ from .batches import iterate_batches
 from .errors import UnsupportedModelError
 from .families import ExponentialFamily, OutputSpectrum
 from .functional import FunctionalEngine
+from .graph import piecewise_linear_parameters
+from .graph_engine import GraphEngine
 from .layerwise import LayerwiseEngine
 from .report import (ESTIMATORS, Bounds, ConditionalStatistics, EstimatorTerms, FisherDiagonal,
                      VarianceReport, _check_count)
@@ -37,21 +42,25 @@ from .validation import Checks, check_batch, check_generator, check_model
 
 __all__ = ["fisher_diagonal", "variance_report", "per_input_statistics", "estimator_terms"]
 
-PATHS = ("auto", "layerwise", "generic")
+PATHS = ("auto", "layerwise", "graph", "generic")
 _ELEMENT_BUDGET = 1 << 25
 Inputs = Tensor | Iterable
 
 
-def _select_engine(model: nn.Module, path: str) -> LayerwiseEngine | FunctionalEngine:
+def _select_engine(model: nn.Module, path: str) -> LayerwiseEngine | GraphEngine | FunctionalEngine:
     if path not in PATHS:
         raise ValueError(f"path must be one of {PATHS}, got {path!r}")
     if path == "generic":
         return FunctionalEngine(model)
+    if path == "graph":
+        return GraphEngine(model)
     reason = LayerwiseEngine.unsupported_reason(model)
     if reason is None:
         return LayerwiseEngine(model)
     if path == "layerwise":
         raise UnsupportedModelError(reason)
+    if GraphEngine.unsupported_reason(model) is None:
+        return GraphEngine(model)
     return FunctionalEngine(model)
 
 
@@ -72,13 +81,16 @@ class _Run:
         self.engine = _select_engine(model, path)
         self.num_inputs = 0
         self.shapes = {n: p.shape for n, p in model.named_parameters() if p.requires_grad}
+        self.piecewise_linear = getattr(self.engine, "piecewise_linear", None)
+        if self.piecewise_linear is None:
+            self.piecewise_linear = piecewise_linear_parameters(model)
 
     def _prepare(self, x: Tensor) -> None:
-        if isinstance(self.engine, LayerwiseEngine):
+        if isinstance(self.engine, (LayerwiseEngine, GraphEngine)):
             try:
                 self.engine.check_input(x)
             except UnsupportedModelError:
-                if self.path == "layerwise":
+                if self.path != "auto":
                     raise
                 self.engine = FunctionalEngine(self.model)
         if self.batch_size is None:
@@ -173,8 +185,10 @@ def fisher_diagonal(model: nn.Module, inputs: Inputs, family: ExponentialFamily,
         samples_per_input: labels drawn per input (must be 1 with ``targets``).
         generator: random source for the labels (on the model's device), for reproducibility.
         batch_size: rows per engine call; default: sized to a fixed memory budget.
-        path: ``"auto"`` (layer-wise engine when the model qualifies, else generic), ``"layerwise"`` or
-            ``"generic"``.
+        path: ``"auto"`` (the layer-wise engine for the MLPs it takes, else the graph engine for the
+            convolutional and residual networks it takes, else generic), or ``"layerwise"``, ``"graph"``,
+            ``"generic"`` to force one (a forced fast path raises :class:`UnsupportedModelError` naming the layer
+            it cannot take).
         process_group: a ``torch.distributed`` group whose ranks each hold part of the inputs; the sums are
             all-reduced so every rank returns the result over all inputs.
 
@@ -209,7 +223,8 @@ def fisher_diagonal(model: nn.Module, inputs: Inputs, family: ExponentialFamily,
     per = 1 if estimator == "exact" else samples
     return FisherDiagonal(_shaped(run, col.sums, stat, 1.0 / (n * per)), estimator=estimator,
                           path=run.engine.name, num_inputs=n, samples_per_input=per,
-                          labels=None if estimator == "exact" else ("model" if targets is None else "given"))
+                          labels=None if estimator == "exact" else ("model" if targets is None else "given"),
+                          piecewise_linear=run.piecewise_linear)
 
 
 def _conditional_stats(family: ExponentialFamily, h: Tensor, t: UnitTerms, spectrum: OutputSpectrum,
@@ -262,7 +277,7 @@ def variance_report(model: nn.Module, inputs: Inputs, family: ExponentialFamily,
     fisher = get("fisher")
     bounds = Bounds(get("v1_lower"), get("v1_upper"), get("v2_lower"), get("v2_upper"))
     return VarianceReport(fisher=fisher, var_i1=get("var_i1"), var_i2=get("var_i2"), var_x=var_x, bounds=bounds,
-                          num_inputs=n, path=run.engine.name, family=family)
+                          num_inputs=n, path=run.engine.name, family=family, piecewise_linear=run.piecewise_linear)
 
 
 def per_input_statistics(model: nn.Module, inputs: Inputs, family: ExponentialFamily,
@@ -279,7 +294,7 @@ def per_input_statistics(model: nn.Module, inputs: Inputs, family: ExponentialFa
                         for n, shape in run.shapes.items()}
     return ConditionalStatistics(fisher=get("fisher"), var_i1=get("var_i1"), var_i2=get("var_i2"),
                                  bounds=Bounds(get("v1_lower"), get("v1_upper"), get("v2_lower"), get("v2_upper")),
-                                 path=run.engine.name)
+                                 path=run.engine.name, piecewise_linear=run.piecewise_linear)
 
 
 def estimator_terms(model: nn.Module, inputs: Inputs, family: ExponentialFamily, samples_per_input: int = 1,
@@ -308,4 +323,5 @@ def estimator_terms(model: nn.Module, inputs: Inputs, family: ExponentialFamily,
     n = run.num_inputs
     get = lambda stat: {k: parts[(stat, k)].reshape(n, samples, *shape).to(run.dtype)  # noqa: E731
                         for k, shape in run.shapes.items()}
-    return EstimatorTerms(i1=get("i1"), i2=get("i2"), labels=torch.cat(labels, 0), path=run.engine.name)
+    return EstimatorTerms(i1=get("i1"), i2=get("i2"), labels=torch.cat(labels, 0), path=run.engine.name,
+                          piecewise_linear=run.piecewise_linear)

@@ -4,7 +4,9 @@ Per input, :math:`v_i = \partial h/\partial\theta_i` for all parameters comes fr
 backward passes), and :math:`u_i = \partial^2 h/\partial\theta_i^2` from a forward-over-forward directional
 derivative :math:`\frac{d^2}{ds^2} h(\theta + s e_i)|_{s=0}` per coordinate (``vmap``-ed in chunks of the
 basis). That is :math:`O(P)` passes per input: exact for any graph, practical for small models (tens of
-thousands of parameters); the layer-wise engine is the fast path for MLPs. Memory per batch is
+thousands of parameters); the layer-wise and graph engines are the fast paths. Parameters that the traced
+graph proves piecewise linear (:func:`fishertut.graph.piecewise_linear_parameters`) skip the second
+derivatives: their :math:`u` is exactly 0. Memory per batch is
 ``N × C × P`` for the Jacobian, so batches are sized to a budget.
 """
 
@@ -16,6 +18,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, jacrev, jvp, vmap
 
+from .graph import piecewise_linear_parameters
 from .terms import UnitTerms
 
 __all__ = ["FunctionalEngine"]
@@ -40,6 +43,7 @@ class FunctionalEngine:
         self.params = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
         self.frozen = {n: p.detach() for n, p in model.named_parameters() if not p.requires_grad}
         self.buffers = dict(model.named_buffers())
+        self.piecewise_linear = piecewise_linear_parameters(model)
 
     def per_input_elements(self, channels: int, curvature: bool) -> int:
         """Peak number of tensor elements per input (the Jacobian, and the second derivatives if asked)."""
@@ -96,6 +100,8 @@ class FunctionalEngine:
         for name in self.params:
             j = jac[name].flatten(2)
             curv = None
-            if curvature_channels is not None:
+            if curvature_channels is not None and name in self.piecewise_linear:
+                curv = j.new_zeros(j.shape[0], curvature_channels.shape[1], j.shape[2])
+            elif curvature_channels is not None:
                 curv = curvature_channels @ self._second_derivatives(name, x)
             yield UnitTerms(jac=channels @ j, curv=curv, targets=[(name, None)])

@@ -33,20 +33,23 @@ class FisherDiagonal(dict):
 
     Attributes:
         estimator: ``"exact"``, ``"i1"`` or ``"i2"``.
-        path: the engine used, ``"layerwise"`` or ``"generic"``.
+        path: the engine used, ``"layerwise"``, ``"graph"`` or ``"generic"``.
         num_inputs: number of inputs :math:`N`.
         samples_per_input: labels per input (1 for ``"exact"`` and for data labels).
         labels: ``"model"`` (sampled), ``"given"`` (targets), or ``None`` for ``"exact"``.
+        piecewise_linear: parameters proven from the traced graph to have :math:`u \\equiv 0` (every operation
+            between them and the output piecewise linear); their second derivatives were never computed.
     """
 
     def __init__(self, values: dict[str, Tensor], *, estimator: str, path: str, num_inputs: int,
-                 samples_per_input: int, labels: str | None) -> None:
+                 samples_per_input: int, labels: str | None, piecewise_linear: frozenset[str] = frozenset()) -> None:
         super().__init__(values)
         self.estimator = estimator
         self.path = path
         self.num_inputs = num_inputs
         self.samples_per_input = samples_per_input
         self.labels = labels
+        self.piecewise_linear = piecewise_linear
 
     def __repr__(self) -> str:
         return (f"FisherDiagonal(estimator={self.estimator!r}, path={self.path!r}, num_inputs={self.num_inputs}, "
@@ -95,6 +98,8 @@ class VarianceReport:
         bounds: :class:`Bounds`.
         num_inputs: the number of inputs the averages run over.
         path: the engine used.
+        piecewise_linear: parameters proven from the traced graph to have :math:`u \\equiv 0` (so
+            ``var_i2`` is 0 there); their second derivatives were never computed.
     """
 
     fisher: dict[str, Tensor]
@@ -105,6 +110,7 @@ class VarianceReport:
     num_inputs: int
     path: str
     family: object = field(repr=False, default=None)
+    piecewise_linear: frozenset[str] = frozenset()
 
     def conditional_variance(self, estimator: str) -> dict[str, Tensor]:
         """``var_i1`` or ``var_i2``."""
@@ -154,7 +160,7 @@ class ConditionalStatistics:
     """Per-input values: each dict maps a parameter name to a tensor ``(N, *parameter.shape)``.
 
     ``fisher[k][n]`` is :math:`I(\\theta|x_n)`; ``var_i1``, ``var_i2`` are :math:`V_1, V_2(\\theta|x_n)`;
-    ``bounds`` holds the per-input bounds.
+    ``bounds`` holds the per-input bounds; ``piecewise_linear`` the parameters proven to have :math:`u \\equiv 0`.
     """
 
     fisher: dict[str, Tensor]
@@ -162,6 +168,7 @@ class ConditionalStatistics:
     var_i2: dict[str, Tensor]
     bounds: Bounds
     path: str
+    piecewise_linear: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -170,10 +177,11 @@ class EstimatorTerms:
 
     ``i1[k][n, s]`` is :math:`(\\partial_{\\theta}\\log p(y_{ns}|x_n))^2` and ``i2[k][n, s]`` is
     :math:`-\\partial^2_{\\theta}\\log p(y_{ns}|x_n)`; ``labels`` are the :math:`y_{ns}`. The estimators are the
-    means over ``(n, s)``.
+    means over ``(n, s)``. ``piecewise_linear``: the parameters proven to have :math:`u \\equiv 0`.
     """
 
     i1: dict[str, Tensor]
     i2: dict[str, Tensor]
     labels: Tensor
     path: str
+    piecewise_linear: frozenset[str] = frozenset()
