@@ -217,7 +217,8 @@ def fisher_diagonal(model: nn.Module, inputs: Inputs, family: ExponentialFamily,
         else:
             # only the sum over labels of the label noise enters: one curvature channel r = sum_s eps_s
             for t in run.units(tape, family.covariance_factor(h), eps.sum(1, keepdim=True)):
-                col.add([("i2", samples * t.jac.square().sum(1) - t.curv[:, 0], 2)], t)
+                i2 = samples * t.jac.square().sum(1)
+                col.add([("i2", i2 if t.curv_zero else i2 - t.curv[:, 0], 2)], t)
     n = _all_reduce(col, run.num_inputs, process_group)
     stat = "fisher" if estimator == "exact" else estimator
     per = 1 if estimator == "exact" else samples
@@ -233,10 +234,10 @@ def _conditional_stats(family: ExponentialFamily, h: Tensor, t: UnitTerms, spect
     jac, curv = t.jac, t.curv
     fisher = family.quad(h, jac)
     pj = family.project(jac).square().sum(1).square()
-    pg = family.project(curv).square().sum(1)
+    pg = torch.zeros_like(fisher) if t.curv_zero else family.project(curv).square().sum(1)
     stats = [("fisher", fisher, 2),
              ("var_i1", family.fourth_cumulant_form(h, jac), 4),
-             ("var_i2", family.quad(h, curv), 4),
+             ("var_i2", pg if t.curv_zero else family.quad(h, curv), 4),
              ("v1_lower", spectrum.m_min[:, None] * pj, 4),
              ("v1_upper", spectrum.m_max[:, None] * pj, 4),
              ("v2_lower", spectrum.cov_min[:, None] * pg, 4),

@@ -99,9 +99,9 @@ class FunctionalEngine:
         jac = vmap(jacrev(self._output), in_dims=(None, 0))(self.params, x)
         for name in self.params:
             j = jac[name].flatten(2)
-            curv = None
-            if curvature_channels is not None and name in self.piecewise_linear:
-                curv = j.new_zeros(j.shape[0], curvature_channels.shape[1], j.shape[2])
+            curv, zero = None, curvature_channels is not None and name in self.piecewise_linear
+            if zero:
+                curv = j.new_zeros(()).expand(j.shape[0], curvature_channels.shape[1], j.shape[2])
             elif curvature_channels is not None:
                 curv = curvature_channels @ self._second_derivatives(name, x)
-            yield UnitTerms(jac=channels @ j, curv=curv, targets=[(name, None)])
+            yield UnitTerms(jac=channels @ j, curv=curv, targets=[(name, None)], curv_zero=zero)

@@ -231,6 +231,10 @@ class GraphEngine:
             curv = None
             if curvature_channels is not None:
                 k2 = curvature_channels.shape[1]
+                if len(reps) == 1:  # no curved operation below: u = 0 exactly (piecewise-linear parameters)
+                    yield UnitTerms(jac=jac, curv=jac.new_zeros(()).expand(n, k2, jac.shape[2]), targets=unit.targets,
+                                    curv_zero=True)
+                    continue
                 curv = jac.new_zeros(n, k2, jac.shape[2])
                 for key, (kind, t) in reps.items():
                     if key == "ch":
