@@ -111,6 +111,7 @@ lab: $(STAMP) $(LAB_OVERRIDES)
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py
+	$(PY) benchmarks/cnn.py
 
 # --- cleaning ----------------------------------------------------------------------
 
