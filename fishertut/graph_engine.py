@@ -36,7 +36,7 @@ from torch import Tensor, nn
 
 from .errors import UnsupportedModelError
 from .graph import Graph, describe, piecewise_linear_parameters
-from .graph_ops import Activation, Affine, Dense, Reshape
+from .graph_ops import Activation, Add, Affine, Dense, Reshape
 from .terms import UnitTerms
 
 __all__ = ["GraphEngine"]
@@ -107,6 +107,10 @@ class GraphEngine:
                     f"{node.name} (Linear) gets inputs with {xs[0].ndim} dims; the graph path needs 2-D inputs "
                     "(N, features) to every Linear layer"))
             out = node.op.forward(*xs)
+            if isinstance(node.op, Add) and any(v.shape != out.shape for v in xs):
+                raise UnsupportedModelError(self._message(
+                    f"{node.name} adds tensors of shapes {[tuple(v.shape) for v in xs]} (broadcasting); the graph "
+                    "path needs equal shapes"))
             values.append(out)
             tape.append(node.op.save(xs, out) if node.needs else None)
         return values[self.graph.output], tape, values

@@ -152,6 +152,39 @@ def test_forced_graph_path_refuses_a_linear_layer_on_images():
         ft.fisher_diagonal(model, x, ft.Categorical(), path="graph")
 
 
+class Broadcast(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 3, padding=1)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.head = nn.Linear(128, 3)
+
+    def forward(self, x):
+        y = torch.tanh(self.conv(x))
+        return self.head(torch.flatten(y + self.pool(y), 1))
+
+
+def test_broadcasting_addition_is_refused_on_the_graph_path_and_auto_falls_back(one_thread):
+    model = Broadcast().double().eval()
+    x = torch.randn(2, 1, 8, 8, dtype=torch.float64)
+    with pytest.raises(ft.UnsupportedModelError, match="broadcasting"):
+        ft.fisher_diagonal(model, x, ft.Categorical(), path="graph")
+    assert ft.fisher_diagonal(model, x, ft.Categorical()).path == "generic"
+
+
+def test_frozen_layers_in_the_middle(one_thread):
+    problem = GRAPH_PROBLEMS["batchnorm-eval-tanh"]()
+    problem.model[0].weight.requires_grad_(False)
+    problem.model[4].requires_grad_(False)
+    problem.model[5].bias.requires_grad_(False)
+    fam = problem.fishertut_family()
+    a = ft.variance_report(problem.model, problem.x, fam)
+    b = ft.variance_report(problem.model, problem.x, fam, path="generic")
+    assert a.path == "graph" and set(a.fisher) == {"0.bias", "1.weight", "1.bias", "5.weight", "7.weight", "7.bias"}
+    for field in FIELDS:
+        assert_dicts_close(getattr(a, field), getattr(b, field), what=field)
+
+
 def test_training_mode_batch_norm_is_refused():
     model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Flatten(), nn.Linear(72, 3)).double()
     assert "training mode" in ft.graph_engine.GraphEngine.unsupported_reason(model)
