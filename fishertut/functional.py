@@ -17,11 +17,16 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, jacrev, jvp, vmap
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .graph import piecewise_linear_parameters
 from .terms import UnitTerms
 
 __all__ = ["FunctionalEngine"]
+
+# Attention (``scaled_dot_product_attention``, e.g. in ``nn.MultiheadAttention``) runs through PyTorch's
+# composite math kernel here: the fused CPU kernel has neither a forward-mode rule nor a double backward.
+_ATTENTION_KERNELS = [SDPBackend.MATH]
 
 
 class FunctionalEngine:
@@ -96,12 +101,14 @@ class FunctionalEngine:
                  curvature_channels: Tensor | None = None) -> Iterator[UnitTerms]:
         """Yield one :class:`UnitTerms` per trainable parameter (see ``LayerwiseEngine.backward``)."""
         x = tape
-        jac = vmap(jacrev(self._output), in_dims=(None, 0))(self.params, x)
+        with sdpa_kernel(_ATTENTION_KERNELS):
+            jac = vmap(jacrev(self._output), in_dims=(None, 0))(self.params, x)
         for name in self.params:
             j = jac[name].flatten(2)
             curv, zero = None, curvature_channels is not None and name in self.piecewise_linear
             if zero:
                 curv = j.new_zeros(()).expand(j.shape[0], curvature_channels.shape[1], j.shape[2])
             elif curvature_channels is not None:
-                curv = curvature_channels @ self._second_derivatives(name, x)
+                with sdpa_kernel(_ATTENTION_KERNELS):
+                    curv = curvature_channels @ self._second_derivatives(name, x)
             yield UnitTerms(jac=channels @ j, curv=curv, targets=[(name, None)], curv_zero=zero)
