@@ -36,7 +36,8 @@ from torch import Tensor, nn
 
 from .errors import UnsupportedModelError
 from .graph import Graph, describe, piecewise_linear_parameters
-from .graph_ops import Activation, Add, Affine, Dense, Reshape
+from .graph_ops import Activation, Add, Affine, Conv, Dense, Reshape
+from .graph_tangents import tangent_curvature
 from .terms import UnitTerms
 
 __all__ = ["GraphEngine"]
@@ -64,11 +65,14 @@ class GraphEngine:
 
     Args:
         model: the network. Raises :class:`UnsupportedModelError` naming the first unsupported node or module.
+        tangents: take the second derivatives of a first convolution (no trainable layer above it) forward:
+            ``None`` when it has fewer parameters than there are curved units below it, ``True`` always,
+            ``False`` never (the results are the same; only the cost differs).
     """
 
     name = "graph"
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, tangents: bool | None = None) -> None:
         graph = describe(model)
         if isinstance(graph, str):
             raise UnsupportedModelError(self._message(graph))
@@ -76,6 +80,9 @@ class GraphEngine:
         self.graph: Graph = graph
         self.piecewise_linear = piecewise_linear_parameters(model)
         self.numel: list[int] | None = None
+        self.tangents = tangents
+        self.forward_layers: set[int] = set()  # convolutions whose second derivatives are taken forward
+        self.reverse_needed = [n.needs for n in graph.nodes]  # a trainable layer above takes them backward
 
     @staticmethod
     def _message(reason: str) -> str:
@@ -95,6 +102,21 @@ class GraphEngine:
         with torch.no_grad():
             _, _, values = self._run(x[:1])
         self.numel = [v.numel() for v in values]
+        self._choose_modes()
+
+    def _choose_modes(self) -> None:
+        """Choose which first convolutions take their second derivatives forward (see ``tangents``)."""
+        nodes = self.graph.nodes
+        curved = [e for e, n in enumerate(nodes) if isinstance(n.op, Activation) and n.op.curved]
+        self.forward_layers = {
+            i for i, n in enumerate(nodes)
+            if isinstance(n.op, Conv) and n.op.params and not nodes[n.inputs[0]].needs and self.tangents is not False
+            and (self.tangents or sum(getattr(n.op.module, a).numel() for a, _ in n.op.params)
+                 < sum(self.numel[e] for e in curved if e > i))}
+        self.reverse_needed = []
+        for i, n in enumerate(nodes):
+            own = isinstance(n.op, Affine) and bool(n.op.params) and i not in self.forward_layers
+            self.reverse_needed.append(own or any(self.reverse_needed[j] for j in n.inputs))
 
     def _run(self, x: Tensor) -> tuple[Tensor, list[object], list[Tensor]]:
         nodes = self.graph.nodes
@@ -159,11 +181,14 @@ class GraphEngine:
             for e, node in enumerate(nodes):
                 if not (isinstance(node.op, Activation) and node.op.curved and nodes[node.inputs[0]].needs):
                     continue
-                region = self._diagonal_region(e)
-                above = [numel[v] for v in self._ancestors(e) if nodes[v].needs and v not in region]
-                above += [numel[v] for v in region if nodes[v].needs and nodes[v].op is not None
-                          and not nodes[v].op.elementwise and any(nodes[i].needs for i in nodes[v].inputs)]
+                region, rev = self._diagonal_region(e), self.reverse_needed
+                above = [numel[v] for v in self._ancestors(e) if rev[v] and v not in region]
+                above += [numel[v] for v in region if rev[v] and nodes[v].op is not None
+                          and not nodes[v].op.elementwise and any(rev[i] for i in nodes[v].inputs)]
                 dense += numel[e] * max(above, default=0)
+            for i in self.forward_layers:
+                params = sum(getattr(nodes[i].op.module, a).numel() for a, _ in nodes[i].op.params)
+                dense += params * max(numel[i:])
             peak += 3 * dense
         return max(peak, 1)
 
@@ -191,14 +216,17 @@ class GraphEngine:
                 continue
             op, saved = node.op, tape[i]
             if isinstance(op, Affine) and op.params:
-                yield from self._terms(op, saved, reps, sources, k, curvature_channels)
+                forward = i in self.forward_layers and want
+                tangent = tangent_curvature(self.graph, tape, i, sources) if forward else None
+                yield from self._terms(op, saved, reps, sources, k, curvature_channels, forward, tangent)
             born = None
             if isinstance(op, Activation):
                 if want and op.curved and nodes[node.inputs[0]].needs:
                     s1, s2 = op.derivs.pair(saved)
                     ch = reps["ch"][1]
                     sources[i] = (s2.unsqueeze(1) * (ch[:, :k] if shared else ch[:, k:])).flatten(2)
-                    born = ("diag", torch.ones_like(saved))
+                    if self.reverse_needed[node.inputs[0]]:
+                        born = ("diag", torch.ones_like(saved))
                 else:
                     s1 = op.derivs.first(saved)
             else:
@@ -207,7 +235,8 @@ class GraphEngine:
                 if not nodes[src].needs:
                     continue
                 into = cot.setdefault(src, {})
-                new = {key: self._through(op, saved, rep, j, s1) for key, rep in reps.items()}
+                new = {key: self._through(op, saved, rep, j, s1) for key, rep in reps.items()
+                       if key == "ch" or self.reverse_needed[src]}
                 if born is not None:
                     new[i] = born
                 for key, rep in new.items():
@@ -227,14 +256,24 @@ class GraphEngine:
 
     @staticmethod
     def _terms(op: Affine, saved: object, reps: dict[object, Rep], sources: dict[int, Tensor], k: int,
-               curvature_channels: Tensor | None) -> Iterator[UnitTerms]:
+               curvature_channels: Tensor | None, forward: bool = False,
+               tangent: Tensor | None = None) -> Iterator[UnitTerms]:
+        """The layer's units, second derivatives from the source Jacobians in ``reps`` or from ``tangent``.
+
+        ``tangent`` (if ``forward``) is :func:`~fishertut.graph_tangents.tangent_curvature` for all the layer's units.
+        """
         jt = reps["ch"][1][:, :k]
         n = jt.shape[0]
+        offset = 0
         for unit in op.units(saved):
             jac = unit.derivative(jt)
             curv = None
             if curvature_channels is not None:
                 k2 = curvature_channels.shape[1]
+                if forward and tangent is not None:
+                    offset += jac.shape[2]
+                    yield UnitTerms(jac=jac, curv=tangent[:, :, offset - jac.shape[2]:offset], targets=unit.targets)
+                    continue
                 if len(reps) == 1:  # no curved operation below: u = 0 exactly (piecewise-linear parameters)
                     yield UnitTerms(jac=jac, curv=jac.new_zeros(()).expand(n, k2, jac.shape[2]), targets=unit.targets,
                                     curv_zero=True)

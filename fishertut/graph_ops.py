@@ -123,10 +123,10 @@ class MaxPool(NodeOp):
 
     def save(self, xs: tuple[Tensor, ...], out: Tensor) -> object:
         _, idx = self.fn(xs[0], return_indices=True, **self.kw)
-        return xs[0].shape, idx.flatten(2)
+        return xs[0].shape, idx.flatten(2), out.shape
 
     def vjp(self, saved: object, t: Tensor, index: int) -> Tensor:
-        shape, idx = saved
+        shape, idx, _ = saved
         n, m, c = t.shape[:3]
         out = t.new_zeros(n, m, c, int(torch.Size(shape[2:]).numel()))
         out.scatter_add_(3, idx.unsqueeze(1).expand(n, m, c, idx.shape[-1]), t.flatten(3))
@@ -230,7 +230,7 @@ class Conv(Affine):
         self.input_grad = torch.nn.grad.conv1d_input if self.dim == 1 else torch.nn.grad.conv2d_input
 
     def save(self, xs: tuple[Tensor, ...], out: Tensor) -> object:
-        return xs[0]
+        return xs[0], out.shape
 
     def patches(self, x: Tensor) -> Tensor:
         """``(N, G, C_g * k, L)``."""
@@ -247,17 +247,16 @@ class Conv(Affine):
         return torch.einsum("nkgol,ngil->nkgoi", tt, patches).reshape(n, m, -1)
 
     def vjp(self, saved: object, t: Tensor, index: int) -> Tensor:
-        m = self.module
+        m, shape = self.module, saved[0].shape
         n, k = t.shape[:2]
-        size = (n * k, *saved.shape[1:])
-        g = self.input_grad(size, m.weight, fold(t), stride=m.stride, padding=self.padding, dilation=m.dilation,
-                            groups=m.groups)
-        return g.view(n, k, *saved.shape[1:])
+        g = self.input_grad((n * k, *shape[1:]), m.weight, fold(t), stride=m.stride, padding=self.padding,
+                            dilation=m.dilation, groups=m.groups)
+        return g.view(n, k, *shape[1:])
 
     def units(self, saved: object) -> list[ParamUnits]:
         out = []
         if (w := self.name("weight")) is not None:
-            x = self.patches(saved)
+            x = self.patches(saved[0])
             x2 = None
 
             def square_weighted(t: Tensor) -> Tensor:

@@ -1,14 +1,17 @@
-"""A small pre-LN transformer block (LayerNorm, ``nn.MultiheadAttention``, GELU MLP, residual additions) runs
-exactly on the generic engine: the report against the torch.func oracle, and the piecewise-linear parameters."""
+"""A small pre-LN transformer block runs exactly on the generic engine.
 
+LayerNorm, ``nn.MultiheadAttention``, a GELU MLP and residual additions: the report against the torch.func
+oracle, and the piecewise-linear parameters.
+"""
+
+import oracle
 import torch
+from helpers import assert_dicts_close, mean0
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import fishertut as ft
-import oracle
 from fishertut.graph import piecewise_linear_parameters
-from helpers import assert_dicts_close, mean0
 
 
 class PreLNBlock(nn.Module):

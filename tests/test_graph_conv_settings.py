@@ -1,5 +1,8 @@
-"""Random convolution settings (seeded sweep): the graph engine's per-input derivative terms equal the generic
-engine's, for first derivatives and for diagonal second derivatives of random output-space channels."""
+"""Random convolution settings (seeded sweep) on the graph engine.
+
+Its per-input derivative terms equal the generic engine's, for first derivatives and for diagonal second
+derivatives of random output-space channels; forward and backward second derivatives agree.
+"""
 
 import random
 
@@ -65,3 +68,18 @@ def test_random_conv_settings_match_the_generic_engine(seed, one_thread):
         for a, b, what in zip(got[name], want[name], ("first", "second")):
             scale = b.abs().max().item()
             assert (a - b).abs().max().item() <= 1e-10 * scale + 1e-14, f"{name} {what} derivatives"
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_forward_and_backward_second_derivatives_agree(seed, one_thread):
+    """The first convolution's second derivatives taken forward (tangents) equal those taken backward."""
+    model, x = _random_net(seed)
+    gen = torch.Generator().manual_seed(seed)
+    channels = torch.randn(3, 2, 3, generator=gen, dtype=torch.float64)
+    forward, backward = GraphEngine(model, tangents=True), GraphEngine(model, tangents=False)
+    got = _terms(forward, x, channels, channels)
+    want = _terms(backward, x, channels, channels)
+    assert forward.forward_layers == {1} and backward.forward_layers == set()
+    for name in want:
+        for a, b in zip(got[name], want[name]):
+            assert (a - b).abs().max().item() <= 1e-10 * b.abs().max().item() + 1e-14, name
