@@ -82,6 +82,7 @@ def tangent_curvature(graph: Graph, tape: list[object], layer: int, sources: dic
     if not below:
         return None
     nodes, last = graph.nodes, max(below)
+    uses = {i: sum(i in nodes[v].inputs for v in range(layer + 1, last + 1)) for i in range(layer, last + 1)}
     tangents = {layer: conv_tangent(graph.nodes[layer].op, tape[layer])}
     total = None
     for v in range(layer + 1, last + 1):
@@ -94,4 +95,8 @@ def tangent_curvature(graph: Graph, tape: list[object], layer: int, sources: dic
             total = part if total is None else total + part
         op = nodes[v].op
         tangents[v] = sum(tangents[i] for i in ins) if isinstance(op, Add) else _jvp(op, tape[v], tangents[ins[0]])
+        for i in set(ins):  # free a tangent once every node that reads it is done
+            uses[i] -= 1
+            if uses[i] == 0:
+                del tangents[i]
     return total
