@@ -11,6 +11,8 @@ LeNet tanh  ``variance_report(...)``                  BackPACK ``BatchDiagHessia
 LeNet ReLU  ``variance_report(...)``                  BackPACK ``DiagGGNExact``           ≤ 3×
 ResNet-8    ``variance_report(...)`` on 256 inputs    (BackPACK's DiagHessian cannot run  < 60 s
                                                       branching graphs)
+pre-LN      exact FIM and ``variance_report(...)``    (none: BackPACK has no LayerNorm    (none)
+block       on the generic engine                     or attention)
 ==========  ========================================  ==================================  ======
 
 LeNet: Conv 1→8 k5, act, MaxPool 2, Conv 8→16 k5, act, MaxPool 2, Linear 256→64, act, Linear 64→10 (20k
@@ -25,7 +27,10 @@ below ``TOLERANCE``, float32); then each method is timed ``--repeats`` times rou
 compared. BackPACK's ``DiagHessian``/``BatchDiagHessian`` are timed on the first ``--peer-n`` inputs and
 scaled linearly to ``N`` (they process fixed batches, so their time is linear in ``N``); the table marks them.
 The ResNet's peak memory is the peak resident set size of a fresh process running the report, minus its
-size after setup.
+size after setup. The pre-LN transformer block (LayerNorm, ``nn.MultiheadAttention`` with 4 heads, GELU MLP
+of width 64, residual additions; width 32, 16 tokens, a Linear head on the flattened tokens; 13.9k
+parameters) runs on the generic engine: its first-order quantities are one batched backward over the ``C``
+outputs per input, its second derivatives one forward-over-forward pass per parameter and input.
 
 Usage::
 
@@ -95,6 +100,40 @@ def resnet8(seed: int = 0) -> nn.Module:
     with torch.no_grad():
         model.train()(torch.randn(256, 3, 32, 32))
     return model.eval()
+
+
+class PreLNBlock(nn.Module):
+    """A pre-LN transformer block with a classification head (module docstring)."""
+
+    def __init__(self, width: int = 32, heads: int = 4, tokens: int = 16, classes: int = 10) -> None:
+        super().__init__()
+        self.ln1, self.ln2 = nn.LayerNorm(width), nn.LayerNorm(width)
+        self.attn = nn.MultiheadAttention(width, heads, batch_first=True)
+        self.mlp = nn.Sequential(nn.Linear(width, 2 * width), nn.GELU(), nn.Linear(2 * width, width))
+        self.head = nn.Linear(width * tokens, classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.ln1(x)
+        x = x + self.attn(y, y, y, need_weights=False)[0]
+        x = x + self.mlp(self.ln2(x))
+        return self.head(x.flatten(1))
+
+
+def transformer_rows(n: int, n_exact: int = 64) -> list[dict[str, object]]:
+    """Exact FIM on ``n_exact`` and full report on ``n`` random token sequences of :class:`PreLNBlock`."""
+    torch.manual_seed(0)
+    model = PreLNBlock().eval()
+    x = torch.randn(max(n, n_exact), 16, 32, generator=torch.Generator().manual_seed(1))
+    ft.fisher_diagonal(model, x[:2], ft.Categorical())  # warm-up
+    rows = []
+    for what, m in (("exact", n_exact), ("report", n)):
+        t = time.perf_counter()
+        out = ft.variance_report(model, x[:m], ft.Categorical()) if what == "report" else ft.fisher_diagonal(
+            model, x[:m], ft.Categorical())
+        rows.append({"quantity": what, "seconds": time.perf_counter() - t, "path": out.path, "n": m,
+                     "params": sum(p.numel() for p in model.parameters())})
+        print(rows[-1], flush=True)
+    return rows
 
 
 def digits(n: int) -> Tensor:
@@ -212,14 +251,16 @@ def lenet_rows(n: int, peer_n: int, repeats: int) -> list[dict[str, object]]:
     return rows
 
 
-def render(rows: list[dict[str, object]], res: dict[str, object], args: argparse.Namespace, wall: float) -> str:
+def render(rows: list[dict[str, object]], res: dict[str, object], tf: list[dict[str, object]],
+           args: argparse.Namespace, wall: float) -> str:
     """RESULTS-cnn.md."""
     load = os.getloadavg()
     lines = [
         "# Benchmark results: convolutional and residual networks",
         "",
         f"Written by `benchmarks/cnn.py --write-results` on {_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M} UTC "
-        f"(`--n {args.n} --peer-n {args.peer_n} --repeats {args.repeats} --resnet-n {args.resnet_n}`); do not "
+        f"(`--n {args.n} --peer-n {args.peer_n} --repeats {args.repeats} --resnet-n {args.resnet_n} "
+        f"--transformer-n {args.transformer_n}`); do not "
         "edit by hand. Setup and procedure: the docstring of `benchmarks/cnn.py`.",
         "",
         f"* CPU, {os.cpu_count()} cores visible, `torch.set_num_threads(2)`, `OMP_WAIT_POLICY="
@@ -239,6 +280,9 @@ def render(rows: list[dict[str, object]], res: dict[str, object], args: argparse
         f"| ResNet-8 ({res['params']:,} parameters) | {args.resnet_n:,} | full variance report | "
         f"{res['seconds']:.3g} | {res['path']} | BackPACK DiagHessian/BatchDiagHessian: cannot run branching graphs "
         f"| — | — | < 60 s | {'yes' if res['seconds'] < 60 else 'no'} |",
+        *[f"| pre-LN transformer block ({r['params']:,} parameters) | {r['n']:,} | "
+          f"{'exact diagonal FIM' if r['quantity'] == 'exact' else 'full variance report'} | {r['seconds']:.3g} | "
+          f"{r['path']} | none (BackPACK has no LayerNorm or attention) | — | — | — | — |" for r in tf],
         "",
         f"† BackPACK timed on the first n inputs shown and scaled linearly to N. ResNet-8 peak memory: "
         f"{res['peak_mb']:.0f} MB above the process after setup; {res['piecewise_linear']} of its parameter tensors "
@@ -253,6 +297,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n", type=int, default=1000, help="LeNet inputs")
     parser.add_argument("--peer-n", type=int, default=64, help="inputs BackPACK's Hessians are timed on")
     parser.add_argument("--resnet-n", type=int, default=256)
+    parser.add_argument("--transformer-n", type=int, default=1, help="inputs of the pre-LN block's report")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--write-results", action="store_true")
     args = parser.parse_args(argv)
@@ -261,7 +306,8 @@ def main(argv: list[str] | None = None) -> None:
     rows = lenet_rows(args.n, args.peer_n, args.repeats)
     res = resnet_row(args.resnet_n)
     print(res, flush=True)
-    text = render(rows, res, args, time.perf_counter() - start)
+    tf = transformer_rows(args.transformer_n)
+    text = render(rows, res, tf, args, time.perf_counter() - start)
     print(text)
     if args.write_results:
         (HERE / "RESULTS-cnn.md").write_text(text)
