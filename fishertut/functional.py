@@ -8,6 +8,10 @@ thousands of parameters); the layer-wise and graph engines are the fast paths. P
 graph proves piecewise linear (:func:`fishertut.graph.piecewise_linear_parameters`) skip the second
 derivatives: their :math:`u` is exactly 0. Memory per batch is
 ``N × C × P`` for the Jacobian, so batches are sized to a budget.
+
+The model's own forward runs, so hooks, parametrizations (the Fisher is then with respect to the
+parameters ``model.named_parameters()`` lists, e.g. ``parametrizations.weight.original``) and shared
+parameters are honoured. Modules with ``inplace=True`` run out of place while the engine works.
 """
 
 from __future__ import annotations
@@ -19,7 +23,9 @@ from torch import Tensor, nn
 from torch.func import functional_call, jacrev, jvp, vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from .errors import UnsupportedModelError
 from .graph import piecewise_linear_parameters
+from .inspection import inplace_disabled
 from .terms import UnitTerms
 
 __all__ = ["FunctionalEngine"]
@@ -46,8 +52,7 @@ class FunctionalEngine:
         self.element_budget = element_budget
         self.forward_mode = True
         self.params = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
-        self.frozen = {n: p.detach() for n, p in model.named_parameters() if not p.requires_grad}
-        self.buffers = dict(model.named_buffers())
+        self.aliases = _aliases(model, self.params)
         self.piecewise_linear = piecewise_linear_parameters(model)
 
     def per_input_elements(self, channels: int, curvature: bool) -> int:
@@ -56,12 +61,13 @@ class FunctionalEngine:
         return max(1, (2 if curvature else 1) * (channels + 1) * numel)
 
     def _output(self, params: dict[str, Tensor], x: Tensor) -> Tensor:
-        state = {**self.frozen, **params, **self.buffers}
-        return functional_call(self.model, state, (x.unsqueeze(0),)).squeeze(0)
+        state = {alias: params[name] for alias, name in self.aliases.items()}
+        return functional_call(self.model, state, (x.unsqueeze(0),), tie_weights=False).squeeze(0)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """The outputs ``h`` of the batch and the tape (the batch itself)."""
-        return self.model(x), x
+        with inplace_disabled(self.model):
+            return self.model(x), x
 
     def _second_derivatives(self, name: str, x: Tensor) -> Tensor:
         r""":math:`\partial^2 h/\partial\theta_i^2` for every entry ``i`` of parameter ``name``: ``(N, C, numel)``.
@@ -99,16 +105,41 @@ class FunctionalEngine:
 
     def backward(self, tape: Tensor, channels: Tensor,
                  curvature_channels: Tensor | None = None) -> Iterator[UnitTerms]:
-        """Yield one :class:`UnitTerms` per trainable parameter (see ``LayerwiseEngine.backward``)."""
+        """Yield one :class:`UnitTerms` per trainable parameter (see ``LayerwiseEngine.backward``).
+
+        Raises:
+            UnsupportedModelError: ``torch.func`` cannot differentiate the model's forward (for example an
+                in-place operation written inside ``forward``); the original error is chained.
+        """
         x = tape
-        with sdpa_kernel(_ATTENTION_KERNELS):
-            jac = vmap(jacrev(self._output), in_dims=(None, 0))(self.params, x)
-        for name in self.params:
-            j = jac[name].flatten(2)
-            curv, zero = None, curvature_channels is not None and name in self.piecewise_linear
-            if zero:
-                curv = j.new_zeros(()).expand(j.shape[0], curvature_channels.shape[1], j.shape[2])
-            elif curvature_channels is not None:
-                with sdpa_kernel(_ATTENTION_KERNELS):
-                    curv = curvature_channels @ self._second_derivatives(name, x)
-            yield UnitTerms(jac=channels @ j, curv=curv, targets=[(name, None)], curv_zero=zero)
+        try:
+            with inplace_disabled(self.model), sdpa_kernel(_ATTENTION_KERNELS):
+                jac = vmap(jacrev(self._output), in_dims=(None, 0))(self.params, x)
+                for name in self.params:
+                    j = jac[name].flatten(2)
+                    curv, zero = None, curvature_channels is not None and name in self.piecewise_linear
+                    if zero:
+                        curv = j.new_zeros(()).expand(j.shape[0], curvature_channels.shape[1], j.shape[2])
+                    elif curvature_channels is not None:
+                        curv = curvature_channels @ self._second_derivatives(name, x)
+                    yield UnitTerms(jac=channels @ j, curv=curv, targets=[(name, None)], curv_zero=zero)
+        except RuntimeError as err:
+            raise UnsupportedModelError(
+                f"the generic path could not differentiate {type(self.model).__name__} with torch.func "
+                f"(vmap/jacrev); in-place operations on tensors inside forward are a common cause: {err}") from err
+
+
+def _aliases(model: nn.Module, params: dict[str, Tensor]) -> dict[str, str]:
+    """``{name of a (module, attribute) slot: name of the trainable parameter it holds}``.
+
+    A parameter shared by two modules must be substituted in both slots, but a module used twice has one
+    slot: naming it twice (as ``named_parameters(remove_duplicate=False)`` would) makes ``functional_call``
+    save and restore it twice and leaves a wrapped tensor in the user's model.
+    """
+    canonical = {id(p): n for n, p in model.named_parameters() if n in params}
+    out = {}
+    for prefix, module in model.named_modules():
+        for attr, p in module._parameters.items():
+            if p is not None and id(p) in canonical:
+                out[f"{prefix}.{attr}" if prefix else attr] = canonical[id(p)]
+    return out

@@ -144,8 +144,16 @@ def _node_op(node: fx.Node, modules: dict[str, nn.Module]) -> NodeOp:
                        f"supported: {SUPPORTED_LAYERS}")
 
 
+def _shared(model: nn.Module) -> set[int]:
+    """Ids of parameters held by more than one module slot (tied weights)."""
+    seen: dict[int, int] = {}
+    for _, p in model.named_parameters(remove_duplicate=False):
+        seen[id(p)] = seen.get(id(p), 0) + 1
+    return {i for i, c in seen.items() if c > 1}
+
+
 def _model_reason(model: nn.Module) -> str | None:
-    """Hooks and parametrizations change what the traced graph computes: refuse them."""
+    """Hooks, parametrizations and shared parameters change what the traced graph computes: refuse them."""
     from torch.nn.modules import module as _m
 
     globals_ = [h for h in ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
@@ -159,6 +167,10 @@ def _model_reason(model: nn.Module) -> str | None:
                  if getattr(m, h, None)]
         if hooks:
             return f"module '{path or type(model).__name__}' has hooks ({', '.join(hooks)})"
+    shared = _shared(model)
+    for name, p in model.named_parameters():
+        if id(p) in shared:
+            return f"parameter '{name}' is shared by several modules (tied weights)"
     return None
 
 

@@ -94,6 +94,16 @@ class GraphEngine:
         graph = describe(model)
         return cls._message(graph) if isinstance(graph, str) else None
 
+    def input_reason(self, x: Tensor) -> str | None:
+        """``None`` if inputs shaped like ``x`` go through the graph (then sizes are recorded), else why not."""
+        try:
+            self.check_input(x)
+        except UnsupportedModelError as err:
+            return str(err)
+        except (RuntimeError, TypeError, ValueError, IndexError) as err:
+            return self._message(f"inputs of shape {tuple(x.shape)} could not go through the graph: {err}")
+        return None
+
     def check_input(self, x: Tensor) -> None:
         """Run one input through the graph and record every node's size, for :meth:`per_input_elements`.
 
