@@ -232,3 +232,15 @@ def test_piecewise_linear_parameters_are_recorded_and_exactly_zero_on_every_engi
         res = ft.fisher_diagonal(problem.model, problem.x, fam, est, path=path,
                                  generator=None if est == "exact" else torch.Generator().manual_seed(1))
         assert res.piecewise_linear == proven
+
+
+def test_tied_weights_are_refused_on_the_graph_path_and_prove_nothing(one_thread):
+    torch.manual_seed(4)
+    model = nn.Sequential(nn.Conv2d(1, 1, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(16, 16), nn.ReLU(),
+                          nn.Linear(16, 16), nn.Linear(16, 3)).double().eval()
+    model[5].weight = model[3].weight
+    x = torch.randn(2, 1, 4, 4, dtype=torch.float64)
+    with pytest.raises(ft.UnsupportedModelError, match="shared by several modules"):
+        ft.fisher_diagonal(model, x, ft.Categorical(), path="graph")
+    rep = ft.variance_report(model, x, ft.Categorical())
+    assert rep.path == "generic" and rep.piecewise_linear == frozenset()
