@@ -16,7 +16,7 @@ block       on the generic engine                     or attention)
 ==========  ========================================  ==================================  ======
 
 LeNet: Conv 1→8 k5, act, MaxPool 2, Conv 8→16 k5, act, MaxPool 2, Linear 256→64, act, Linear 64→10 (20k
-parameters) on the real digits of ``ft.data.load_mnist()`` (28×28). ResNet-8: the CIFAR layout (a 3×3 stem
+parameters) on the real digits of ``ft.lab.data.load_mnist()`` (28×28). ResNet-8: the CIFAR layout (a 3×3 stem
 with 16 channels, three stages of one basic block with 16, 32, 64 channels, strides 1, 2, 2, 1×1 projection
 shortcuts, eval-mode batch norm, ReLU, global average pooling, Linear 64→10; 78k parameters) on 3×32×32
 inputs drawn from a standard normal (no image data set is available offline; the timings do not depend on
@@ -34,8 +34,8 @@ outputs per input, its second derivatives one forward-over-forward pass per para
 
 Usage::
 
-    .venv/bin/python benchmarks/cnn.py                              # N = 1,000, writes nothing
-    .venv/bin/python benchmarks/cnn.py --n 256 --write-results      # ... and rewrites benchmarks/RESULTS-cnn.md
+    .venv/bin/python -m benchmarks.cnn                              # N = 1,000, writes nothing
+    .venv/bin/python -m benchmarks.cnn --n 256 --write-results      # ... and rewrites benchmarks/RESULTS-cnn.md
 """
 
 from __future__ import annotations
@@ -49,74 +49,21 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 if "torch" not in sys.modules:  # sleeping OpenMP waits keep timings meaningful on a shared machine
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import torch  # noqa: E402
-from torch import Tensor, nn  # noqa: E402
+import torch
+from torch import Tensor, nn
 
-import fishertut as ft  # noqa: E402
+import fishertut as ft
+from benchmarks.cnn_models import PreLNBlock, digits, lenet, resnet8
 
 HERE = Path(__file__).resolve().parent
 TOLERANCE = 1e-4
 Params = dict[str, Tensor]
-
-
-def lenet(activation: str, seed: int = 0) -> nn.Sequential:
-    """The LeNet-style CNN of the module docstring, float32, eval mode."""
-    act = {"tanh": nn.Tanh, "relu": nn.ReLU}[activation]
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Conv2d(1, 8, 5), act(), nn.MaxPool2d(2), nn.Conv2d(8, 16, 5), act(), nn.MaxPool2d(2),
-                         nn.Flatten(), nn.Linear(256, 64), act(), nn.Linear(64, 10)).eval()
-
-
-class BasicBlock(nn.Module):
-    """Two 3×3 convolutions with batch norm and ReLU, plus the (projected) input."""
-
-    def __init__(self, cin: int, cout: int, stride: int) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.relu1, self.relu2 = nn.ReLU(), nn.ReLU()
-        self.short = nn.Identity() if stride == 1 and cin == cout else nn.Sequential(
-            nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-
-    def forward(self, x: Tensor) -> Tensor:
-        y = self.relu1(self.bn1(self.conv1(x)))
-        return self.relu2(self.bn2(self.conv2(y)) + self.short(x))
-
-
-def resnet8(seed: int = 0) -> nn.Module:
-    """ResNet-8 for 3×32×32 inputs (module docstring), batch-norm statistics from 256 random inputs, eval mode."""
-    torch.manual_seed(seed)
-    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
-                          BasicBlock(16, 16, 1), BasicBlock(16, 32, 2), BasicBlock(32, 64, 2),
-                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10))
-    with torch.no_grad():
-        model.train()(torch.randn(256, 3, 32, 32))
-    return model.eval()
-
-
-class PreLNBlock(nn.Module):
-    """A pre-LN transformer block with a classification head (module docstring)."""
-
-    def __init__(self, width: int = 32, heads: int = 4, tokens: int = 16, classes: int = 10) -> None:
-        super().__init__()
-        self.ln1, self.ln2 = nn.LayerNorm(width), nn.LayerNorm(width)
-        self.attn = nn.MultiheadAttention(width, heads, batch_first=True)
-        self.mlp = nn.Sequential(nn.Linear(width, 2 * width), nn.GELU(), nn.Linear(2 * width, width))
-        self.head = nn.Linear(width * tokens, classes)
-
-    def forward(self, x: Tensor) -> Tensor:
-        y = self.ln1(x)
-        x = x + self.attn(y, y, y, need_weights=False)[0]
-        x = x + self.mlp(self.ln2(x))
-        return self.head(x.flatten(1))
 
 
 def transformer_rows(n: int, n_exact: int = 64) -> list[dict[str, object]]:
@@ -128,19 +75,22 @@ def transformer_rows(n: int, n_exact: int = 64) -> list[dict[str, object]]:
     rows = []
     for what, m in (("exact", n_exact), ("report", n)):
         t = time.perf_counter()
-        out = ft.variance_report(model, x[:m], ft.Categorical()) if what == "report" else ft.fisher_diagonal(
-            model, x[:m], ft.Categorical())
-        rows.append({"quantity": what, "seconds": time.perf_counter() - t, "path": out.path, "n": m,
-                     "params": sum(p.numel() for p in model.parameters())})
+        out = (
+            ft.variance_report(model, x[:m], ft.Categorical())
+            if what == "report"
+            else ft.fisher_diagonal(model, x[:m], ft.Categorical())
+        )
+        rows.append(
+            {
+                "quantity": what,
+                "seconds": time.perf_counter() - t,
+                "path": out.path,
+                "n": m,
+                "params": sum(p.numel() for p in model.parameters()),
+            }
+        )
         print(rows[-1], flush=True)
     return rows
-
-
-def digits(n: int) -> Tensor:
-    """``n`` real MNIST digits ``(n, 1, 28, 28)`` (the 5,000 of ``ft.data.load_mnist()``, cycled)."""
-    data = ft.data.load_mnist()
-    pool = torch.cat([data.train_x, data.test_x]).float()
-    return pool.repeat(-(-n // pool.shape[0]), 1)[:n].reshape(n, 1, 28, 28).contiguous()
 
 
 def sample_labels(model: nn.Module, x: Tensor, seed: int = 0) -> Tensor:
@@ -167,7 +117,7 @@ def backpack(model: nn.Module, x: Tensor, y: Tensor, extension: str, batch: int 
     for s in range(0, x.shape[0], batch):
         bp_model.zero_grad(set_to_none=True)
         with context(getattr(ext, extension)()):
-            loss(bp_model(x[s:s + batch]), y[s:s + batch]).backward()
+            loss(bp_model(x[s : s + batch]), y[s : s + batch]).backward()
         for name, p in bp_model.named_parameters():
             v = getattr(p, attr)
             v = v.sum(0) if extension == "BatchDiagHessian" else v
@@ -206,8 +156,15 @@ def _peak_child(n: int, queue: mp.Queue) -> None:
     base = _status_kb("VmHWM")
     t = time.perf_counter()
     rep = ft.variance_report(model, x, ft.Categorical())
-    queue.put((time.perf_counter() - t, (_status_kb("VmHWM") - base) / 1024, rep.path,
-               len(rep.piecewise_linear), sum(p.numel() for p in model.parameters())))
+    queue.put(
+        (
+            time.perf_counter() - t,
+            (_status_kb("VmHWM") - base) / 1024,
+            rep.path,
+            len(rep.piecewise_linear),
+            sum(p.numel() for p in model.parameters()),
+        )
+    )
 
 
 def _status_kb(field: str) -> float:
@@ -232,27 +189,49 @@ def lenet_rows(n: int, peer_n: int, repeats: int) -> list[dict[str, object]]:
     """The four LeNet rows (module docstring), checked for agreement first."""
     rows = []
     x_all = digits(n)
-    for activation, what, peer, target in [("tanh", "exact", "DiagGGNExact", 1.0), ("tanh", "i2", "DiagHessian", 0.1),
-                                           ("tanh", "report", "BatchDiagHessian", 0.1),
-                                           ("relu", "report", "DiagGGNExact", 3.0)]:
+    for activation, what, peer, target in [
+        ("tanh", "exact", "DiagGGNExact", 1.0),
+        ("tanh", "i2", "DiagHessian", 0.1),
+        ("tanh", "report", "BatchDiagHessian", 0.1),
+        ("relu", "report", "DiagGGNExact", 3.0),
+    ]:
         model = lenet(activation)
         y_all = sample_labels(model, x_all)
-        check = rel_error(_fishertut(model, x_all[:16], y_all[:16], what),
-                          backpack(model, x_all[:16], y_all[:16], "DiagGGNExact" if what == "report" else peer))
+        check = rel_error(
+            _fishertut(model, x_all[:16], y_all[:16], what),
+            backpack(model, x_all[:16], y_all[:16], "DiagGGNExact" if what == "report" else peer),
+        )
         assert check < TOLERANCE, f"{activation} {what}: fishertut and BackPACK differ by {check:.2e}"
         ours = median_time(lambda: _fishertut(model, x_all, y_all, what), repeats)
         m = n if peer == "DiagGGNExact" else min(n, peer_n)
         theirs = median_time(lambda: backpack(model, x_all[:m], y_all[:m], peer), repeats if m == n else 1) * n / m
         path = ft.fisher_diagonal(model, x_all[:2], ft.Categorical()).path
-        rows.append({"network": f"LeNet {activation}", "quantity": what, "n": n, "fishertut": ours, "path": path,
-                     "peer": f"BackPACK {peer}", "peer_s": theirs, "peer_n": m, "ratio": ours / theirs,
-                     "target": target, "agreement": check})
+        rows.append(
+            {
+                "network": f"LeNet {activation}",
+                "quantity": what,
+                "n": n,
+                "fishertut": ours,
+                "path": path,
+                "peer": f"BackPACK {peer}",
+                "peer_s": theirs,
+                "peer_n": m,
+                "ratio": ours / theirs,
+                "target": target,
+                "agreement": check,
+            }
+        )
         print(rows[-1], flush=True)
     return rows
 
 
-def render(rows: list[dict[str, object]], res: dict[str, object], tf: list[dict[str, object]],
-           args: argparse.Namespace, wall: float) -> str:
+def render(
+    rows: list[dict[str, object]],
+    res: dict[str, object],
+    tf: list[dict[str, object]],
+    args: argparse.Namespace,
+    wall: float,
+) -> str:
     """RESULTS-cnn.md."""
     load = os.getloadavg()
     lines = [
@@ -273,16 +252,21 @@ def render(rows: list[dict[str, object]], res: dict[str, object], tf: list[dict[
     ]
     for r in rows:
         dagger = f" †{r['peer_n']}" if r["peer_n"] != r["n"] else ""
-        lines.append(f"| {r['network']} | {r['n']:,} | {r['quantity']} | {r['fishertut']:.3g} | {r['path']} | "
-                     f"{r['peer']} | {r['peer_s']:.3g}{dagger} | {r['ratio']:.3g}× | ≤ {r['target']:g}× | "
-                     f"{'yes' if r['ratio'] <= r['target'] else 'no'} |")
+        lines.append(
+            f"| {r['network']} | {r['n']:,} | {r['quantity']} | {r['fishertut']:.3g} | {r['path']} | "
+            f"{r['peer']} | {r['peer_s']:.3g}{dagger} | {r['ratio']:.3g}× | ≤ {r['target']:g}× | "
+            f"{'yes' if r['ratio'] <= r['target'] else 'no'} |"
+        )
     lines += [
         f"| ResNet-8 ({res['params']:,} parameters) | {args.resnet_n:,} | full variance report | "
         f"{res['seconds']:.3g} | {res['path']} | BackPACK DiagHessian/BatchDiagHessian: cannot run branching graphs "
         f"| — | — | < 60 s | {'yes' if res['seconds'] < 60 else 'no'} |",
-        *[f"| pre-LN transformer block ({r['params']:,} parameters) | {r['n']:,} | "
-          f"{'exact diagonal FIM' if r['quantity'] == 'exact' else 'full variance report'} | {r['seconds']:.3g} | "
-          f"{r['path']} | none (BackPACK has no LayerNorm or attention) | — | — | — | — |" for r in tf],
+        *[
+            f"| pre-LN transformer block ({r['params']:,} parameters) | {r['n']:,} | "
+            f"{'exact diagonal FIM' if r['quantity'] == 'exact' else 'full variance report'} | {r['seconds']:.3g} | "
+            f"{r['path']} | none (BackPACK has no LayerNorm or attention) | — | — | — | — |"
+            for r in tf
+        ],
         "",
         f"† BackPACK timed on the first n inputs shown and scaled linearly to N. ResNet-8 peak memory: "
         f"{res['peak_mb']:.0f} MB above the process after setup; {res['piecewise_linear']} of its parameter tensors "
@@ -293,6 +277,7 @@ def render(rows: list[dict[str, object]], res: dict[str, object], tf: list[dict[
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Run the rows of the module docstring and print (or write) the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=1000, help="LeNet inputs")
     parser.add_argument("--peer-n", type=int, default=64, help="inputs BackPACK's Hessians are timed on")

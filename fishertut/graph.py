@@ -18,8 +18,8 @@ cannot classify counts as curved, so the set it returns is proven, not guessed.
 from __future__ import annotations
 
 import operator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -27,18 +27,38 @@ from torch import fx, nn
 from torch.nn.utils import parametrize
 
 from .activations import SUPPORTED_ACTIVATIONS, derivatives_for
-from .graph_ops import Activation, Add, Affine, Conv, Dense, Identity, LinearMap, MaxPool, NodeOp, Norm, Reshape
+from .graph_layers import Affine, Conv, Dense, Norm
+from .graph_ops import Activation, Add, Identity, LinearMap, MaxPool, NodeOp, Reshape
 
 __all__ = ["Graph", "GraphNode", "describe", "piecewise_linear_parameters", "SUPPORTED_LAYERS"]
 
 _DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.AlphaDropout, nn.FeatureAlphaDropout)
 _POOLS = (nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d)
-_FUNCTIONS = {torch.relu: nn.ReLU, F.relu: nn.ReLU, torch.tanh: nn.Tanh, F.tanh: nn.Tanh,
-              torch.sigmoid: nn.Sigmoid, F.sigmoid: nn.Sigmoid}
+_FUNCTIONS = {
+    torch.relu: nn.ReLU,
+    F.relu: nn.ReLU,
+    torch.tanh: nn.Tanh,
+    F.tanh: nn.Tanh,
+    torch.sigmoid: nn.Sigmoid,
+    F.sigmoid: nn.Sigmoid,
+}
 _METHODS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
-SUPPORTED_LAYERS = ", ".join(["Linear (2-D inputs)", "Conv1d", "Conv2d", "BatchNorm1d/2d (eval)", "MaxPool1d/2d",
-                              "AvgPool1d/2d", "AdaptiveAvgPool1d/2d", "Flatten", "Dropout (eval)", "Identity",
-                              "additions"] + [t.__name__ for t in SUPPORTED_ACTIVATIONS])
+SUPPORTED_LAYERS = ", ".join(
+    [
+        "Linear (2-D inputs)",
+        "Conv1d",
+        "Conv2d",
+        "BatchNorm1d/2d (eval)",
+        "MaxPool1d/2d",
+        "AvgPool1d/2d",
+        "AdaptiveAvgPool1d/2d",
+        "Flatten",
+        "Dropout (eval)",
+        "Identity",
+        "additions",
+    ]
+    + [t.__name__ for t in SUPPORTED_ACTIVATIONS]
+)
 
 
 class _Unsupported(Exception):
@@ -124,24 +144,34 @@ def _node_op(node: fx.Node, modules: dict[str, nn.Module]) -> NodeOp:
     if node.op == "call_module":
         return _module_op(modules[node.target], node.target)
     if node.op == "call_function" and node.target in (operator.add, torch.add):
-        if node.kwargs or len(node.args) != 2 or not args or not all(
-                isinstance(a, (fx.Node, int, float)) for a in node.args):
+        if (
+            node.kwargs
+            or len(node.args) != 2
+            or not args
+            or not all(isinstance(a, (fx.Node, int, float)) for a in node.args)
+        ):
             raise _Unsupported("addition must be `a + b` of tensors or a tensor and a number")
         return Add(_combine(node))
-    act = _FUNCTIONS.get(node.target) if node.op == "call_function" else (
-        _METHODS.get(node.target) if node.op == "call_method" else None)
+    act = (
+        _FUNCTIONS.get(node.target)
+        if node.op == "call_function"
+        else (_METHODS.get(node.target) if node.op == "call_method" else None)
+    )
     if act is not None and len(node.args) == 1 and not node.kwargs.get("inplace", False):
         module = act()
         return Activation(module, derivatives_for(module))
     flatten = (node.op == "call_function" and node.target is torch.flatten) or (
-        node.op == "call_method" and node.target == "flatten")
+        node.op == "call_method" and node.target == "flatten"
+    )
     if flatten and len(args) == 1:
         start = node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 0)
         end = node.args[2] if len(node.args) > 2 else node.kwargs.get("end_dim", -1)
         if isinstance(start, int) and isinstance(end, int) and start >= 1 and (end < 0 or end >= start):
             return Reshape(lambda x: torch.flatten(x, start, end))
-    raise _Unsupported(f"operation {node.op} {getattr(node.target, '__name__', node.target)!r} is not supported; "
-                       f"supported: {SUPPORTED_LAYERS}")
+    raise _Unsupported(
+        f"operation {node.op} {getattr(node.target, '__name__', node.target)!r} is not supported; "
+        f"supported: {SUPPORTED_LAYERS}"
+    )
 
 
 def _shared(model: nn.Module) -> set[int]:
@@ -156,15 +186,26 @@ def _model_reason(model: nn.Module) -> str | None:
     """Hooks, parametrizations and shared parameters change what the traced graph computes: refuse them."""
     from torch.nn.modules import module as _m
 
-    globals_ = [h for h in ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
-                            "_global_backward_pre_hooks") if getattr(_m, h, None)]
+    globals_ = [
+        h
+        for h in (
+            "_global_forward_hooks",
+            "_global_forward_pre_hooks",
+            "_global_backward_hooks",
+            "_global_backward_pre_hooks",
+        )
+        if getattr(_m, h, None)
+    ]
     if globals_:
         return "global module hooks are registered (they would change the traced network)"
     for path, m in model.named_modules():
         if parametrize.is_parametrized(m):
             return f"module '{path or type(model).__name__}' has a parametrization"
-        hooks = [h for h in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
-                 if getattr(m, h, None)]
+        hooks = [
+            h
+            for h in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+            if getattr(m, h, None)
+        ]
         if hooks:
             return f"module '{path or type(model).__name__}' has hooks ({', '.join(hooks)})"
     shared = _shared(model)

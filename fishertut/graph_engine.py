@@ -36,7 +36,8 @@ from torch import Tensor, nn
 
 from .errors import UnsupportedModelError
 from .graph import Graph, describe, piecewise_linear_parameters
-from .graph_ops import Activation, Add, Affine, Conv, Dense, Reshape
+from .graph_layers import Affine, Conv, Dense
+from .graph_ops import Activation, Add, Reshape
 from .graph_tangents import tangent_curvature
 from .terms import UnitTerms
 
@@ -119,10 +120,18 @@ class GraphEngine:
         nodes = self.graph.nodes
         curved = [e for e, n in enumerate(nodes) if isinstance(n.op, Activation) and n.op.curved]
         self.forward_layers = {
-            i for i, n in enumerate(nodes)
-            if isinstance(n.op, Conv) and n.op.params and not nodes[n.inputs[0]].needs and self.tangents is not False
-            and (self.tangents or sum(getattr(n.op.module, a).numel() for a, _ in n.op.params)
-                 < sum(self.numel[e] for e in curved if e > i))}
+            i
+            for i, n in enumerate(nodes)
+            if isinstance(n.op, Conv)
+            and n.op.params
+            and not nodes[n.inputs[0]].needs
+            and self.tangents is not False
+            and (
+                self.tangents
+                or sum(getattr(n.op.module, a).numel() for a, _ in n.op.params)
+                < sum(self.numel[e] for e in curved if e > i)
+            )
+        }
         self.reverse_needed = []
         for i, n in enumerate(nodes):
             own = isinstance(n.op, Affine) and bool(n.op.params) and i not in self.forward_layers
@@ -135,14 +144,20 @@ class GraphEngine:
         for node in nodes[1:]:
             xs = tuple(values[j] for j in node.inputs)
             if isinstance(node.op, Dense) and xs[0].ndim != 2:
-                raise UnsupportedModelError(self._message(
-                    f"{node.name} (Linear) gets inputs with {xs[0].ndim} dims; the graph path needs 2-D inputs "
-                    "(N, features) to every Linear layer"))
+                raise UnsupportedModelError(
+                    self._message(
+                        f"{node.name} (Linear) gets inputs with {xs[0].ndim} dims; the graph path needs 2-D inputs "
+                        "(N, features) to every Linear layer"
+                    )
+                )
             out = node.op.forward(*xs)
             if isinstance(node.op, Add) and any(v.shape != out.shape for v in xs):
-                raise UnsupportedModelError(self._message(
-                    f"{node.name} adds tensors of shapes {[tuple(v.shape) for v in xs]} (broadcasting); the graph "
-                    "path needs equal shapes"))
+                raise UnsupportedModelError(
+                    self._message(
+                        f"{node.name} adds tensors of shapes {[tuple(v.shape) for v in xs]} (broadcasting); the graph "
+                        "path needs equal shapes"
+                    )
+                )
             values.append(out)
             tape.append(node.op.save(xs, out) if node.needs else None)
         return values[self.graph.output], tape, values
@@ -193,8 +208,14 @@ class GraphEngine:
                     continue
                 region, rev = self._diagonal_region(e), self.reverse_needed
                 above = [numel[v] for v in self._ancestors(e) if rev[v] and v not in region]
-                above += [numel[v] for v in region if rev[v] and nodes[v].op is not None
-                          and not nodes[v].op.elementwise and any(rev[i] for i in nodes[v].inputs)]
+                above += [
+                    numel[v]
+                    for v in region
+                    if rev[v]
+                    and nodes[v].op is not None
+                    and not nodes[v].op.elementwise
+                    and any(rev[i] for i in nodes[v].inputs)
+                ]
                 dense += numel[e] * max(above, default=0)
             for i in self.forward_layers:
                 params = sum(getattr(nodes[i].op.module, a).numel() for a, _ in nodes[i].op.params)
@@ -202,8 +223,9 @@ class GraphEngine:
             peak += 3 * dense
         return max(peak, 1)
 
-    def backward(self, tape: list[object], channels: Tensor,
-                 curvature_channels: Tensor | None = None) -> Iterator[UnitTerms]:
+    def backward(
+        self, tape: list[object], channels: Tensor, curvature_channels: Tensor | None = None
+    ) -> Iterator[UnitTerms]:
         """Yield :class:`UnitTerms` per trainable parameter group, output side first.
 
         Args:
@@ -245,8 +267,11 @@ class GraphEngine:
                 if not nodes[src].needs:
                     continue
                 into = cot.setdefault(src, {})
-                new = {key: self._through(op, saved, rep, j, s1) for key, rep in reps.items()
-                       if key == "ch" or self.reverse_needed[src]}
+                new = {
+                    key: self._through(op, saved, rep, j, s1)
+                    for key, rep in reps.items()
+                    if key == "ch" or self.reverse_needed[src]
+                }
                 if born is not None:
                     new[i] = born
                 for key, rep in new.items():
@@ -265,9 +290,16 @@ class GraphEngine:
         return "dense", op.vjp(saved, _dense(rep), index)
 
     @staticmethod
-    def _terms(op: Affine, saved: object, reps: dict[object, Rep], sources: dict[int, Tensor], k: int,
-               curvature_channels: Tensor | None, forward: bool = False,
-               tangent: Tensor | None = None) -> Iterator[UnitTerms]:
+    def _terms(
+        op: Affine,
+        saved: object,
+        reps: dict[object, Rep],
+        sources: dict[int, Tensor],
+        k: int,
+        curvature_channels: Tensor | None,
+        forward: bool = False,
+        tangent: Tensor | None = None,
+    ) -> Iterator[UnitTerms]:
         """The layer's units, second derivatives from the source Jacobians in ``reps`` or from ``tangent``.
 
         ``tangent`` (if ``forward``) is :func:`~fishertut.graph_tangents.tangent_curvature` for all the layer's units.
@@ -282,11 +314,15 @@ class GraphEngine:
                 k2 = curvature_channels.shape[1]
                 if forward and tangent is not None:
                     offset += jac.shape[2]
-                    yield UnitTerms(jac=jac, curv=tangent[:, :, offset - jac.shape[2]:offset], targets=unit.targets)
+                    yield UnitTerms(jac=jac, curv=tangent[:, :, offset - jac.shape[2] : offset], targets=unit.targets)
                     continue
                 if len(reps) == 1:  # no curved operation below: u = 0 exactly (piecewise-linear parameters)
-                    yield UnitTerms(jac=jac, curv=jac.new_zeros(()).expand(n, k2, jac.shape[2]), targets=unit.targets,
-                                    curv_zero=True)
+                    yield UnitTerms(
+                        jac=jac,
+                        curv=jac.new_zeros(()).expand(n, k2, jac.shape[2]),
+                        targets=unit.targets,
+                        curv_zero=True,
+                    )
                     continue
                 curv = jac.new_zeros(n, k2, jac.shape[2])
                 for key, (kind, t) in reps.items():
@@ -298,5 +334,5 @@ class GraphEngine:
                         continue
                     step = max(1, _CHUNK_ELEMENTS // max(1, n * jac.shape[2]))
                     for s in range(0, t.shape[1], step):
-                        curv = curv + d[:, :, s:s + step] @ unit.derivative(t[:, s:s + step]).square()
+                        curv = curv + d[:, :, s : s + step] @ unit.derivative(t[:, s : s + step]).square()
             yield UnitTerms(jac=jac, curv=curv, targets=unit.targets)

@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .graph import Graph
-from .graph_ops import Activation, Add, Conv, Dense, Identity, LinearMap, MaxPool, NodeOp, Norm, Reshape, fold
+from .graph_layers import Conv, Dense, Norm
+from .graph_ops import Activation, Add, Identity, LinearMap, MaxPool, NodeOp, Reshape, fold
 
 __all__ = ["conv_tangent", "tangent_curvature"]
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from oracle import Problem
 from torch import nn
+
+from oracle import Problem
 
 
 class ResidualBlock(nn.Module):
@@ -67,40 +68,109 @@ def _seq(*layers):
 
 GRAPH_PROBLEMS = {
     "conv2d-stride2-pad1-tanh": lambda: _problem(
-        "conv2d-stride2-pad1-tanh", lambda: nn.Sequential(
-            nn.Conv2d(1, 3, 3, stride=2, padding=1), nn.Tanh(), nn.Flatten(), nn.Linear(48, 3)), (1, 8, 8)),
+        "conv2d-stride2-pad1-tanh",
+        lambda: nn.Sequential(nn.Conv2d(1, 3, 3, stride=2, padding=1), nn.Tanh(), nn.Flatten(), nn.Linear(48, 3)),
+        (1, 8, 8),
+    ),
     "conv2d-groups2-dilation2-nobias-sigmoid": lambda: _problem(
-        "conv2d-groups2-dilation2-nobias-sigmoid", lambda: nn.Sequential(
-            nn.Conv2d(2, 4, 3, groups=2, dilation=2, bias=False), nn.Sigmoid(), nn.Conv2d(4, 2, 2, stride=2),
-            nn.Softplus(beta=1.5), nn.Flatten(), nn.Linear(8, 3)), (2, 8, 8)),
+        "conv2d-groups2-dilation2-nobias-sigmoid",
+        lambda: nn.Sequential(
+            nn.Conv2d(2, 4, 3, groups=2, dilation=2, bias=False),
+            nn.Sigmoid(),
+            nn.Conv2d(4, 2, 2, stride=2),
+            nn.Softplus(beta=1.5),
+            nn.Flatten(),
+            nn.Linear(8, 3),
+        ),
+        (2, 8, 8),
+    ),
     "conv1d-stride2-elu-maxpool1d": lambda: _problem(
-        "conv1d-stride2-elu-maxpool1d", lambda: nn.Sequential(
-            nn.Conv1d(2, 3, 3, stride=2, padding=2), nn.ELU(), nn.MaxPool1d(2), nn.Conv1d(3, 2, 2, padding="same",
-                                                                                       dilation=2),
-            nn.Tanh(), nn.Flatten(), nn.Linear(6, 3)), (2, 10)),
+        "conv1d-stride2-elu-maxpool1d",
+        lambda: nn.Sequential(
+            nn.Conv1d(2, 3, 3, stride=2, padding=2),
+            nn.ELU(),
+            nn.MaxPool1d(2),
+            nn.Conv1d(3, 2, 2, padding="same", dilation=2),
+            nn.Tanh(),
+            nn.Flatten(),
+            nn.Linear(6, 3),
+        ),
+        (2, 10),
+    ),
     "lenet-tanh-maxpool": lambda: _problem(
-        "lenet-tanh-maxpool", lambda: nn.Sequential(
-            nn.Conv2d(1, 2, 3), nn.Tanh(), nn.MaxPool2d(2), nn.Conv2d(2, 3, 2), nn.Tanh(),
-            nn.MaxPool2d(2, ceil_mode=True), nn.Flatten(), nn.Linear(12, 4), nn.Tanh(), nn.Linear(4, 3)), (1, 10, 10)),
+        "lenet-tanh-maxpool",
+        lambda: nn.Sequential(
+            nn.Conv2d(1, 2, 3),
+            nn.Tanh(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(2, 3, 2),
+            nn.Tanh(),
+            nn.MaxPool2d(2, ceil_mode=True),
+            nn.Flatten(),
+            nn.Linear(12, 4),
+            nn.Tanh(),
+            nn.Linear(4, 3),
+        ),
+        (1, 10, 10),
+    ),
     "avgpool-gelu-dropout": lambda: _problem(
-        "avgpool-gelu-dropout", lambda: nn.Sequential(
-            nn.Conv2d(1, 2, 3, padding=1), nn.GELU(), nn.AvgPool2d(2), nn.Dropout(0.3), nn.Conv2d(2, 2, 3),
-            nn.SiLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(8, 3)), (1, 8, 8)),
+        "avgpool-gelu-dropout",
+        lambda: nn.Sequential(
+            nn.Conv2d(1, 2, 3, padding=1),
+            nn.GELU(),
+            nn.AvgPool2d(2),
+            nn.Dropout(0.3),
+            nn.Conv2d(2, 2, 3),
+            nn.SiLU(),
+            nn.AdaptiveAvgPool2d(2),
+            nn.Flatten(),
+            nn.Linear(8, 3),
+        ),
+        (1, 8, 8),
+    ),
     "batchnorm-eval-tanh": lambda: _problem(
-        "batchnorm-eval-tanh", lambda: nn.Sequential(
-            nn.Conv2d(1, 2, 3, stride=2), nn.BatchNorm2d(2), nn.Tanh(), nn.Flatten(), nn.Linear(18, 4),
-            nn.BatchNorm1d(4), nn.Sigmoid(), nn.Linear(4, 3)), (1, 8, 8)),
+        "batchnorm-eval-tanh",
+        lambda: nn.Sequential(
+            nn.Conv2d(1, 2, 3, stride=2),
+            nn.BatchNorm2d(2),
+            nn.Tanh(),
+            nn.Flatten(),
+            nn.Linear(18, 4),
+            nn.BatchNorm1d(4),
+            nn.Sigmoid(),
+            nn.Linear(4, 3),
+        ),
+        (1, 8, 8),
+    ),
     "residual-tanh": lambda: _problem("residual-tanh", lambda: ResNetTiny(torch.tanh, norm=False), (1, 8, 8)),
     "residual-relu-bn": lambda: _problem("residual-relu-bn", lambda: ResNetTiny(F.relu, norm=True), (1, 8, 8)),
     "gauss-residual-tanh-bn-sigma0.5": lambda: _problem(
-        "gauss-residual-tanh-bn-sigma0.5", lambda: ResNetTiny(torch.tanh, norm=True, out=2), (1, 8, 8),
-        family="gaussian", sigma=0.5),
+        "gauss-residual-tanh-bn-sigma0.5",
+        lambda: ResNetTiny(torch.tanh, norm=True, out=2),
+        (1, 8, 8),
+        family="gaussian",
+        sigma=0.5,
+    ),
     "gauss-conv1d-sigmoid-D2": lambda: _problem(
-        "gauss-conv1d-sigmoid-D2", lambda: nn.Sequential(
-            nn.Conv1d(1, 2, 3, groups=1), nn.Sigmoid(), nn.Flatten(), nn.Linear(16, 2)), (1, 10),
-        family="gaussian", sigma=1.5),
+        "gauss-conv1d-sigmoid-D2",
+        lambda: nn.Sequential(nn.Conv1d(1, 2, 3, groups=1), nn.Sigmoid(), nn.Flatten(), nn.Linear(16, 2)),
+        (1, 10),
+        family="gaussian",
+        sigma=1.5,
+    ),
     "lenet-relu-leaky": lambda: _problem(
-        "lenet-relu-leaky", lambda: nn.Sequential(
-            nn.Conv2d(1, 2, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(2, 3, 2), nn.LeakyReLU(0.1), nn.Flatten(),
-            nn.Linear(12, 4), nn.ReLU(), nn.Linear(4, 3)), (1, 8, 8)),
+        "lenet-relu-leaky",
+        lambda: nn.Sequential(
+            nn.Conv2d(1, 2, 3),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(2, 3, 2),
+            nn.LeakyReLU(0.1),
+            nn.Flatten(),
+            nn.Linear(12, 4),
+            nn.ReLU(),
+            nn.Linear(4, 3),
+        ),
+        (1, 8, 8),
+    ),
 }

@@ -22,7 +22,7 @@ def cnn():
 
 def test_make_bench_runs_the_cnn_script() -> None:
     makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
-    assert "benchmarks/cnn.py" in makefile.split("bench:", 1)[1].split("\n\n", 1)[0]
+    assert "benchmarks.cnn" in makefile.split("bench:", 1)[1].split("\n\n", 1)[0]
 
 
 @pytest.mark.parametrize("what,peer", [("exact", "DiagGGNExact"), ("i2", "DiagHessian")])

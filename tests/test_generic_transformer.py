@@ -4,14 +4,14 @@ LayerNorm, ``nn.MultiheadAttention``, a GELU MLP and residual additions: the rep
 oracle, and the piecewise-linear parameters.
 """
 
-import oracle
 import torch
-from helpers import assert_dicts_close, mean0
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import fishertut as ft
+import oracle
 from fishertut.graph import piecewise_linear_parameters
+from helpers import assert_dicts_close, mean0
 
 
 class PreLNBlock(nn.Module):

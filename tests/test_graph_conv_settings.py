@@ -25,8 +25,16 @@ def _random_net(seed):
     act = rng.choice([nn.Tanh, nn.Sigmoid, nn.Softplus, nn.ReLU, nn.GELU])
     size = 9
     torch.manual_seed(seed)
-    first = conv(cin, cout, kernel, stride=stride, padding=padding, dilation=dilation, groups=groups,
-                 bias=rng.choice([True, False]))
+    first = conv(
+        cin,
+        cout,
+        kernel,
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        groups=groups,
+        bias=rng.choice([True, False]),
+    )
     layers = [first, act()]
     if rng.random() < 0.5:
         layers.append(pool(2, ceil_mode=True))
@@ -50,8 +58,10 @@ def _terms(engine, x, channels, curvature):
                 if a1 is None:
                     out[name] = (t.jac, t.curv)
                 else:
-                    out[name] = ((t.jac.unsqueeze(-1) * a1[:, None, None]).flatten(2),
-                                 (t.curv.unsqueeze(-1) * a2[:, None, None]).flatten(2))
+                    out[name] = (
+                        (t.jac.unsqueeze(-1) * a1[:, None, None]).flatten(2),
+                        (t.curv.unsqueeze(-1) * a2[:, None, None]).flatten(2),
+                    )
     return out
 
 

@@ -5,16 +5,16 @@ All in float64; also the engine choice, its refusals, and piecewise-linear detec
 
 import copy
 
-import oracle
 import pytest
 import torch
 import torch.nn.functional as F
-from graph_problems import GRAPH_PROBLEMS, ResNetTiny
-from helpers import assert_dicts_close, mean0
 from torch import nn
 
 import fishertut as ft
+import oracle
 from fishertut.graph import piecewise_linear_parameters
+from graph_problems import GRAPH_PROBLEMS, ResNetTiny
+from helpers import assert_dicts_close, mean0
 
 FIELDS = ("fisher", "var_i1", "var_i2", "var_x")
 BOUNDS = ("v1_lower", "v1_upper", "v2_lower", "v2_upper")
@@ -46,8 +46,15 @@ def test_sampled_estimators_agree_with_the_generic_engine(pid, one_thread):
         got = {}
         for path in ("graph", "generic"):
             gen = None if est == "exact" else torch.Generator().manual_seed(7)
-            got[path] = ft.fisher_diagonal(problem.model, problem.x, fam, est, samples_per_input=1 if est == "exact"
-                                           else 2, generator=gen, path=path)
+            got[path] = ft.fisher_diagonal(
+                problem.model,
+                problem.x,
+                fam,
+                est,
+                samples_per_input=1 if est == "exact" else 2,
+                generator=gen,
+                path=path,
+            )
         assert got["graph"].path == "graph"
         assert_dicts_close(got["graph"], got["generic"], what=est)
 
@@ -63,8 +70,9 @@ def test_report_and_terms_against_the_oracle(pid, one_thread):
     assert_dicts_close(stats.var_i1, ref["var_i1"], what="var_i1")
     assert_dicts_close(stats.var_i2, ref["var_i2"], what="var_i2")
     labels = fam.sample(problem.model(problem.x).detach(), 2, torch.Generator().manual_seed(3))
-    terms = ft.estimator_terms(problem.model, problem.x, fam, samples_per_input=2,
-                               generator=torch.Generator().manual_seed(3))
+    terms = ft.estimator_terms(
+        problem.model, problem.x, fam, samples_per_input=2, generator=torch.Generator().manual_seed(3)
+    )
     assert torch.equal(terms.labels, labels)
     i1, i2 = oracle.estimator_values(problem, labels)
     assert_dicts_close({k: v.mean((0, 1)) for k, v in terms.i1.items()}, i1, what="i1")
@@ -88,12 +96,15 @@ def test_against_backpack_on_a_sequential_cnn(one_thread):
     exact = {k: p.diag_ggn_exact / n for k, p in params.items()}
     i1 = {k: p.sum_grad_squared / n for k, p in params.items()}
     i2 = {k: p.diag_h / n for k, p in params.items()}
-    assert_dicts_close(ft.fisher_diagonal(problem.model, problem.x, fam, "exact", path="graph"), exact,
-                       what="DiagGGNExact")
-    assert_dicts_close(ft.fisher_diagonal(problem.model, problem.x, fam, "i1", targets=labels, path="graph"), i1,
-                       what="SumGradSquared")
-    assert_dicts_close(ft.fisher_diagonal(problem.model, problem.x, fam, "i2", targets=labels, path="graph"), i2,
-                       what="DiagHessian")
+    assert_dicts_close(
+        ft.fisher_diagonal(problem.model, problem.x, fam, "exact", path="graph"), exact, what="DiagGGNExact"
+    )
+    assert_dicts_close(
+        ft.fisher_diagonal(problem.model, problem.x, fam, "i1", targets=labels, path="graph"), i1, what="SumGradSquared"
+    )
+    assert_dicts_close(
+        ft.fisher_diagonal(problem.model, problem.x, fam, "i2", targets=labels, path="graph"), i2, what="DiagHessian"
+    )
 
 
 class Reused(nn.Module):
@@ -114,7 +125,7 @@ class Branchy(nn.Module):
         self.fc = nn.Linear(4, 3)
 
     def forward(self, x):
-        return self.fc(x[..., :int(x.shape[-1])])
+        return self.fc(x[..., : int(x.shape[-1])])
 
 
 def _refusals():
@@ -129,8 +140,13 @@ def _refusals():
         ("reused-module", Reused(), "called more than once"),
         ("hook", hooked, "hooks"),
         ("parametrization", param, "parametrization"),
-        ("circular-padding", nn.Sequential(nn.Conv2d(1, 2, 3, padding=1, padding_mode="circular"), nn.Tanh(),
-                                           nn.Flatten(), nn.Linear(128, 3)), "padding_mode"),
+        (
+            "circular-padding",
+            nn.Sequential(
+                nn.Conv2d(1, 2, 3, padding=1, padding_mode="circular"), nn.Tanh(), nn.Flatten(), nn.Linear(128, 3)
+            ),
+            "padding_mode",
+        ),
         ("untraceable", Branchy(), "torch.fx could not trace"),
         ("hardtanh", conv(nn.Hardtanh()), "Hardtanh"),
     ]
@@ -193,7 +209,7 @@ def test_training_mode_batch_norm_is_refused():
 
 
 def test_mlp_stays_on_the_layerwise_path():
-    model = ft.models.mlp([4, 5, 3], "tanh", dtype=torch.float64)
+    model = ft.lab.models.mlp([4, 5, 3], "tanh", dtype=torch.float64)
     assert ft.fisher_diagonal(model, torch.randn(2, 4, dtype=torch.float64), ft.Categorical()).path == "layerwise"
 
 
@@ -206,8 +222,9 @@ def test_piecewise_linear_detection_from_the_graph():
     res = ResNetTiny(F.relu, norm=True).double().eval()
     assert _curved_params(res) == {"stem.weight", "stem.bias"}
     # a tanh after the residual addition makes the whole block curved
-    assert _curved_params(ResNetTiny(torch.tanh, norm=False)) == {n for n, _ in ResNetTiny(
-        torch.tanh, norm=False).named_parameters()} - {"head.weight", "head.bias"}
+    assert _curved_params(ResNetTiny(torch.tanh, norm=False)) == {
+        n for n, _ in ResNetTiny(torch.tanh, norm=False).named_parameters()
+    } - {"head.weight", "head.bias"}
     assert piecewise_linear_parameters(Reused()) == {"head.weight", "head.bias"}
     assert piecewise_linear_parameters(Branchy()) == frozenset()
 
@@ -215,7 +232,7 @@ def test_piecewise_linear_detection_from_the_graph():
 @pytest.mark.parametrize("path", ["layerwise", "graph", "generic"])
 def test_piecewise_linear_parameters_are_recorded_and_exactly_zero_on_every_engine(path, one_thread):
     if path == "layerwise":
-        model = ft.models.mlp([4, 5, 4, 3], "relu", dtype=torch.float64)
+        model = ft.lab.models.mlp([4, 5, 4, 3], "relu", dtype=torch.float64)
         x = torch.randn(3, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
         problem = oracle.Problem("mlp-relu", model, x, "categorical")
     else:
@@ -229,15 +246,32 @@ def test_piecewise_linear_parameters_are_recorded_and_exactly_zero_on_every_engi
     ref = oracle.conditional(problem)
     assert_dicts_close(rep.var_i2, mean0(ref["var_i2"]), what="var_i2")
     for est in ("exact", "i2"):
-        res = ft.fisher_diagonal(problem.model, problem.x, fam, est, path=path,
-                                 generator=None if est == "exact" else torch.Generator().manual_seed(1))
+        res = ft.fisher_diagonal(
+            problem.model,
+            problem.x,
+            fam,
+            est,
+            path=path,
+            generator=None if est == "exact" else torch.Generator().manual_seed(1),
+        )
         assert res.piecewise_linear == proven
 
 
 def test_tied_weights_are_refused_on_the_graph_path_and_prove_nothing(one_thread):
     torch.manual_seed(4)
-    model = nn.Sequential(nn.Conv2d(1, 1, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(16, 16), nn.ReLU(),
-                          nn.Linear(16, 16), nn.Linear(16, 3)).double().eval()
+    model = (
+        nn.Sequential(
+            nn.Conv2d(1, 1, 3, padding=1),
+            nn.ReLU(),
+            nn.Flatten(),
+            nn.Linear(16, 16),
+            nn.ReLU(),
+            nn.Linear(16, 16),
+            nn.Linear(16, 3),
+        )
+        .double()
+        .eval()
+    )
     model[5].weight = model[3].weight
     x = torch.randn(2, 1, 4, 4, dtype=torch.float64)
     with pytest.raises(ft.UnsupportedModelError, match="shared by several modules"):
