@@ -33,19 +33,23 @@ ESTIMATORS = ("exact", "i1", "i2", "hutchinson")
 
 
 class FisherDiagonal(dict):
-    """``{parameter name: tensor shaped like the parameter}``, with how it was computed.
+    r"""``{parameter name: tensor shaped like the parameter}``, with how it was computed.
 
     Attributes:
         estimator: ``"exact"``, ``"i1"``, ``"i2"`` or ``"hutchinson"``.
-        path: the engine used, ``"layerwise"`` or ``"generic"``, or ``"autograd"`` (one backward per minibatch).
+        path: the engine used, ``"layerwise"``, ``"graph"`` or ``"generic"``, or ``"autograd"`` (one backward per
+            minibatch).
         num_inputs: number of inputs :math:`N`.
         samples_per_input: labels per input (1 for ``"exact"`` and for data labels).
         labels: ``"model"`` (sampled), ``"given"`` (targets), or ``None`` for ``"exact"``.
         minibatch: inputs summed before squaring (1: per-input estimators).
+        piecewise_linear: parameters proven from the traced graph to have :math:`u \equiv 0` (every operation
+            between them and the output piecewise linear); their second derivatives were never computed.
     """
 
     def __init__(self, values: dict[str, Tensor], *, estimator: str, path: str, num_inputs: int,
-                 samples_per_input: int, labels: str | None, minibatch: int = 1) -> None:
+                 samples_per_input: int, labels: str | None, minibatch: int = 1,
+                 piecewise_linear: frozenset[str] = frozenset()) -> None:
         super().__init__(values)
         self.estimator = estimator
         self.path = path
@@ -53,6 +57,7 @@ class FisherDiagonal(dict):
         self.samples_per_input = samples_per_input
         self.labels = labels
         self.minibatch = minibatch
+        self.piecewise_linear = piecewise_linear
 
     def __repr__(self) -> str:
         return (f"FisherDiagonal(estimator={self.estimator!r}, path={self.path!r}, num_inputs={self.num_inputs}, "
@@ -98,6 +103,8 @@ class VarianceReport:
         bounds: :class:`Bounds`.
         num_inputs: the number of inputs the averages run over.
         path: the engine used.
+        piecewise_linear: parameters proven from the traced graph to have :math:`u \equiv 0` (so
+            ``var_i2`` is 0 there); their second derivatives were never computed.
     """
 
     fisher: dict[str, Tensor]
@@ -109,6 +116,7 @@ class VarianceReport:
     path: str
     family: object = field(repr=False, default=None)
     var_hutchinson: dict[str, Tensor] = field(default_factory=dict)
+    piecewise_linear: frozenset[str] = frozenset()
 
     def conditional_variance(self, estimator: str) -> dict[str, Tensor]:
         """``var_i1``, ``var_i2`` or ``var_hutchinson``."""
@@ -170,8 +178,8 @@ class ConditionalStatistics:
     r"""Per-input values: each dict maps a parameter name to a tensor ``(N, *parameter.shape)``.
 
     ``fisher[k][n]`` is :math:`I(\theta|x_n)`; ``var_i1``, ``var_i2`` are :math:`V_1, V_2(\theta|x_n)` and
-    ``var_hutchinson`` the Hutchinson term's variance;
-    ``bounds`` holds the per-input bounds.
+    ``var_hutchinson`` the Hutchinson term's variance; ``bounds`` holds the per-input bounds;
+    ``piecewise_linear`` the parameters proven to have :math:`u \equiv 0`.
     """
 
     fisher: dict[str, Tensor]
@@ -180,6 +188,7 @@ class ConditionalStatistics:
     bounds: Bounds
     path: str
     var_hutchinson: dict[str, Tensor] = field(default_factory=dict)
+    piecewise_linear: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -188,10 +197,11 @@ class EstimatorTerms:
 
     ``i1[k][n, s]`` is :math:`(\partial_{\theta}\log p(y_{ns}|x_n))^2` and ``i2[k][n, s]`` is
     :math:`-\partial^2_{\theta}\log p(y_{ns}|x_n)`; ``labels`` are the :math:`y_{ns}`. The estimators are the
-    means over ``(n, s)``.
+    means over ``(n, s)``. ``piecewise_linear``: the parameters proven to have :math:`u \equiv 0`.
     """
 
     i1: dict[str, Tensor]
     i2: dict[str, Tensor]
     labels: Tensor
     path: str
+    piecewise_linear: frozenset[str] = frozenset()
