@@ -81,16 +81,12 @@ test: $(STAMP)
 	exit $$status
 
 # ruff (configured in pyproject.toml): lint rules, then the formatter in check mode. The chapters (book/*.md)
-# are not Python files and are not checked here. FORMAT_PENDING: core modules still to be run through
-# `ruff format` (they are linted like every other file); empty it once they are formatted.
+# are not Python files and are not checked here.
 RUFF := $(VENV)/bin/ruff
-FORMAT_PENDING := fishertut/activations.py fishertut/api.py fishertut/arguments.py fishertut/batches.py \
-  fishertut/errors.py fishertut/families.py fishertut/functional.py fishertut/guards.py fishertut/inspection.py \
-  fishertut/layerwise.py fishertut/report.py fishertut/selection.py fishertut/terms.py fishertut/validation.py
 
 lint: $(STAMP)
 	$(RUFF) check .
-	$(RUFF) format --check $(filter-out $(FORMAT_PENDING),$(shell git ls-files --cached --others --exclude-standard '*.py'))
+	$(RUFF) format --check .
 
 unit: $(STAMP)
 	$(PY) -m pytest tests $(PYTEST_ARGS)

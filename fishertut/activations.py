@@ -142,8 +142,9 @@ def _relu(_: nn.Module) -> ActivationDerivatives:
 
 def _leaky_relu(m: nn.LeakyReLU) -> ActivationDerivatives:
     slope = float(m.negative_slope)
-    return ActivationDerivatives(lambda z: torch.where(z > 0, torch.ones_like(z), torch.full_like(z, slope)),
-                                 torch.zeros_like, curved=False)
+    return ActivationDerivatives(
+        lambda z: torch.where(z > 0, torch.ones_like(z), torch.full_like(z, slope)), torch.zeros_like, curved=False
+    )
 
 
 _TABLE: dict[type[nn.Module], Callable[[nn.Module], ActivationDerivatives]] = {

@@ -47,10 +47,20 @@ from .terms import PerInputCollector, SumCollector, UnitTerms
 
 __all__ = ["fisher_diagonal", "variance_report", "per_input_statistics", "estimator_terms"]
 
-def fisher_diagonal(model: nn.Module, inputs: Inputs, family: ExponentialFamily, estimator: str = "exact",
-                    targets: Tensor | str | None = None, samples_per_input: int = 1,
-                    generator: torch.Generator | None = None, batch_size: int | None = None,
-                    path: str = "auto", process_group: object | None = None, minibatch: int = 1) -> FisherDiagonal:
+
+def fisher_diagonal(
+    model: nn.Module,
+    inputs: Inputs,
+    family: ExponentialFamily,
+    estimator: str = "exact",
+    targets: Tensor | str | None = None,
+    samples_per_input: int = 1,
+    generator: torch.Generator | None = None,
+    batch_size: int | None = None,
+    path: str = "auto",
+    process_group: object | None = None,
+    minibatch: int = 1,
+) -> FisherDiagonal:
     r"""Diagonal of the Fisher information matrix, exactly or by one of the estimators.
 
     * ``"exact"``: :math:`\frac1N\sum_n v_i^\top \Lambda(x_n) v_i` (eq. eq-expfam-diag);
@@ -102,8 +112,9 @@ def fisher_diagonal(model: nn.Module, inputs: Inputs, family: ExponentialFamily,
     if targets is not None and samples != 1:
         raise ValueError(f"samples_per_input must be 1 when targets are given, got {samples}")
     if check_minibatch(estimator, minibatch, targets) > 1:
-        return one_backward_diagonal(model, inputs, family, estimator, minibatch, samples, targets, generator,
-                                     batch_size)
+        return one_backward_diagonal(
+            model, inputs, family, estimator, minibatch, samples, targets, generator, batch_size
+        )
     run = Run(model, family, path, batch_size, generator, curvature=estimator == "i2")
     col = SumCollector()
     for _, h, tape, y in run.batches(inputs, targets):
@@ -128,27 +139,35 @@ def fisher_diagonal(model: nn.Module, inputs: Inputs, family: ExponentialFamily,
     n = all_reduce(col, run.num_inputs, process_group)
     stat = {"exact": "fisher", "hutchinson": "i1"}.get(estimator, estimator)
     per = 1 if estimator == "exact" else samples
-    return FisherDiagonal(shaped(run, col.sums, stat, 1.0 / (n * per)), estimator=estimator,
-                          path=run.engine.name, num_inputs=n, samples_per_input=per,
-                          labels=None if estimator == "exact" else ("model" if targets is None else "given"),
-                          piecewise_linear=run.piecewise_linear)
+    return FisherDiagonal(
+        shaped(run, col.sums, stat, 1.0 / (n * per)),
+        estimator=estimator,
+        path=run.engine.name,
+        num_inputs=n,
+        samples_per_input=per,
+        labels=None if estimator == "exact" else ("model" if targets is None else "given"),
+        piecewise_linear=run.piecewise_linear,
+    )
 
 
-def _conditional_stats(family: ExponentialFamily, h: Tensor, t: UnitTerms, spectrum: OutputSpectrum,
-                       with_square: bool) -> list[tuple[str, Tensor, int]]:
+def _conditional_stats(
+    family: ExponentialFamily, h: Tensor, t: UnitTerms, spectrum: OutputSpectrum, with_square: bool
+) -> list[tuple[str, Tensor, int]]:
     """The report's unit statistics ``(name, values, degree)`` of one group of units (module table)."""
     jac, curv = t.jac, t.curv
     fisher = family.quad(h, jac)
     pj = family.project(jac).square().sum(1).square()
     pg = torch.zeros_like(fisher) if t.curv_zero else family.project(curv).square().sum(1)
-    stats = [("fisher", fisher, 2),
-             ("var_i1", family.fourth_cumulant_form(h, jac), 4),
-             ("var_i2", pg if t.curv_zero else family.quad(h, curv), 4),
-             ("v1_lower", spectrum.m_min[:, None] * pj, 4),
-             ("v1_upper", spectrum.m_max[:, None] * pj, 4),
-             ("v2_lower", spectrum.cov_min[:, None] * pg, 4),
-             ("v2_upper", spectrum.cov_max[:, None] * pg, 4),
-             ("var_hutchinson", hutchinson_unit_variance(family, h, jac), 4)]
+    stats = [
+        ("fisher", fisher, 2),
+        ("var_i1", family.fourth_cumulant_form(h, jac), 4),
+        ("var_i2", pg if t.curv_zero else family.quad(h, curv), 4),
+        ("v1_lower", spectrum.m_min[:, None] * pj, 4),
+        ("v1_upper", spectrum.m_max[:, None] * pj, 4),
+        ("v2_lower", spectrum.cov_min[:, None] * pg, 4),
+        ("v2_upper", spectrum.cov_max[:, None] * pg, 4),
+        ("var_hutchinson", hutchinson_unit_variance(family, h, jac), 4),
+    ]
     if with_square:
         stats.append(("fisher_sq", fisher.to(torch.float64).square(), 4))  # squared in float64: var_x cancels
     return stats
@@ -163,8 +182,14 @@ def _conditional_pass(run: Run, inputs: Inputs, col: SumCollector | PerInputColl
             col.add(_conditional_stats(run.family, h, t, spectrum, with_square=with_square), t)
 
 
-def variance_report(model: nn.Module, inputs: Inputs, family: ExponentialFamily, batch_size: int | None = None,
-                    path: str = "auto", process_group: object | None = None) -> VarianceReport:
+def variance_report(
+    model: nn.Module,
+    inputs: Inputs,
+    family: ExponentialFamily,
+    batch_size: int | None = None,
+    path: str = "auto",
+    process_group: object | None = None,
+) -> VarianceReport:
     r"""Exact FIM diagonal with the exact conditional variances of Î1 and Î2, the input term and the bounds.
 
     No Monte Carlo: for each input the variance over labels is a finite sum over classes (categorical) or a
@@ -185,19 +210,32 @@ def variance_report(model: nn.Module, inputs: Inputs, family: ExponentialFamily,
     col = SumCollector(float64_stats=frozenset({"fisher", "fisher_sq", "var_hutchinson"}))
     _conditional_pass(run, inputs, col, with_square=True)
     n = all_reduce(col, run.num_inputs, process_group)
-    get = lambda stat: shaped(run, col.sums, stat, 1.0 / n)  # noqa: E731
+
+    def get(stat: str) -> dict[str, Tensor]:
+        return shaped(run, col.sums, stat, 1.0 / n)
+
     # var_x = E[I^2] - E[I]^2 cancels: form it from the float64 sums, then cast
     fisher64, fisher_sq64 = (shaped(run, col.sums, s, 1.0 / n, torch.float64) for s in ("fisher", "fisher_sq"))
     var_x = {k: (fisher_sq64[k] - fisher64[k].square()).clamp_min(0).to(run.dtype) for k in fisher64}
     fisher = get("fisher")
     bounds = Bounds(get("v1_lower"), get("v1_upper"), get("v2_lower"), get("v2_upper"))
-    return VarianceReport(fisher=fisher, var_i1=get("var_i1"), var_i2=get("var_i2"), var_x=var_x, bounds=bounds,
-                          num_inputs=n, path=run.engine.name, family=family, var_hutchinson=get("var_hutchinson"),
-                          piecewise_linear=run.piecewise_linear)
+    return VarianceReport(
+        fisher=fisher,
+        var_i1=get("var_i1"),
+        var_i2=get("var_i2"),
+        var_x=var_x,
+        bounds=bounds,
+        num_inputs=n,
+        path=run.engine.name,
+        family=family,
+        var_hutchinson=get("var_hutchinson"),
+        piecewise_linear=run.piecewise_linear,
+    )
 
 
-def per_input_statistics(model: nn.Module, inputs: Inputs, family: ExponentialFamily,
-                         batch_size: int | None = None, path: str = "auto") -> ConditionalStatistics:
+def per_input_statistics(
+    model: nn.Module, inputs: Inputs, family: ExponentialFamily, batch_size: int | None = None, path: str = "auto"
+) -> ConditionalStatistics:
     r"""Per-input :math:`I(\theta_i|x_n)`, :math:`V_1`, :math:`V_2` and bounds, each ``(N, *parameter.shape)``.
 
     Materialises ``N × P`` values: meant for small models or few inputs (plots of per-input behaviour).
@@ -207,17 +245,31 @@ def per_input_statistics(model: nn.Module, inputs: Inputs, family: ExponentialFa
     col = PerInputCollector()
     _conditional_pass(run, inputs, col, with_square=False)
     parts = col.result()
-    get = lambda stat: {n: parts[(stat, n)].reshape(-1, *shape).to(run.dtype)  # noqa: E731
-                        for n, shape in run.shapes.items()}
-    return ConditionalStatistics(fisher=get("fisher"), var_i1=get("var_i1"), var_i2=get("var_i2"),
-                                 bounds=Bounds(get("v1_lower"), get("v1_upper"), get("v2_lower"), get("v2_upper")),
-                                 path=run.engine.name, var_hutchinson=get("var_hutchinson"),
-                                 piecewise_linear=run.piecewise_linear)
+
+    def get(stat: str) -> dict[str, Tensor]:
+        return {n: parts[(stat, n)].reshape(-1, *shape).to(run.dtype) for n, shape in run.shapes.items()}
+
+    return ConditionalStatistics(
+        fisher=get("fisher"),
+        var_i1=get("var_i1"),
+        var_i2=get("var_i2"),
+        bounds=Bounds(get("v1_lower"), get("v1_upper"), get("v2_lower"), get("v2_upper")),
+        path=run.engine.name,
+        var_hutchinson=get("var_hutchinson"),
+        piecewise_linear=run.piecewise_linear,
+    )
 
 
-def estimator_terms(model: nn.Module, inputs: Inputs, family: ExponentialFamily, samples_per_input: int = 1,
-                    generator: torch.Generator | None = None, targets: Tensor | str | None = None,
-                    batch_size: int | None = None, path: str = "auto") -> EstimatorTerms:
+def estimator_terms(
+    model: nn.Module,
+    inputs: Inputs,
+    family: ExponentialFamily,
+    samples_per_input: int = 1,
+    generator: torch.Generator | None = None,
+    targets: Tensor | str | None = None,
+    batch_size: int | None = None,
+    path: str = "auto",
+) -> EstimatorTerms:
     r"""Single-pair terms of Î1 and Î2 for the same labels, each ``(N, S, *parameter.shape)``.
 
     ``i1``: :math:`(\varepsilon^\top v_i)^2`; ``i2``: :math:`v_i^\top\Lambda v_i - \varepsilon^\top u_i`
@@ -236,11 +288,17 @@ def estimator_terms(model: nn.Module, inputs: Inputs, family: ExponentialFamily,
         y, eps = labels_and_residuals(run, h, y, samples, generator)
         labels.append(y)
         for t in run.units(tape, identity_channels(h), eps):
-            col.add([("i1", (eps @ t.jac).square(), 2),
-                     ("i2", family.quad(h, t.jac).unsqueeze(1) - t.curv, 2)], t)
+            col.add([("i1", (eps @ t.jac).square(), 2), ("i2", family.quad(h, t.jac).unsqueeze(1) - t.curv, 2)], t)
     parts = col.result()
     n = run.num_inputs
-    get = lambda stat: {k: parts[(stat, k)].reshape(n, samples, *shape).to(run.dtype)  # noqa: E731
-                        for k, shape in run.shapes.items()}
-    return EstimatorTerms(i1=get("i1"), i2=get("i2"), labels=torch.cat(labels, 0), path=run.engine.name,
-                          piecewise_linear=run.piecewise_linear)
+
+    def get(stat: str) -> dict[str, Tensor]:
+        return {k: parts[(stat, k)].reshape(n, samples, *shape).to(run.dtype) for k, shape in run.shapes.items()}
+
+    return EstimatorTerms(
+        i1=get("i1"),
+        i2=get("i2"),
+        labels=torch.cat(labels, 0),
+        path=run.engine.name,
+        piecewise_linear=run.piecewise_linear,
+    )

@@ -16,8 +16,13 @@ def check_count(value: object, argument: str) -> int:
     Raises:
         ValueError: ``value`` is not an integer (booleans and floats included), or is below 1.
     """
-    if isinstance(value, Tensor) and value.ndim == 0 and not value.dtype.is_floating_point \
-            and not value.dtype.is_complex and value.dtype != torch.bool:
+    if (
+        isinstance(value, Tensor)
+        and value.ndim == 0
+        and not value.dtype.is_floating_point
+        and not value.dtype.is_complex
+        and value.dtype != torch.bool
+    ):
         value = int(value.item())
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(f"{argument} must be a positive integer, got {value!r}")
@@ -39,8 +44,11 @@ def coerce_targets(targets: object, device: torch.device, dtype: torch.dtype) ->
         try:
             out = torch.as_tensor(targets, device=device)
         except (TypeError, ValueError, RuntimeError) as err:
-            raise TypeError(f"targets must be a tensor, or a list or numpy array of numbers; could not convert "
-                            f"the {type(targets).__name__} given: {err}") from err
+            raise TypeError(
+                f"targets must be a tensor, or a list or numpy array of numbers; could not convert "
+                f"the {type(targets).__name__} given: {err}"
+            ) from err
         return out.to(dtype) if out.dtype.is_floating_point else out
-    raise TypeError(f"targets must be None, 'data', a tensor, or a list or numpy array of labels, "
-                    f"got {type(targets).__name__}")
+    raise TypeError(
+        f"targets must be None, 'data', a tensor, or a list or numpy array of labels, got {type(targets).__name__}"
+    )

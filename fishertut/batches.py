@@ -23,8 +23,7 @@ def _shuffles(inputs: object) -> str | None:
     return None
 
 
-def iterate_batches(inputs: Tensor | Iterable,
-                    targets: Tensor | str | None) -> Iterator[tuple[object, object | None]]:
+def iterate_batches(inputs: Tensor | Iterable, targets: Tensor | str | None) -> Iterator[tuple[object, object | None]]:
     """Yield the ``(x, y)`` batches of ``inputs``; ``y`` is ``None`` unless labels are asked for.
 
     Args:
@@ -39,15 +38,19 @@ def iterate_batches(inputs: Tensor | Iterable,
             raise ValueError("targets='data' needs inputs that yield (x, y) pairs, but inputs is a tensor")
         source: Iterable = [inputs]
     elif isinstance(inputs, tuple) and len(inputs) == 2 and all(isinstance(t, Tensor) for t in inputs):
-        raise TypeError("inputs is a bare tuple of two tensors, which reads as two batches; for one batch "
-                        "with labels pass [(x, y)] (and targets='data' to use y), for two batches a list [x1, x2]")
+        raise TypeError(
+            "inputs is a bare tuple of two tensors, which reads as two batches; for one batch "
+            "with labels pass [(x, y)] (and targets='data' to use y), for two batches a list [x1, x2]"
+        )
     elif isinstance(inputs, Iterable) and not isinstance(inputs, (str, bytes)):
         source = inputs
         sampler = _shuffles(inputs)
         if isinstance(targets, Tensor) and sampler is not None:
-            raise ValueError(f"targets is a tensor aligned with the rows of inputs in iteration order, but inputs "
-                             f"draws them with a {sampler} (shuffle=True): the labels would be paired with the "
-                             f"wrong rows; pass targets='data' with (x, y) batches, or shuffle=False")
+            raise ValueError(
+                f"targets is a tensor aligned with the rows of inputs in iteration order, but inputs "
+                f"draws them with a {sampler} (shuffle=True): the labels would be paired with the "
+                f"wrong rows; pass targets='data' with (x, y) batches, or shuffle=False"
+            )
     else:
         raise TypeError(f"inputs must be a tensor or an iterable of batches, got {type(inputs).__name__}")
     offset = 0
@@ -65,7 +68,7 @@ def iterate_batches(inputs: Tensor | Iterable,
             yield x, None
             continue
         if isinstance(targets, Tensor):
-            y_all = targets[offset:offset + n]
+            y_all = targets[offset : offset + n]
             if y_all.shape[0] != n:
                 raise ValueError(f"targets has {targets.shape[0]} rows but inputs has more than that")
         elif targets == "data":
@@ -76,4 +79,3 @@ def iterate_batches(inputs: Tensor | Iterable,
         yield x, y_all
     if isinstance(targets, Tensor) and offset != targets.shape[0]:
         raise ValueError(f"targets has {targets.shape[0]} rows but inputs has {offset}")
-

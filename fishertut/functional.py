@@ -117,18 +117,17 @@ class FunctionalEngine:
         eye = torch.eye(p.numel(), dtype=p.dtype, device=p.device)
         # each vmapped call evaluates len(x) * chunk perturbed copies of this parameter
         chunk = max(1, min(self.chunk_size, self.element_budget // (x.shape[0] * p.numel())))
-        for along in ((forward_forward, reverse_reverse) if self.forward_mode else (reverse_reverse,)):
+        for along in (forward_forward, reverse_reverse) if self.forward_mode else (reverse_reverse,):
             per_input = vmap(vmap(along, in_dims=(None, 0)), in_dims=(0, None))
             try:
-                chunks = [per_input(x, eye[s:s + chunk].reshape(-1, *p.shape)) for s in range(0, p.numel(), chunk)]
+                chunks = [per_input(x, eye[s : s + chunk].reshape(-1, *p.shape)) for s in range(0, p.numel(), chunk)]
             except NotImplementedError:
                 self.forward_mode = False
                 continue
             return torch.cat(chunks, 1).transpose(1, 2)
         raise RuntimeError("no differentiation mode could compute the second derivatives")
 
-    def backward(self, tape: Tensor, channels: Tensor,
-                 curvature_channels: Tensor | None = None) -> Iterator[UnitTerms]:
+    def backward(self, tape: Tensor, channels: Tensor, curvature_channels: Tensor | None = None) -> Iterator[UnitTerms]:
         """Yield one :class:`UnitTerms` per trainable parameter (see ``LayerwiseEngine.backward``).
 
         Raises:
@@ -150,7 +149,8 @@ class FunctionalEngine:
         except RuntimeError as err:
             raise UnsupportedModelError(
                 f"the generic path could not differentiate {type(self.model).__name__} with torch.func "
-                f"(vmap/jacrev); in-place operations on tensors inside forward are a common cause: {err}") from err
+                f"(vmap/jacrev); in-place operations on tensors inside forward are a common cause: {err}"
+            ) from err
 
 
 def _aliases(model: nn.Module, params: dict[str, Tensor]) -> dict[str, str]:

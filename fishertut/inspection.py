@@ -18,8 +18,16 @@ from torch import nn
 from torch.nn.modules import module as _module_globals
 from torch.nn.utils import parametrize
 
-__all__ = ["occurrences", "hook_reason", "backward_hook_reason", "parametrization_reason", "shared_parameter_reason",
-           "inplace_disabled", "first_layer", "ends_in_softmax"]
+__all__ = [
+    "occurrences",
+    "hook_reason",
+    "backward_hook_reason",
+    "parametrization_reason",
+    "shared_parameter_reason",
+    "inplace_disabled",
+    "first_layer",
+    "ends_in_softmax",
+]
 
 _FORWARD_HOOKS = ("_forward_pre_hooks", "_forward_hooks")
 _BACKWARD_HOOKS = ("_backward_pre_hooks", "_backward_hooks")
@@ -61,8 +69,10 @@ def backward_hook_reason(model: nn.Module) -> str | None:
     reason = _hooked(model, _BACKWARD_HOOKS, _GLOBAL_BACKWARD, "backward")
     if reason is None:
         return None
-    return (f"{reason}: a backward hook changes gradients but not the model's function, so the Fisher "
-            "information it implies is undefined; remove it (e.g. handle.remove()) before calling fishertut")
+    return (
+        f"{reason}: a backward hook changes gradients but not the model's function, so the Fisher "
+        "information it implies is undefined; remove it (e.g. handle.remove()) before calling fishertut"
+    )
 
 
 def parametrization_reason(model: nn.Module) -> str | None:

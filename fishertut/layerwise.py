@@ -35,8 +35,9 @@ from .terms import UnitTerms
 __all__ = ["LayerwiseEngine"]
 
 _PASS_THROUGH = (nn.Identity, nn.Dropout, nn.AlphaDropout, nn.FeatureAlphaDropout)
-SUPPORTED_NAMES = ", ".join(["Linear", "Flatten", "Identity", "Dropout (eval mode)"]
-                            + [t.__name__ for t in SUPPORTED_ACTIVATIONS])
+SUPPORTED_NAMES = ", ".join(
+    ["Linear", "Flatten", "Identity", "Dropout (eval mode)"] + [t.__name__ for t in SUPPORTED_ACTIVATIONS]
+)
 
 
 @dataclass
@@ -84,8 +85,13 @@ class LayerwiseEngine:
         for path, m in _leaves(model):
             if isinstance(m, nn.Linear):
                 w, b = m.weight, m.bias
-                self.steps.append(_Linear(m, f"{path}.weight" if w.requires_grad else None,
-                                          f"{path}.bias" if b is not None and b.requires_grad else None))
+                self.steps.append(
+                    _Linear(
+                        m,
+                        f"{path}.weight" if w.requires_grad else None,
+                        f"{path}.bias" if b is not None and b.requires_grad else None,
+                    )
+                )
             elif isinstance(m, nn.Flatten):
                 self.steps.append(_Flatten(m))
             elif not isinstance(m, _PASS_THROUGH):
@@ -102,8 +108,10 @@ class LayerwiseEngine:
         parameters the layer list describes. Reused parameter-free activations are fine.
         """
         if not isinstance(model, nn.Sequential) or type(model).forward is not nn.Sequential.forward:
-            return (f"the layer-wise path needs an nn.Sequential (with the standard forward), got "
-                    f"{type(model).__name__}; use path='generic'")
+            return (
+                f"the layer-wise path needs an nn.Sequential (with the standard forward), got "
+                f"{type(model).__name__}; use path='generic'"
+            )
         for reason in (hook_reason(model), parametrization_reason(model), shared_parameter_reason(model)):
             if reason is not None:
                 return f"{reason}, which the layer-wise path cannot honour; use path='generic'"
@@ -116,12 +124,16 @@ class LayerwiseEngine:
                 continue
             if isinstance(m, nn.Flatten):
                 if m.start_dim != 1 or m.end_dim != -1:
-                    return (f"module '{path}' (Flatten) must flatten dims 1..-1, got start_dim={m.start_dim}, "
-                            f"end_dim={m.end_dim}")
+                    return (
+                        f"module '{path}' (Flatten) must flatten dims 1..-1, got start_dim={m.start_dim}, "
+                        f"end_dim={m.end_dim}"
+                    )
                 continue
             if derivatives_for(m) is None:
-                return (f"module '{path}' ({type(m).__name__}) is not supported by the layer-wise path; "
-                        f"supported: {SUPPORTED_NAMES}")
+                return (
+                    f"module '{path}' ({type(m).__name__}) is not supported by the layer-wise path; "
+                    f"supported: {SUPPORTED_NAMES}"
+                )
         for name, p in model.named_parameters():
             if id(p) not in linear_params:
                 return f"parameter '{name}' does not belong to a Linear layer"
@@ -134,8 +146,10 @@ class LayerwiseEngine:
             if isinstance(step, _Flatten):
                 ndim = 2
             elif isinstance(step, _Linear) and ndim != 2:
-                return (f"the layer-wise path needs 2-D inputs (N, features) to every Linear layer; inputs of shape "
-                        f"{tuple(x.shape)} reach one with {ndim} dims. Add nn.Flatten() first or use path='generic'")
+                return (
+                    f"the layer-wise path needs 2-D inputs (N, features) to every Linear layer; inputs of shape "
+                    f"{tuple(x.shape)} reach one with {ndim} dims. Add nn.Flatten() first or use path='generic'"
+                )
         return None
 
     def per_input_elements(self, channels: int, curvature: bool) -> int:
@@ -172,8 +186,9 @@ class LayerwiseEngine:
             a = step.module(a.clone() if getattr(step.module, "inplace", False) is True else a)
         return a, tape
 
-    def backward(self, tape: list[Tensor], channels: Tensor,
-                 curvature_channels: Tensor | None = None) -> Iterator[UnitTerms]:
+    def backward(
+        self, tape: list[Tensor], channels: Tensor, curvature_channels: Tensor | None = None
+    ) -> Iterator[UnitTerms]:
         """Yield one :class:`UnitTerms` per trainable Linear layer, last layer first.
 
         Args:

@@ -47,9 +47,18 @@ class FisherDiagonal(dict):
             between them and the output piecewise linear); their second derivatives were never computed.
     """
 
-    def __init__(self, values: dict[str, Tensor], *, estimator: str, path: str, num_inputs: int,
-                 samples_per_input: int, labels: str | None, minibatch: int = 1,
-                 piecewise_linear: frozenset[str] = frozenset()) -> None:
+    def __init__(
+        self,
+        values: dict[str, Tensor],
+        *,
+        estimator: str,
+        path: str,
+        num_inputs: int,
+        samples_per_input: int,
+        labels: str | None,
+        minibatch: int = 1,
+        piecewise_linear: frozenset[str] = frozenset(),
+    ) -> None:
         super().__init__(values)
         self.estimator = estimator
         self.path = path
@@ -60,8 +69,10 @@ class FisherDiagonal(dict):
         self.piecewise_linear = piecewise_linear
 
     def __repr__(self) -> str:
-        return (f"FisherDiagonal(estimator={self.estimator!r}, path={self.path!r}, num_inputs={self.num_inputs}, "
-                f"samples_per_input={self.samples_per_input}, minibatch={self.minibatch}, parameters={list(self)})")
+        return (
+            f"FisherDiagonal(estimator={self.estimator!r}, path={self.path!r}, num_inputs={self.num_inputs}, "
+            f"samples_per_input={self.samples_per_input}, minibatch={self.minibatch}, parameters={list(self)})"
+        )
 
 
 @dataclass
@@ -123,8 +134,14 @@ class VarianceReport:
         check_estimator(estimator, ("i1", "i2", "hutchinson"))
         return {"i1": self.var_i1, "i2": self.var_i2, "hutchinson": self.var_hutchinson}[estimator]
 
-    def estimator_variance(self, estimator: str, num_inputs: int | None = None, samples_per_input: int = 1,
-                           minibatch: int = 1, inputs: str = "drawn") -> dict[str, Tensor]:
+    def estimator_variance(
+        self,
+        estimator: str,
+        num_inputs: int | None = None,
+        samples_per_input: int = 1,
+        minibatch: int = 1,
+        inputs: str = "drawn",
+    ) -> dict[str, Tensor]:
         r"""Exact variance of an estimate of the mean Fisher (:mod:`fishertut.variances`).
 
         With ``minibatch=1``: :math:`\mathrm{Var}(\hat I_k) = \mathrm{var\_x}/N + \mathrm{var\_ik}/(N S)`
@@ -145,11 +162,19 @@ class VarianceReport:
         n = check_count(self.num_inputs if num_inputs is None else num_inputs, "num_inputs")
         s = check_count(samples_per_input, "samples_per_input")
         b = 1 if estimator == "i2" else check_count(minibatch, "minibatch")
-        return {k: minibatch_variance(self.fisher[k], self.var_x[k], cond[k], n, s, b, inputs, self.num_inputs)
-                for k in self.fisher}
+        return {
+            k: minibatch_variance(self.fisher[k], self.var_x[k], cond[k], n, s, b, inputs, self.num_inputs)
+            for k in self.fisher
+        }
 
-    def sample_size(self, epsilon: float, delta: float = 0.05, estimator: str = "i1",
-                    samples_per_input: int = 1, relative: bool = True) -> dict[str, Tensor]:
+    def sample_size(
+        self,
+        epsilon: float,
+        delta: float = 0.05,
+        estimator: str = "i1",
+        samples_per_input: int = 1,
+        relative: bool = True,
+    ) -> dict[str, Tensor]:
         r"""Inputs :math:`N` with :math:`P(|\hat I_k(\theta_i) - \mathcal I(\theta_i)| \ge \epsilon') \le \delta`.
 
         :math:`N \ge (\mathrm{var\_x} + \mathrm{var\_ik}/S)/(\delta\,\epsilon'^2)` with

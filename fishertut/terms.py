@@ -94,7 +94,7 @@ class SumCollector:
         offset = 0
         for k in keys:
             n = self.sums[k].numel()
-            self.sums[k] = flat[offset:offset + n].view_as(self.sums[k])
+            self.sums[k] = flat[offset : offset + n].view_as(self.sums[k])
             offset += n
 
 

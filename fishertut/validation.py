@@ -48,8 +48,12 @@ class Checks:
         if failed:
             raise ValueError(failed[0]())
 
-_STOCHASTIC_IN_TRAINING = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._BatchNorm,
-                           nn.modules.instancenorm._InstanceNorm)
+
+_STOCHASTIC_IN_TRAINING = (
+    nn.modules.dropout._DropoutNd,
+    nn.modules.batchnorm._BatchNorm,
+    nn.modules.instancenorm._InstanceNorm,
+)
 # in training mode, each call moves the power iteration of spectral_norm, and with it the function
 _STATEFUL_IN_TRAINING = (_SpectralNorm,)
 
@@ -72,14 +76,17 @@ def check_model(model: nn.Module) -> tuple[torch.device, torch.dtype]:
     devices = {p.device for _, p in params}
     dtypes = {p.dtype for _, p in params}
     if len(devices) > 1:
-        raise ValueError(f"model parameters are on several devices {sorted(map(str, devices))}; move the model "
-                         "to one device")
+        raise ValueError(
+            f"model parameters are on several devices {sorted(map(str, devices))}; move the model to one device"
+        )
     if len(dtypes) > 1:
         raise ValueError(f"model parameters have several dtypes {sorted(map(str, dtypes))}; use one floating dtype")
     dtype = dtypes.pop()
     if next(iter(devices)).type == "meta":
-        raise ValueError("model parameters are on the meta device, which holds shapes but no values; materialise "
-                         "them first (e.g. model.to_empty(device='cpu') and load_state_dict)")
+        raise ValueError(
+            "model parameters are on the meta device, which holds shapes but no values; materialise "
+            "them first (e.g. model.to_empty(device='cpu') and load_state_dict)"
+        )
     if not dtype.is_floating_point:
         raise ValueError(f"model parameters must be floating point, got {dtype}")
     for name, p in params:
@@ -87,20 +94,27 @@ def check_model(model: nn.Module) -> tuple[torch.device, torch.dtype]:
             raise ValueError(f"model parameter '{name}' contains NaN or Inf")
     for name, m in model.named_modules():
         if m.training and isinstance(m, _STOCHASTIC_IN_TRAINING):
-            raise ValueError(f"module '{name or type(model).__name__}' ({type(m).__name__}) is in training mode, "
-                             "so the network is random or batch-dependent; call model.eval() first")
+            raise ValueError(
+                f"module '{name or type(model).__name__}' ({type(m).__name__}) is in training mode, "
+                "so the network is random or batch-dependent; call model.eval() first"
+            )
         if m.training and isinstance(m, _STATEFUL_IN_TRAINING):
-            raise ValueError(f"module '{name}' ({type(m).__name__}) is in training mode, so every call updates its "
-                             "state and changes the function; call model.eval() first")
+            raise ValueError(
+                f"module '{name}' ({type(m).__name__}) is in training mode, so every call updates its "
+                "state and changes the function; call model.eval() first"
+            )
     return devices.pop(), dtype
 
 
-def check_batch(x: object, device: torch.device, dtype: torch.dtype, checks: Checks,
-                argument: str = "inputs") -> Tensor:
+def check_batch(
+    x: object, device: torch.device, dtype: torch.dtype, checks: Checks, argument: str = "inputs"
+) -> Tensor:
     """Validate one batch of inputs against the model's device and dtype (values through ``checks``)."""
     if not isinstance(x, Tensor):
-        raise TypeError(f"{argument} must be a tensor or an iterable of tensors or (x, y) pairs, "
-                        f"got a batch of type {type(x).__name__}")
+        raise TypeError(
+            f"{argument} must be a tensor or an iterable of tensors or (x, y) pairs, "
+            f"got a batch of type {type(x).__name__}"
+        )
     if x.ndim == 0:
         raise ValueError(f"{argument} must have a batch dimension, got a 0-d tensor")
     if x.device != device:
