@@ -12,8 +12,13 @@ __all__ = ["train_classifier"]
 
 def train_classifier(model: nn.Module, x: Tensor, y: Tensor, *, epochs: int = 1, batch_size: int = 128,
                      lr: float = 1e-3, seed: int = 0, progress: bool = False,
-                     on_epoch_end: Callable[[int, nn.Module], None] | None = None) -> list[float]:
-    """Minimise the softmax cross-entropy with Adam; returns the mean training loss of each epoch.
+                     on_epoch_end: Callable[[int, nn.Module], None] | None = None,
+                     loss: Callable[[Tensor, Tensor], Tensor] | None = None,
+                     penalty: Callable[[nn.Module], Tensor] | None = None) -> list[float]:
+    """Minimise ``loss(outputs, targets)`` (default: cross-entropy) with Adam; returns each epoch's mean loss.
+
+    ``penalty(model)``, if given, is added to every mini-batch loss (e.g. an EWC penalty); the returned
+    losses include it.
 
     The model is put in train mode during the loop and back in eval mode before ``on_epoch_end(epoch, model)``
     (epochs counted from 1) and at the end. Mini-batches are shuffled by a generator seeded with ``seed``.
@@ -24,7 +29,7 @@ def train_classifier(model: nn.Module, x: Tensor, y: Tensor, *, epochs: int = 1,
         raise ValueError(f"x and y must have the same, non-zero number of rows, got {x.shape[0]} and {y.shape[0]}")
     gen = torch.Generator(device="cpu").manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    loss_fn = nn.CrossEntropyLoss()
+    loss_fn = nn.CrossEntropyLoss() if loss is None else loss
     losses = []
     epochs_iter = range(1, epochs + 1)
     if progress:
@@ -38,10 +43,12 @@ def train_classifier(model: nn.Module, x: Tensor, y: Tensor, *, epochs: int = 1,
         for s in range(0, x.shape[0], batch_size):
             idx = order[s:s + batch_size]
             opt.zero_grad()
-            loss = loss_fn(model(x[idx]), y[idx])
-            loss.backward()
+            value = loss_fn(model(x[idx]), y[idx])
+            if penalty is not None:
+                value = value + penalty(model)
+            value.backward()
             opt.step()
-            total += loss.item() * idx.numel()
+            total += value.item() * idx.numel()
         losses.append(total / x.shape[0])
         model.eval()
         if on_epoch_end is not None:

@@ -1,0 +1,1 @@
+"""Book support: helpers used by the chapters, kept apart from the core (which never imports them)."""
