@@ -25,38 +25,29 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor, nn
 
+from .arguments import check_count, coerce_targets
 from .batches import iterate_batches
-from .errors import UnsupportedModelError
 from .families import ExponentialFamily, OutputSpectrum
-from .functional import FunctionalEngine
-from .layerwise import LayerwiseEngine
-from .report import (ESTIMATORS, Bounds, ConditionalStatistics, EstimatorTerms, FisherDiagonal,
-                     VarianceReport, _check_count)
+from .guards import PROBE_ROWS, check_independent_rows, check_output_kind, run_forward, warn_if_probabilities
+from .report import ESTIMATORS, Bounds, ConditionalStatistics, EstimatorTerms, FisherDiagonal, VarianceReport
+from .selection import Engine, check_path, select_engine
 from .terms import PerInputCollector, SumCollector, UnitTerms
 from .validation import Checks, check_batch, check_generator, check_model
 
 __all__ = ["fisher_diagonal", "variance_report", "per_input_statistics", "estimator_terms"]
 
-PATHS = ("auto", "layerwise", "generic")
 _ELEMENT_BUDGET = 1 << 25
 Inputs = Tensor | Iterable
 
 
-def _select_engine(model: nn.Module, path: str) -> LayerwiseEngine | FunctionalEngine:
-    if path not in PATHS:
-        raise ValueError(f"path must be one of {PATHS}, got {path!r}")
-    if path == "generic":
-        return FunctionalEngine(model)
-    reason = LayerwiseEngine.unsupported_reason(model)
-    if reason is None:
-        return LayerwiseEngine(model)
-    if path == "layerwise":
-        raise UnsupportedModelError(reason)
-    return FunctionalEngine(model)
-
-
 class _Run:
-    """One pass over the data: validation, engine choice, batching, labels, and per-batch callbacks."""
+    """One pass over the data: validation, engine choice, batching, labels, and per-batch callbacks.
+
+    The engine is chosen once, on the first batch (:func:`fishertut.selection.select_engine`). Its first
+    :data:`~fishertut.guards.PROBE_ROWS` rows (at most ``batch_size``) go through the engine as a chunk of their
+    own: their outputs give the number of outputs ``C`` (which sizes the later chunks) and feed the first-batch
+    guards; no forward pass is spent on learning ``C`` alone.
+    """
 
     def __init__(self, model: nn.Module, family: ExponentialFamily, path: str, batch_size: int | None,
                  generator: torch.Generator | None, curvature: bool) -> None:
@@ -65,50 +56,55 @@ class _Run:
                             f"got {type(family).__name__}")
         self.device, self.dtype = check_model(model)
         check_generator(generator, self.device)
-        if batch_size is not None:
-            _check_count(batch_size, "batch_size")
-        self.model, self.family, self.path, self.batch_size = model, family, path, batch_size
+        self.batch_size = None if batch_size is None else check_count(batch_size, "batch_size")
+        self.model, self.family, self.path = model, family, check_path(path)
         self.curvature = curvature
-        self.engine = _select_engine(model, path)
+        self.engine: Engine | None = None
         self.num_inputs = 0
         self.shapes = {n: p.shape for n, p in model.named_parameters() if p.requires_grad}
 
-    def _prepare(self, x: Tensor) -> None:
-        if isinstance(self.engine, LayerwiseEngine):
-            try:
-                self.engine.check_input(x)
-            except UnsupportedModelError:
-                if self.path == "layerwise":
-                    raise
-                self.engine = FunctionalEngine(self.model)
+    def _forward(self, xb: Tensor, checks: Checks) -> tuple[Tensor, object]:
+        h, tape = run_forward(self.engine.forward, xb, self.model, self.dtype)
+        check_output_kind(h, xb.shape[0], self.dtype, self.family, checks)
+        if not checks.eager:
+            # a non-finite output is reported at the end of the pass; meanwhile it must not derail the maths
+            h = torch.nan_to_num(h, nan=0.0, posinf=0.0, neginf=0.0)
+        return h, tape
+
+    def _first_chunk(self, x: Tensor, checks: Checks) -> tuple[Tensor, Tensor, object]:
+        self.engine = select_engine(self.model, x, self.path)
+        xb = x[:PROBE_ROWS if self.batch_size is None else min(PROBE_ROWS, self.batch_size)]
+        h, tape = self._forward(xb, checks)
+        check_independent_rows(self.model, xb, h)
+        warn_if_probabilities(self.model, h, self.family)
         if self.batch_size is None:
-            with torch.no_grad():
-                c = self.model(x[:1]).shape[-1]
-            per_input = self.engine.per_input_elements(2 * c, self.curvature)
+            per_input = self.engine.per_input_elements(2 * h.shape[1], self.curvature)
             self.batch_size = max(1, min(4096, _ELEMENT_BUDGET // per_input))
+        return xb, h, tape
 
-    def batches(self, inputs: Inputs, targets: Tensor | str | None) -> Iterable[tuple[Tensor, Tensor, list, object]]:
-        """Yield ``(x, h, tape, y)`` per batch, with validated outputs and (if asked) checked labels.
+    def batches(self, inputs: Inputs, targets: object) -> Iterable[tuple[Tensor, Tensor, object, object]]:
+        """Yield ``(x, h, tape, y)`` per chunk, with validated outputs and (if asked) checked labels.
 
-        Value checks (NaN/Inf, label range) are read at once for the first batch and, for the others,
+        Value checks (NaN/Inf, label range) are read at once for the first chunk and, for the others,
         collected on the device and read once at the end (no host-device round trip per batch).
         """
         checks = Checks()
+        targets = coerce_targets(targets, self.device, self.dtype)
         for x, y in iterate_batches(inputs, targets):
             x = check_batch(x, self.device, self.dtype, checks)
             if x.shape[0] == 0:
                 continue
-            if self.num_inputs == 0:
-                self._prepare(x)
-            for s in range(0, x.shape[0], self.batch_size):
-                xb = x[s:s + self.batch_size]
-                with torch.no_grad():
-                    h, tape = self.engine.forward(xb)
-                self.family.check_output(h, checks)
-                if h.shape[0] != xb.shape[0]:
-                    raise ValueError(f"the model output has {h.shape[0]} rows for a batch of {xb.shape[0]} inputs; "
-                                     "it must map (N, ...) to (N, C)")
-                yb = None if y is None else self.family.check_targets(y[s:s + self.batch_size], h, checks)
+            start, labels = 0, None
+            while start < x.shape[0]:
+                if self.engine is None:
+                    xb, h, tape = self._first_chunk(x, checks)
+                else:
+                    xb = x[start:start + self.batch_size]
+                    h, tape = self._forward(xb, checks)
+                if y is not None and labels is None:  # the whole batch's labels, against outputs of its shape
+                    labels = self.family.check_targets(y, h.new_zeros(()).expand(x.shape[0], h.shape[1]), checks)
+                yb = None if labels is None else labels[start:start + xb.shape[0]]
+                start += xb.shape[0]
                 self.num_inputs += xb.shape[0]
                 yield xb, h, tape, yb
                 checks.defer()
@@ -126,8 +122,12 @@ def _identity(h: Tensor) -> Tensor:
     return torch.eye(c, dtype=h.dtype, device=h.device).expand(h.shape[0], c, c)
 
 
-def _labels(run: _Run, h: Tensor, y: Tensor | None, samples: int, generator: torch.Generator | None) -> Tensor:
-    return run.family.sample(h, samples, generator) if y is None else y
+def _labels(run: _Run, h: Tensor, y: Tensor | None, samples: int,
+            generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+    """Given or sampled labels ``(N, S, ...)`` and their residuals ``(N, S, C)``."""
+    if y is None:
+        return run.family.sample_with_residual(h, samples, generator)
+    return y, run.family.residual(h, y)
 
 
 def _all_reduce(collector: SumCollector, num_inputs: int, process_group: object | None) -> int:
@@ -162,16 +162,24 @@ def fisher_diagonal(model: nn.Module, inputs: Inputs, family: ExponentialFamily,
     Labels :math:`y_{ns}` are drawn from the model, ``samples_per_input`` per input, from ``generator``,
     unless ``targets`` gives them; with data labels ``"i1"`` is the empirical Fisher (spec 7).
 
+    Frozen parameters (``requires_grad=False``) are left out: they are constants of the model, and only
+    trainable ones get an entry. Hooks, parametrizations (results keyed by ``model.named_parameters()``, e.g.
+    ``0.parametrizations.weight.original``), shared parameters and in-place activations are honoured, on
+    the generic engine where the layer-wise one cannot; backward hooks are refused.
+
     Args:
-        model: maps a batch ``(N, ...)`` to outputs ``h`` of shape ``(N, C)``; in eval mode if it has dropout
-            or batch norm.
-        inputs: a tensor ``(N, ...)`` or an iterable of tensors or ``(x, y)`` pairs (e.g. a ``DataLoader``).
+        model: maps a batch ``(N, ...)`` to logits (categorical) or means (Gaussian) ``h`` of shape ``(N, C)``,
+            each row depending on its own input only; in eval mode if it has dropout or batch norm.
+        inputs: a tensor ``(N, ...)`` or an iterable of tensors or ``(x, y)`` pairs (e.g. a ``DataLoader``);
+            one ``(x, y)`` batch is ``[(x, y)]``, not the bare tuple.
         family: :class:`~fishertut.Categorical` or :class:`~fishertut.Gaussian`.
         estimator: ``"exact"``, ``"i1"`` or ``"i2"``.
-        targets: ``None`` (labels from the model), a tensor of labels aligned with the rows of ``inputs``,
-            or ``"data"`` for the ``y`` of ``(x, y)`` batches. Not allowed with ``"exact"``.
+        targets: ``None`` (labels from the model), labels aligned with the rows of ``inputs`` in iteration
+            order (a tensor, list or numpy array; not with a shuffling ``DataLoader``), or ``"data"`` for the
+            ``y`` of ``(x, y)`` batches. Not allowed with ``"exact"``.
         samples_per_input: labels drawn per input (must be 1 with ``targets``).
-        generator: random source for the labels (on the model's device), for reproducibility.
+        generator: random source for the labels (on the model's device), for reproducibility. The labels of
+            an input do not depend on how the inputs are batched, on the engine, or on the function.
         batch_size: rows per engine call; default: sized to a fixed memory budget.
         path: ``"auto"`` (layer-wise engine when the model qualifies, else generic), ``"layerwise"`` or
             ``"generic"``.
@@ -183,7 +191,7 @@ def fisher_diagonal(model: nn.Module, inputs: Inputs, family: ExponentialFamily,
     """
     if estimator not in ESTIMATORS:
         raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
-    samples = _check_count(samples_per_input, "samples_per_input")
+    samples = check_count(samples_per_input, "samples_per_input")
     if targets is not None and estimator == "exact":
         raise ValueError("targets are not used by estimator='exact' (it averages over all labels); pass targets=None")
     if targets is not None and samples != 1:
@@ -196,7 +204,7 @@ def fisher_diagonal(model: nn.Module, inputs: Inputs, family: ExponentialFamily,
             for t in run.units(tape, family.covariance_factor(h), None):
                 col.add([("fisher", t.jac.square().sum(1), 2)], t)
             continue
-        eps = family.residual(h, _labels(run, h, y, samples, generator))
+        _, eps = _labels(run, h, y, samples, generator)
         if estimator == "i1":
             for t in run.units(tape, eps, None):
                 col.add([("i1", t.jac.square().sum(1), 2)], t)
@@ -246,7 +254,9 @@ def variance_report(model: nn.Module, inputs: Inputs, family: ExponentialFamily,
 
     No Monte Carlo: for each input the variance over labels is a finite sum over classes (categorical) or a
     closed form (Gaussian): :math:`V_1 = K[v_i^4] - I(\theta_i|x)^2`, :math:`V_2 = u_i^\top\Lambda u_i` (spec 4.1).
-    See :class:`VarianceReport` for the fields and :class:`Bounds` for the bound variant.
+    See :class:`VarianceReport` for the fields and :class:`Bounds` for the bound variant. Frozen parameters
+    (``requires_grad=False``) are left out. Half-precision models work; their output-space spectra are
+    computed in float32.
 
     Args:
         model, inputs, family, batch_size, path, process_group: as in :func:`fisher_diagonal`.
@@ -270,6 +280,7 @@ def per_input_statistics(model: nn.Module, inputs: Inputs, family: ExponentialFa
     r"""Per-input :math:`I(\theta_i|x_n)`, :math:`V_1`, :math:`V_2` and bounds, each ``(N, *parameter.shape)``.
 
     Materialises ``N × P`` values: meant for small models or few inputs (plots of per-input behaviour).
+    Frozen parameters (``requires_grad=False``) are left out. Arguments as in :func:`variance_report`.
     """
     run = _Run(model, family, path, batch_size, None, curvature=True)
     col = PerInputCollector()
@@ -290,17 +301,17 @@ def estimator_terms(model: nn.Module, inputs: Inputs, family: ExponentialFamily,
     ``i1``: :math:`(\varepsilon^\top v_i)^2`; ``i2``: :math:`v_i^\top\Lambda v_i - \varepsilon^\top u_i` (spec 3).
     Their means over ``(n, s)`` equal :func:`fisher_diagonal` with ``"i1"``/``"i2"`` and the same generator.
     Materialises ``N × S × P`` values: meant for small models or few inputs (Monte-Carlo experiments).
+    Frozen parameters (``requires_grad=False``) are left out. Arguments as in :func:`fisher_diagonal`.
     """
-    samples = _check_count(samples_per_input, "samples_per_input")
+    samples = check_count(samples_per_input, "samples_per_input")
     if targets is not None and samples != 1:
         raise ValueError(f"samples_per_input must be 1 when targets are given, got {samples}")
     run = _Run(model, family, path, batch_size, generator, curvature=True)
     col = PerInputCollector()
     labels = []
     for _, h, tape, y in run.batches(inputs, targets):
-        y = _labels(run, h, y, samples, generator)
+        y, eps = _labels(run, h, y, samples, generator)
         labels.append(y)
-        eps = family.residual(h, y)
         for t in run.units(tape, _identity(h), eps):
             col.add([("i1", (eps @ t.jac).square(), 2),
                      ("i2", family.quad(h, t.jac).unsqueeze(1) - t.curv, 2)], t)

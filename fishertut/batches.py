@@ -8,6 +8,17 @@ from torch import Tensor
 
 __all__ = ["iterate_batches"]
 
+_RANDOM_SAMPLERS = ("RandomSampler", "SubsetRandomSampler", "WeightedRandomSampler")
+
+
+def _shuffles(inputs: object) -> str | None:
+    """The name of a random sampler behind a ``DataLoader``-like ``inputs``, else ``None``."""
+    for sampler in (getattr(inputs, "sampler", None), getattr(getattr(inputs, "batch_sampler", None), "sampler", None)):
+        name = type(sampler).__name__
+        if name in _RANDOM_SAMPLERS or (name == "DistributedSampler" and getattr(sampler, "shuffle", False)):
+            return name
+    return None
+
 
 def iterate_batches(inputs: Tensor | Iterable,
                     targets: Tensor | str | None) -> Iterator[tuple[object, object | None]]:
@@ -24,8 +35,16 @@ def iterate_batches(inputs: Tensor | Iterable,
         if targets == "data":
             raise ValueError("targets='data' needs inputs that yield (x, y) pairs, but inputs is a tensor")
         source: Iterable = [inputs]
+    elif isinstance(inputs, tuple) and len(inputs) == 2 and all(isinstance(t, Tensor) for t in inputs):
+        raise TypeError("inputs is a bare tuple of two tensors, which reads as two batches; for one batch "
+                        "with labels pass [(x, y)] (and targets='data' to use y), for two batches a list [x1, x2]")
     elif isinstance(inputs, Iterable) and not isinstance(inputs, (str, bytes)):
         source = inputs
+        sampler = _shuffles(inputs)
+        if isinstance(targets, Tensor) and sampler is not None:
+            raise ValueError(f"targets is a tensor aligned with the rows of inputs in iteration order, but inputs "
+                             f"draws them with a {sampler} (shuffle=True): the labels would be paired with the "
+                             f"wrong rows; pass targets='data' with (x, y) batches, or shuffle=False")
     else:
         raise TypeError(f"inputs must be a tensor or an iterable of batches, got {type(inputs).__name__}")
     offset = 0

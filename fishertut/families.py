@@ -85,6 +85,12 @@ class ExponentialFamily(ABC):
     def sample(self, h: Tensor, samples_per_input: int, generator: torch.Generator | None = None) -> Tensor:
         """Draw ``samples_per_input`` labels per input from :math:`p(y|x;\\theta)`; shape ``(N, S, ...)``."""
 
+    def sample_with_residual(self, h: Tensor, samples_per_input: int,
+                             generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """Labels drawn as :meth:`sample` draws them, ``(N, S, ...)``, and their :meth:`residual` ``(N, S, C)``."""
+        y = self.sample(h, samples_per_input, generator)
+        return y, self.residual(h, y)
+
     @abstractmethod
     def log_prob(self, h: Tensor, y: Tensor) -> Tensor:
         r""":math:`\log p(y|x;\theta)` for outputs ``h`` (N, C) and labels ``y`` (N, S, ...); shape ``(N, S)``."""
@@ -225,6 +231,9 @@ class Categorical(ExponentialFamily):
         tensors of :math:`\mathbf 1^\perp`, whose dimension :math:`C(C-1)/2` exceeds :math:`C-1` for
         :math:`C\ge 3`: there ``m_min`` is 0; for :math:`C=2` that space is a line and ``m_min = m_max``.
         """
+        if h.dtype in (torch.float16, torch.bfloat16):  # no eigensolver in half precision: solve in float32
+            s = self.spectrum(h.float())
+            return OutputSpectrum(*(t.to(h.dtype) for t in (s.cov_max, s.cov_min, s.m_max, s.m_min)))
         p = self.probabilities(h)
         c = p.shape[1]
         cov_eig = torch.linalg.eigvalsh(self.covariance(h))
@@ -277,10 +286,28 @@ class Gaussian(ExponentialFamily):
         (checks or Checks()).require(torch.isfinite(targets).all(), lambda: "targets contain NaN or Inf")
         return targets.unsqueeze(1)
 
+    def noise(self, h: Tensor, samples_per_input: int, generator: torch.Generator | None = None) -> Tensor:
+        r"""Standard normal draws :math:`n` ``(N, S, D)``, input by input, whatever the batching.
+
+        ``torch.randn`` pairs its draws differently for different tensor sizes, so splitting the inputs into
+        other batches would change the labels. Here each entry is the normal quantile of one float64 uniform
+        from ``torch.rand``, which consumes the generator entry by entry.
+        """
+        u = torch.rand((h.shape[0], samples_per_input, h.shape[1]), generator=generator, dtype=torch.float64,
+                       device=h.device)
+        return torch.special.ndtri(u.clamp_min(2.0**-60)).to(h.dtype)
+
     def sample(self, h: Tensor, samples_per_input: int, generator: torch.Generator | None = None) -> Tensor:
-        noise = torch.randn((h.shape[0], samples_per_input, h.shape[1]), generator=generator,
-                            dtype=h.dtype, device=h.device)
-        return h.unsqueeze(1) + self.sigma * noise
+        return h.unsqueeze(1) + self.sigma * self.noise(h, samples_per_input, generator)
+
+    def sample_with_residual(self, h: Tensor, samples_per_input: int,
+                             generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        r"""Labels :math:`y = h + \sigma n` and residuals :math:`\varepsilon = n/\sigma`, formed from the noise.
+
+        :math:`((h + \sigma n) - h)/\sigma^2` would lose the digits of :math:`n` when :math:`\sigma \ll |h|`.
+        """
+        n = self.noise(h, samples_per_input, generator)
+        return h.unsqueeze(1) + self.sigma * n, n / self.sigma
 
     def log_prob(self, h: Tensor, y: Tensor) -> Tensor:
         d = h.shape[1]

@@ -6,6 +6,10 @@ derivative :math:`\frac{d^2}{ds^2} h(\theta + s e_i)|_{s=0}` per coordinate (``v
 basis). That is :math:`O(P)` passes per input: exact for any graph, practical for small models (tens of
 thousands of parameters); the layer-wise engine is the fast path for MLPs. Memory per batch is
 ``N × C × P`` for the Jacobian, so batches are sized to a budget.
+
+The model's own forward runs, so hooks, parametrizations (the Fisher is then with respect to the
+parameters ``model.named_parameters()`` lists, e.g. ``parametrizations.weight.original``) and shared
+parameters are honoured. Modules with ``inplace=True`` run out of place while the engine works.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, jacrev, jvp, vmap
 
+from .errors import UnsupportedModelError
+from .inspection import inplace_disabled
 from .terms import UnitTerms
 
 __all__ = ["FunctionalEngine"]
@@ -38,8 +44,7 @@ class FunctionalEngine:
         self.element_budget = element_budget
         self.forward_mode = True
         self.params = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
-        self.frozen = {n: p.detach() for n, p in model.named_parameters() if not p.requires_grad}
-        self.buffers = dict(model.named_buffers())
+        self.aliases = _aliases(model, self.params)
 
     def per_input_elements(self, channels: int, curvature: bool) -> int:
         """Peak number of tensor elements per input (the Jacobian, and the second derivatives if asked)."""
@@ -47,12 +52,13 @@ class FunctionalEngine:
         return max(1, (2 if curvature else 1) * (channels + 1) * numel)
 
     def _output(self, params: dict[str, Tensor], x: Tensor) -> Tensor:
-        state = {**self.frozen, **params, **self.buffers}
-        return functional_call(self.model, state, (x.unsqueeze(0),)).squeeze(0)
+        state = {alias: params[name] for alias, name in self.aliases.items()}
+        return functional_call(self.model, state, (x.unsqueeze(0),), tie_weights=False).squeeze(0)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """The outputs ``h`` of the batch and the tape (the batch itself)."""
-        return self.model(x), x
+        with inplace_disabled(self.model):
+            return self.model(x), x
 
     def _second_derivatives(self, name: str, x: Tensor) -> Tensor:
         r""":math:`\partial^2 h/\partial\theta_i^2` for every entry ``i`` of parameter ``name``: ``(N, C, numel)``.
@@ -90,12 +96,39 @@ class FunctionalEngine:
 
     def backward(self, tape: Tensor, channels: Tensor,
                  curvature_channels: Tensor | None = None) -> Iterator[UnitTerms]:
-        """Yield one :class:`UnitTerms` per trainable parameter (see ``LayerwiseEngine.backward``)."""
+        """Yield one :class:`UnitTerms` per trainable parameter (see ``LayerwiseEngine.backward``).
+
+        Raises:
+            UnsupportedModelError: ``torch.func`` cannot differentiate the model's forward (for example an
+                in-place operation written inside ``forward``); the original error is chained.
+        """
         x = tape
-        jac = vmap(jacrev(self._output), in_dims=(None, 0))(self.params, x)
-        for name in self.params:
-            j = jac[name].flatten(2)
-            curv = None
-            if curvature_channels is not None:
-                curv = curvature_channels @ self._second_derivatives(name, x)
-            yield UnitTerms(jac=channels @ j, curv=curv, targets=[(name, None)])
+        try:
+            with inplace_disabled(self.model):
+                jac = vmap(jacrev(self._output), in_dims=(None, 0))(self.params, x)
+                for name in self.params:
+                    j = jac[name].flatten(2)
+                    curv = None
+                    if curvature_channels is not None:
+                        curv = curvature_channels @ self._second_derivatives(name, x)
+                    yield UnitTerms(jac=channels @ j, curv=curv, targets=[(name, None)])
+        except RuntimeError as err:
+            raise UnsupportedModelError(
+                f"the generic path could not differentiate {type(self.model).__name__} with torch.func "
+                f"(vmap/jacrev); in-place operations on tensors inside forward are a common cause: {err}") from err
+
+
+def _aliases(model: nn.Module, params: dict[str, Tensor]) -> dict[str, str]:
+    """``{name of a (module, attribute) slot: name of the trainable parameter it holds}``.
+
+    A parameter shared by two modules must be substituted in both slots, but a module used twice has one
+    slot: naming it twice (as ``named_parameters(remove_duplicate=False)`` would) makes ``functional_call``
+    save and restore it twice and leaves a wrapped tensor in the user's model.
+    """
+    canonical = {id(p): n for n, p in model.named_parameters() if n in params}
+    out = {}
+    for prefix, module in model.named_modules():
+        for attr, p in module._parameters.items():
+            if p is not None and id(p) in canonical:
+                out[f"{prefix}.{attr}" if prefix else attr] = canonical[id(p)]
+    return out

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from .activations import SUPPORTED_ACTIVATIONS, ActivationDerivatives, derivatives_for
 from .errors import UnsupportedModelError
+from .inspection import hook_reason, parametrization_reason, shared_parameter_reason
 from .terms import UnitTerms
 
 __all__ = ["LayerwiseEngine"]
@@ -56,7 +57,8 @@ class _Flatten:
 
 
 def _leaves(seq: nn.Sequential, prefix: str = "") -> Iterator[tuple[str, nn.Module]]:
-    for name, child in seq.named_children():
+    """Every module ``Sequential.forward`` runs, in order: a reused module appears at each use."""
+    for name, child in seq._modules.items():
         if type(child) is nn.Sequential:
             yield from _leaves(child, f"{prefix}{name}.")
         else:
@@ -92,35 +94,48 @@ class LayerwiseEngine:
 
     @staticmethod
     def unsupported_reason(model: nn.Module) -> str | None:
-        """``None`` if the engine supports ``model``, else a message naming the offending module."""
+        """``None`` if the engine supports ``model``, else a message naming the offending module.
+
+        Beyond its module types, the model must have no forward hooks, no parametrizations and no parameter
+        used twice (a shared ``Parameter`` or a ``Linear`` reused): each would change the function or the
+        parameters the layer list describes. Reused parameter-free activations are fine.
+        """
         if not isinstance(model, nn.Sequential) or type(model).forward is not nn.Sequential.forward:
             return (f"the layer-wise path needs an nn.Sequential (with the standard forward), got "
                     f"{type(model).__name__}; use path='generic'")
+        for reason in (hook_reason(model), parametrization_reason(model), shared_parameter_reason(model)):
+            if reason is not None:
+                return f"{reason}, which the layer-wise path cannot honour; use path='generic'"
+        linear_params = set()
         for path, m in _leaves(model):
-            if isinstance(m, nn.Linear) or isinstance(m, _PASS_THROUGH):
+            if isinstance(m, nn.Linear):
+                linear_params.update(id(p) for p in m.parameters())
+                continue
+            if isinstance(m, _PASS_THROUGH):
                 continue
             if isinstance(m, nn.Flatten):
                 if m.start_dim != 1 or m.end_dim != -1:
-                    return f"module '{path}' (Flatten) must flatten dims 1..-1, got start_dim={m.start_dim}, end_dim={m.end_dim}"
+                    return (f"module '{path}' (Flatten) must flatten dims 1..-1, got start_dim={m.start_dim}, "
+                            f"end_dim={m.end_dim}")
                 continue
             if derivatives_for(m) is None:
                 return (f"module '{path}' ({type(m).__name__}) is not supported by the layer-wise path; "
                         f"supported: {SUPPORTED_NAMES}")
         for name, p in model.named_parameters():
-            if not any(name.startswith(f"{path}.") for path, m in _leaves(model) if isinstance(m, nn.Linear)):
+            if id(p) not in linear_params:
                 return f"parameter '{name}' does not belong to a Linear layer"
         return None
 
-    def check_input(self, x: Tensor) -> None:
-        """Raise :class:`UnsupportedModelError` if a Linear layer would see a non-2-D input."""
+    def input_reason(self, x: Tensor) -> str | None:
+        """``None`` if every Linear layer would see a 2-D input for inputs shaped like ``x``, else why not."""
         ndim = x.ndim
         for step in self.steps:
             if isinstance(step, _Flatten):
                 ndim = 2
             elif isinstance(step, _Linear) and ndim != 2:
-                raise UnsupportedModelError(
-                    f"the layer-wise path needs 2-D inputs (N, features) to every Linear layer; inputs of shape "
-                    f"{tuple(x.shape)} reach one with {ndim} dims. Add nn.Flatten() first or use path='generic'")
+                return (f"the layer-wise path needs 2-D inputs (N, features) to every Linear layer; inputs of shape "
+                        f"{tuple(x.shape)} reach one with {ndim} dims. Add nn.Flatten() first or use path='generic'")
+        return None
 
     def per_input_elements(self, channels: int, curvature: bool) -> int:
         """Peak number of tensor elements per input in :meth:`backward` (to choose a batch size).
@@ -152,7 +167,8 @@ class LayerwiseEngine:
         for step in self.steps:
             if not isinstance(step, _Flatten):
                 tape.append(a)
-            a = step.module(a)
+            # an in-place activation would overwrite the stored input: it gets a copy
+            a = step.module(a.clone() if getattr(step.module, "inplace", False) is True else a)
         return a, tape
 
     def backward(self, tape: list[Tensor], channels: Tensor,

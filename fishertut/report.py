@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from .arguments import check_count
+
 __all__ = ["FisherDiagonal", "Bounds", "VarianceReport", "ConditionalStatistics", "EstimatorTerms"]
 
 ESTIMATORS = ("exact", "i1", "i2")
@@ -80,12 +82,6 @@ def _check_estimator(estimator: str, allowed: tuple[str, ...] = ("i1", "i2")) ->
         raise ValueError(f"estimator must be one of {allowed}, got {estimator!r}")
 
 
-def _check_count(value: int, argument: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{argument} must be a positive integer, got {value!r}")
-    return value
-
-
 @dataclass
 class VarianceReport:
     """Exact FIM diagonal, conditional variances of Î1 and Î2, input variance and bounds (module docstring).
@@ -121,8 +117,8 @@ class VarianceReport:
             samples_per_input: :math:`S`, labels per input.
         """
         cond = self.conditional_variance(estimator)
-        n = _check_count(self.num_inputs if num_inputs is None else num_inputs, "num_inputs")
-        s = _check_count(samples_per_input, "samples_per_input")
+        n = check_count(self.num_inputs if num_inputs is None else num_inputs, "num_inputs")
+        s = check_count(samples_per_input, "samples_per_input")
         return {k: self.var_x[k] / n + cond[k] / (n * s) for k in self.fisher}
 
     def sample_size(self, epsilon: float, delta: float = 0.05, estimator: str = "i1",
@@ -139,7 +135,7 @@ class VarianceReport:
         if not (isinstance(delta, (int, float)) and 0 < delta < 1):
             raise ValueError(f"delta must be in (0, 1), got {delta!r}")
         cond = self.conditional_variance(estimator)
-        s = _check_count(samples_per_input, "samples_per_input")
+        s = check_count(samples_per_input, "samples_per_input")
         out = {}
         for k, fisher in self.fisher.items():
             num = self.var_x[k] + cond[k] / s

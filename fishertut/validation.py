@@ -6,6 +6,7 @@ from typing import Callable
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils.parametrizations import _SpectralNorm
 
 __all__ = ["check_model", "check_batch", "check_generator", "Checks"]
 
@@ -46,6 +47,8 @@ class Checks:
 
 _STOCHASTIC_IN_TRAINING = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._BatchNorm,
                            nn.modules.instancenorm._InstanceNorm)
+# in training mode, each call moves the power iteration of spectral_norm, and with it the function
+_STATEFUL_IN_TRAINING = (_SpectralNorm,)
 
 
 def check_model(model: nn.Module) -> tuple[torch.device, torch.dtype]:
@@ -53,9 +56,10 @@ def check_model(model: nn.Module) -> tuple[torch.device, torch.dtype]:
 
     Raises:
         TypeError: ``model`` is not an ``nn.Module``.
-        ValueError: no trainable parameters; parameters on several devices or of several dtypes; a non-finite
-            parameter; a dropout or batch-norm module in training mode (its output would be random or
-            batch-dependent, so the Fisher of the eval-mode network would be silently wrong).
+        ValueError: no trainable parameters; parameters on several devices, on the meta device or of several
+            dtypes; a non-finite parameter; a dropout, batch-norm or spectral-norm module in training mode (its
+            output would be random, batch-dependent or moving, so the Fisher of the eval-mode network would be
+            silently wrong).
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -70,6 +74,9 @@ def check_model(model: nn.Module) -> tuple[torch.device, torch.dtype]:
     if len(dtypes) > 1:
         raise ValueError(f"model parameters have several dtypes {sorted(map(str, dtypes))}; use one floating dtype")
     dtype = dtypes.pop()
+    if next(iter(devices)).type == "meta":
+        raise ValueError("model parameters are on the meta device, which holds shapes but no values; materialise "
+                         "them first (e.g. model.to_empty(device='cpu') and load_state_dict)")
     if not dtype.is_floating_point:
         raise ValueError(f"model parameters must be floating point, got {dtype}")
     for name, p in params:
@@ -79,6 +86,9 @@ def check_model(model: nn.Module) -> tuple[torch.device, torch.dtype]:
         if m.training and isinstance(m, _STOCHASTIC_IN_TRAINING):
             raise ValueError(f"module '{name or type(model).__name__}' ({type(m).__name__}) is in training mode, "
                              "so the network is random or batch-dependent; call model.eval() first")
+        if m.training and isinstance(m, _STATEFUL_IN_TRAINING):
+            raise ValueError(f"module '{name}' ({type(m).__name__}) is in training mode, so every call updates its "
+                             "state and changes the function; call model.eval() first")
     return devices.pop(), dtype
 
 

@@ -7,7 +7,8 @@ a(y) = -d^2 log p(y|x)/d theta^2 from torch.func on torch.distributions log-like
 
     I = sum_y w s^2,   V1 = sum_y w s^4 - I^2,   V2 = sum_y w a^2 - (sum_y w a)^2.
 
-The bounds use dense eigendecompositions of the C^2 x C^2 fourth-moment matrix and of Lambda.
+Hessians are forward-over-reverse, or reverse-over-reverse for operators without a forward-mode rule
+(weight_norm). The bounds use dense eigendecompositions of the C^2 x C^2 fourth-moment matrix and of Lambda.
 """
 
 from __future__ import annotations
@@ -22,6 +23,17 @@ from torch import nn
 from torch.distributions import Categorical as TorchCategorical
 from torch.distributions import Normal
 from torch.func import functional_call, grad, hessian, jacrev
+
+
+def _hessian(f, argnums=0):
+    """torch.func.hessian, falling back to jacrev(jacrev) where forward mode is not implemented."""
+    def both(*args):
+        try:
+            return hessian(f, argnums=argnums)(*args)
+        except NotImplementedError:
+            return jacrev(jacrev(f, argnums=argnums), argnums=argnums)(*args)
+
+    return both
 
 
 @dataclass
@@ -69,7 +81,7 @@ def score_and_neg_hessian(problem: Problem, x: torch.Tensor, y: torch.Tensor):
     """s(y) and a(y) = -diag Hessian of log p(y|x) for one input, as dicts of parameter-shaped tensors."""
     params = flat_params(problem.model)
     s = grad(_log_prob, argnums=1)(problem, params, x, y)
-    hess = hessian(_log_prob, argnums=1)(problem, params, x, y)
+    hess = _hessian(_log_prob, argnums=1)(problem, params, x, y)
     a = {k: -hess[k][k].reshape(params[k].numel(), params[k].numel()).diagonal().reshape(params[k].shape)
          for k in params}
     return s, a
@@ -98,6 +110,36 @@ def conditional(problem: Problem) -> dict[str, dict[str, torch.Tensor]]:
     return {k: unflatten(problem.model, torch.stack(v)) for k, v in rows.items()}
 
 
+def conditional_by_chain_rule(problem: Problem) -> dict[str, dict[str, torch.Tensor]]:
+    """Per-input I, V1, V2 like :func:`conditional`, faster: through the outputs, by the chain rule.
+
+    With v = dh/dtheta and u = diag d^2h/dtheta^2 (from :func:`output_derivatives`) and, per label, the
+    gradient g and Hessian H of log p(y|h) in h (torch.func on torch.distributions), the score is g.v_i and
+    the negative diagonal Hessian a_i = -(v_i^T H v_i + g.u_i).
+    """
+    h, v, u = output_derivatives(problem)
+
+    def log_prob(hh, y):
+        if problem.family == "categorical":
+            return TorchCategorical(logits=hh).log_prob(y)
+        return Normal(hh, problem.sigma).log_prob(y).sum()
+
+    rows = {"fisher": [], "var_i1": [], "var_i2": []}
+    for hn, vn, un in zip(h, v, u):
+        ys, ws = labels_and_weights(problem, hn)
+        s2 = s4 = a1 = a2 = 0
+        for y, w in zip(ys, ws):
+            g = grad(log_prob)(hn, y)
+            hess = hessian(log_prob)(hn, y)
+            s = g @ vn
+            a = -((hess @ vn) * vn).sum(0) - g @ un
+            s2, s4, a1, a2 = s2 + w * s**2, s4 + w * s**4, a1 + w * a, a2 + w * a**2
+        rows["fisher"].append(s2)
+        rows["var_i1"].append(s4 - s2**2)
+        rows["var_i2"].append(a2 - a1**2)
+    return {k: unflatten(problem.model, torch.stack(r)) for k, r in rows.items()}
+
+
 def unflatten(model: nn.Module, flat: torch.Tensor) -> dict[str, torch.Tensor]:
     """(..., P) -> {name: (..., *shape)} in named_parameters order."""
     out, offset = {}, 0
@@ -119,7 +161,7 @@ def output_derivatives(problem: Problem) -> tuple[torch.Tensor, torch.Tensor, to
         hs.append(out(params, x))
         jac = jacrev(out)(params, x)
         vs.append(torch.cat([jac[k].flatten(1) for k in params], 1))
-        hes = hessian(out)(params, x)
+        hes = _hessian(out)(params, x)
         us.append(torch.cat([hes[k][k].reshape(-1, params[k].numel(), params[k].numel()).diagonal(dim1=1, dim2=2)
                              for k in params], 1))
     return torch.stack(hs).detach(), torch.stack(vs), torch.stack(us)

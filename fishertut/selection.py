@@ -1,0 +1,51 @@
+"""The one place where an engine is chosen for a model, once, from the first batch of inputs.
+
+Rules, in order: backward hooks are refused on every path (see :mod:`fishertut.inspection`);
+``path="generic"`` takes the ``torch.func`` engine; otherwise the layer-wise engine if it can honour the
+model and the batch exactly, else ``path="auto"`` falls back to the generic engine and
+``path="layerwise"`` raises :class:`~fishertut.UnsupportedModelError` with the reason.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from .errors import UnsupportedModelError
+from .functional import FunctionalEngine
+from .inspection import backward_hook_reason
+from .layerwise import LayerwiseEngine
+
+__all__ = ["PATHS", "Engine", "check_path", "select_engine"]
+
+PATHS = ("auto", "layerwise", "generic")
+Engine = LayerwiseEngine | FunctionalEngine
+
+
+def check_path(path: object) -> str:
+    """``path`` if it names a computation path, else ``ValueError``."""
+    if not isinstance(path, str) or path not in PATHS:
+        raise ValueError(f"path must be one of {PATHS}, got {path!r}")
+    return path
+
+
+def select_engine(model: nn.Module, x: Tensor, path: str) -> Engine:
+    """The engine for ``model`` on batches like ``x`` (the first batch), or an exception saying why none fits.
+
+    Raises:
+        UnsupportedModelError: the model has backward hooks, or ``path="layerwise"`` and the layer-wise
+            engine cannot honour the model or inputs shaped like ``x``.
+    """
+    reason = backward_hook_reason(model)
+    if reason is not None:
+        raise UnsupportedModelError(reason)
+    if check_path(path) == "generic":
+        return FunctionalEngine(model)
+    reason = LayerwiseEngine.unsupported_reason(model)
+    if reason is None:
+        engine = LayerwiseEngine(model)
+        reason = engine.input_reason(x)
+        if reason is None:
+            return engine
+    if path == "layerwise":
+        raise UnsupportedModelError(reason)
+    return FunctionalEngine(model)
