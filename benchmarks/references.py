@@ -1,9 +1,9 @@
-r"""The benchmark problem, the fishertut calls it times, and the peers they are compared to.
+r"""The peers fishertut is timed against, on the workload of :mod:`benchmarks.workload`.
 
-Everything here returns plain ``{parameter name: tensor}`` dicts (or dicts of them) averaged over the
-``N`` inputs, so that :func:`benchmarks.run.check_agreement` can compare a fishertut number with the peer
-number it is timed against. Notation of the book: :math:`v_i = \partial h/\partial\theta_i` (``J`` below,
-per class), :math:`u_i = \partial^2 h/\partial\theta_i^2` (``G``), :math:`\Lambda = \mathrm{diag}(p)-pp^\top`.
+Every peer returns plain ``{parameter name: tensor}`` dicts (or dicts of them) averaged over the ``N`` inputs,
+like the fishertut calls it is compared to (:func:`benchmarks.registry.check_agreement`). Notation of the
+book: :math:`v_i = \partial h/\partial\theta_i` (``J`` below, per class),
+:math:`u_i = \partial^2 h/\partial\theta_i^2` (``G``), :math:`\Lambda = \mathrm{diag}(p)-pp^\top`.
 
 Peers:
 
@@ -22,110 +22,14 @@ Peers:
 from __future__ import annotations
 
 import copy
-import math
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, jacfwd, jacrev, vmap
 
-import fishertut as ft
+from benchmarks.workload import REPORT_FIELDS, Params, Problem
 
-__all__ = ["SIZES", "REPORT_FIELDS", "Problem", "make_problem", "fishertut_exact", "fishertut_i1",
-           "fishertut_i2", "fishertut_report", "fishertut_i2_terms", "BackpackPeer", "TorchFuncReport"]
-
-SIZES = (784, 256, 128, 64, 10)
-REPORT_FIELDS = ("fisher", "var_i1", "var_i2", "var_x", "v1_lower", "v1_upper", "v2_lower", "v2_upper")
-
-Params = dict[str, Tensor]
-
-
-@dataclass
-class Problem:
-    """One benchmark configuration: network, inputs and the labels shared by every library.
-
-    Attributes:
-        activation: ``"sigmoid"`` or ``"tanh"``.
-        model: ``ft.models.mlp(sizes, activation, seed)``, untrained (timings do not depend on the weights).
-        x: ``(N, 784)`` real MNIST digits (the 5,000 of ``ft.data.load_mnist()``, cycled when ``N > 5,000``).
-        labels: ``(N,)`` one label per input sampled once from the model, :math:`y_n \sim p(y|x_n;\theta)`
-            (by inverse CDF from seeded uniforms, so that ``head(m)`` equals the problem built with ``m``).
-        family: ``ft.Categorical()``.
-    """
-
-    activation: str
-    model: nn.Sequential
-    x: Tensor
-    labels: Tensor
-    family: ft.Categorical
-
-    @property
-    def n(self) -> int:
-        return self.x.shape[0]
-
-    def head(self, n: int) -> "Problem":
-        """The same problem restricted to its first ``n`` inputs (for subset timings and checks)."""
-        return Problem(self.activation, self.model, self.x[:n], self.labels[:n], self.family)
-
-
-def make_problem(n: int, activation: str, sizes: tuple[int, ...] = SIZES, dtype: torch.dtype = torch.float32,
-                 device: str | torch.device = "cpu", seed: int = 0) -> Problem:
-    """Build the benchmark problem with ``n`` inputs (see :class:`Problem`)."""
-    model = ft.models.mlp(list(sizes), activation, seed=seed, dtype=dtype, device=device)
-    data = ft.data.load_mnist()
-    pool = torch.cat([data.train_x, data.test_x])
-    if sizes[0] != pool.shape[1]:
-        raise ValueError(f"the first width must be {pool.shape[1]} (MNIST pixels), got {sizes[0]}")
-    x = pool.repeat(math.ceil(n / pool.shape[0]), 1)[:n].to(dtype=dtype, device=device).contiguous()
-    family = ft.Categorical()
-    with torch.no_grad():
-        prob = family.probabilities(model(x)).double()
-    # Inverse-CDF draws from one uniform per input: y_n ~ p(y|x_n), and the first m labels of a problem
-    # with N > m inputs are those of the problem with m inputs (so subset timings see the same data).
-    gen = torch.Generator().manual_seed(seed)
-    u = torch.rand(n, 1, generator=gen, dtype=torch.float64).to(device)
-    labels = (prob.cumsum(1) < u).sum(1).clamp_max(prob.shape[1] - 1)
-    return Problem(activation, model, x, labels, family)
-
-
-# --- fishertut: the four timed calls ------------------------------------------------------------------
-
-
-def _plain(d: dict[str, Tensor]) -> Params:
-    return {k: v.detach() for k, v in d.items()}
-
-
-def fishertut_exact(p: Problem) -> Params:
-    """Exact diagonal FIM :math:`\\frac1N\\sum_n \\mathrm{diag}(J_n^\\top\\Lambda_n J_n)`."""
-    return _plain(ft.fisher_diagonal(p.model, p.x, p.family, "exact"))
-
-
-def fishertut_i1(p: Problem) -> Params:
-    """Î1 with the problem's sampled labels: :math:`\\frac1N\\sum_n (\\partial_\\theta\\log p(y_n|x_n))^2`."""
-    return _plain(ft.fisher_diagonal(p.model, p.x, p.family, "i1", targets=p.labels))
-
-
-def fishertut_i2(p: Problem) -> Params:
-    """Î2 with the problem's sampled labels: :math:`\\frac1N\\sum_n -\\partial^2_\\theta\\log p(y_n|x_n)`."""
-    return _plain(ft.fisher_diagonal(p.model, p.x, p.family, "i2", targets=p.labels))
-
-
-def fishertut_report(p: Problem) -> dict[str, Params]:
-    """The full :func:`fishertut.variance_report`, as ``{field: {parameter: tensor}}`` (``REPORT_FIELDS``)."""
-    rep = ft.variance_report(p.model, p.x, p.family)
-    b = rep.bounds
-    out = {"fisher": rep.fisher, "var_i1": rep.var_i1, "var_i2": rep.var_i2, "var_x": rep.var_x,
-           "v1_lower": b.v1_lower, "v1_upper": b.v1_upper, "v2_lower": b.v2_lower, "v2_upper": b.v2_upper}
-    return {k: _plain(v) for k, v in out.items()}
-
-
-def fishertut_i2_terms(p: Problem) -> Params:
-    """Per-input Î2 terms ``(N, *shape)`` for the problem's labels (to check BackPACK's BatchDiagHessian)."""
-    terms = ft.estimator_terms(p.model, p.x, p.family, targets=p.labels)
-    return {k: v[:, 0].detach() for k, v in terms.i2.items()}
-
-
-# --- BackPACK --------------------------------------------------------------------------------------------
+__all__ = ["BackpackPeer", "TorchFuncReport"]
 
 
 class BackpackPeer:
@@ -148,11 +52,12 @@ class BackpackPeer:
     def _batches(self, max_batches: int | None) -> list[tuple[Tensor, Tensor]]:
         x, y = self.problem.x, self.problem.labels
         step = self.batch_size or x.shape[0]
-        out = [(x[s:s + step], y[s:s + step]) for s in range(0, x.shape[0], step)]
+        out = [(x[s : s + step], y[s : s + step]) for s in range(0, x.shape[0], step)]
         return out if max_batches is None else out[:max_batches]
 
-    def _sum(self, extension: object, attribute: str, max_batches: int | None = None,
-             batch_stats: bool = False) -> tuple[Params, Params | None, int]:
+    def _sum(
+        self, extension: object, attribute: str, max_batches: int | None = None, batch_stats: bool = False
+    ) -> tuple[Params, Params | None, int]:
         """Sum of ``p.<attribute>`` over the batches (over the batch axis too if ``batch_stats``)."""
         from backpack import backpack
 
@@ -243,8 +148,7 @@ class TorchFuncReport:
         self.params = {n: p.detach() for n, p in self.model.named_parameters()}
         layers = list(self.model)
         self.linears = [(i, m) for i, m in enumerate(layers) if isinstance(m, nn.Linear)]
-        if len(self.linears) == 0 or any(not isinstance(m, (nn.Linear, nn.Sigmoid, nn.Tanh, nn.ReLU))
-                                         for m in layers):
+        if len(self.linears) == 0 or any(not isinstance(m, (nn.Linear, nn.Sigmoid, nn.Tanh, nn.ReLU)) for m in layers):
             raise ValueError("TorchFuncReport needs an MLP of Linear layers and elementwise activations")
         self.layers = layers
 
@@ -252,19 +156,19 @@ class TorchFuncReport:
         return functional_call(self.model, params, (x.unsqueeze(0),)).squeeze(0)
 
     def _second_derivatives(self, x: Tensor) -> Params:
-        """Per-sample, per-class :math:`\\partial^2 h_c/\\partial\\theta_i^2`: ``{name: (B, C, numel)}``."""
+        r"""Per-sample, per-class :math:`\partial^2 h_c/\partial\theta_i^2`: ``{name: (B, C, numel)}``."""
         out: Params = {}
         a = x
         for i, layer in enumerate(self.layers):
             if isinstance(layer, nn.Linear):
                 z = layer(a)
-                rest = nn.Sequential(*self.layers[i + 1:])
+                rest = nn.Sequential(*self.layers[i + 1 :])
 
                 def head(zi: Tensor, rest: nn.Module = rest) -> Tensor:
                     return rest(zi.unsqueeze(0)).squeeze(0)
 
-                hess = vmap(jacfwd(jacrev(head)))(z)                      # (B, C, n_out, n_out)
-                gz = hess.diagonal(dim1=-2, dim2=-1)                      # (B, C, n_out)
+                hess = vmap(jacfwd(jacrev(head)))(z)  # (B, C, n_out, n_out)
+                gz = hess.diagonal(dim1=-2, dim2=-1)  # (B, C, n_out)
                 out[f"{i}.weight"] = (gz.unsqueeze(-1) * a.square()[:, None, None, :]).flatten(2)
                 if layer.bias is not None:
                     out[f"{i}.bias"] = gz
@@ -279,10 +183,10 @@ class TorchFuncReport:
         n, c = p.shape
         lam = torch.diag_embed(p) - p[:, :, None] * p[:, None, :]
         ev = torch.linalg.eigvalsh(lam)
-        eps = torch.eye(c, dtype=p.dtype, device=p.device) - p[:, None, :]          # rows: eps_c = e_c - p
-        m = (eps[:, :, :, None] * eps[:, :, None, :]).reshape(n, c, c * c)          # vec(eps_c eps_c^T)
+        eps = torch.eye(c, dtype=p.dtype, device=p.device) - p[:, None, :]  # rows: eps_c = e_c - p
+        m = (eps[:, :, :, None] * eps[:, :, None, :]).reshape(n, c, c * c)  # vec(eps_c eps_c^T)
         centred = (m - (p[:, :, None] * m).sum(1, keepdim=True)) * p.sqrt()[:, :, None]
-        big = centred.transpose(1, 2) @ centred                                      # M, (C^2 x C^2)
+        big = centred.transpose(1, 2) @ centred  # M, (C^2 x C^2)
         m_max = torch.linalg.eigvalsh(big)[:, -1].clamp_min(0)
         m_min = m_max if c == 2 else torch.zeros_like(m_max)
         return ev[:, 1].clamp_min(0), ev[:, -1], m_min, m_max
@@ -295,7 +199,7 @@ class TorchFuncReport:
         for c_index, s in enumerate(range(0, x_all.shape[0], self.chunk_size)):
             if max_chunks is not None and c_index >= max_chunks:
                 break
-            x = x_all[s:s + self.chunk_size]
+            x = x_all[s : s + self.chunk_size]
             count += x.shape[0]
             with torch.no_grad():
                 h = self.model(x)
@@ -305,17 +209,24 @@ class TorchFuncReport:
             curv = self._second_derivatives(x)
             pw = prob[:, :, None]
             for name in self.params:
-                j = jac[name].flatten(2)                                  # (B, C, numel)
+                j = jac[name].flatten(2)  # (B, C, numel)
                 g = curv[name]
                 d2 = (j - (pw * j).sum(1, keepdim=True)).square()
-                fisher = (pw * d2).sum(1)                                 # I(theta|x) = sum_c p_c (v_c - vbar)^2
-                var_i1 = (pw * (d2 - fisher[:, None]).square()).sum(1)   # Var_y (eps^T v)^2
-                var_i2 = (pw * (g - (pw * g).sum(1, keepdim=True)).square()).sum(1)   # u^T Lambda u
-                pj = (j - j.mean(1, keepdim=True)).square().sum(1).square()          # ||Pi v||^4
-                pg = (g - g.mean(1, keepdim=True)).square().sum(1)                   # ||Pi u||^2
-                values = {"fisher": fisher, "fisher_sq": fisher.square(), "var_i1": var_i1, "var_i2": var_i2,
-                          "v1_lower": m_min[:, None] * pj, "v1_upper": m_max[:, None] * pj,
-                          "v2_lower": cov_min[:, None] * pg, "v2_upper": cov_max[:, None] * pg}
+                fisher = (pw * d2).sum(1)  # I(theta|x) = sum_c p_c (v_c - vbar)^2
+                var_i1 = (pw * (d2 - fisher[:, None]).square()).sum(1)  # Var_y (eps^T v)^2
+                var_i2 = (pw * (g - (pw * g).sum(1, keepdim=True)).square()).sum(1)  # u^T Lambda u
+                pj = (j - j.mean(1, keepdim=True)).square().sum(1).square()  # ||Pi v||^4
+                pg = (g - g.mean(1, keepdim=True)).square().sum(1)  # ||Pi u||^2
+                values = {
+                    "fisher": fisher,
+                    "fisher_sq": fisher.square(),
+                    "var_i1": var_i1,
+                    "var_i2": var_i2,
+                    "v1_lower": m_min[:, None] * pj,
+                    "v1_upper": m_max[:, None] * pj,
+                    "v2_lower": cov_min[:, None] * pg,
+                    "v2_upper": cov_max[:, None] * pg,
+                }
                 for field, v in values.items():
                     part = v.sum(0).to(torch.float64)
                     sums[field][name] = sums[field][name] + part if name in sums[field] else part

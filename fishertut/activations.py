@@ -1,5 +1,7 @@
-r"""First and second derivatives :math:`\sigma'(z)`, :math:`\sigma''(z)` of the elementwise activations the
-layer-wise engine supports (spec 3.1). Closed forms, checked against autograd in the tests.
+r"""First and second derivatives :math:`\sigma'(z)`, :math:`\sigma''(z)` of the supported elementwise activations.
+
+These are the activations the layer-wise engine supports (chapter "The two estimators", section "What each
+costs"). Closed forms, checked against autograd in the tests.
 
 Piecewise-linear activations (ReLU, leaky ReLU) have :math:`\sigma'' = 0` almost everywhere; they are
 flagged ``curved=False`` so the engine skips their (zero) curvature sources.
@@ -8,8 +10,8 @@ flagged ``curved=False`` so the engine skips their (zero) curvature sources.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import Tensor, nn

@@ -1,5 +1,6 @@
-r"""Public entry points: :func:`fisher_diagonal`, :func:`variance_report`, :func:`per_input_statistics`,
-:func:`estimator_terms`.
+r"""Public entry points.
+
+:func:`fisher_diagonal`, :func:`variance_report`, :func:`per_input_statistics`, :func:`estimator_terms`.
 
 Each streams over the batches of ``inputs``, runs one engine per batch (layer-wise for supported
 ``nn.Sequential`` MLPs, ``torch.func`` otherwise) and reduces unit statistics (see :mod:`fishertut.terms`):
@@ -17,11 +18,14 @@ statistic       unit value per input (``J`` = first, ``G`` = second       degree
 ``v1_*``        :math:`\lambda(M)\,\|\Pi J\|^4`                           4       bounds
 ``v2_*``        :math:`\lambda(\Lambda)\,\|\Pi G\|^2`                     4       bounds
 ==============  ======================================================  ======  =========================
+
+See chapters "The two estimators" (what each estimator computes) and "The variances of the two estimators".
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+
 import torch
 from torch import Tensor, nn
 
@@ -29,7 +33,15 @@ from .arguments import check_count, coerce_targets
 from .batches import iterate_batches
 from .families import ExponentialFamily, OutputSpectrum
 from .guards import PROBE_ROWS, check_independent_rows, check_output_kind, run_forward, warn_if_probabilities
-from .report import ESTIMATORS, Bounds, ConditionalStatistics, EstimatorTerms, FisherDiagonal, VarianceReport
+from .report import (
+    ESTIMATORS,
+    Bounds,
+    ConditionalStatistics,
+    EstimatorTerms,
+    FisherDiagonal,
+    VarianceReport,
+    check_estimator,
+)
 from .selection import Engine, check_path, select_engine
 from .terms import PerInputCollector, SumCollector, UnitTerms
 from .validation import Checks, check_batch, check_generator, check_model
@@ -154,13 +166,13 @@ def fisher_diagonal(model: nn.Module, inputs: Inputs, family: ExponentialFamily,
                     path: str = "auto", process_group: object | None = None) -> FisherDiagonal:
     r"""Diagonal of the Fisher information matrix, exactly or by one of the two estimators.
 
-    * ``"exact"``: :math:`\frac1N\sum_n v_i^\top \Lambda(x_n) v_i` (spec 2);
+    * ``"exact"``: :math:`\frac1N\sum_n v_i^\top \Lambda(x_n) v_i` (eq. eq-expfam-diag);
     * ``"i1"``: :math:`\frac1{NS}\sum_{n,s} (\partial_{\theta_i}\log p(y_{ns}|x_n))^2`;
     * ``"i2"``: :math:`\frac1{NS}\sum_{n,s} -\partial^2_{\theta_i}\log p(y_{ns}|x_n)
-      = \frac1{NS}\sum_{n,s} (v_i^\top\Lambda v_i - \varepsilon_{ns}^\top u_i)` (spec 3).
+      = \frac1{NS}\sum_{n,s} (v_i^\top\Lambda v_i - \varepsilon_{ns}^\top u_i)` (eq. eq-est-diag).
 
     Labels :math:`y_{ns}` are drawn from the model, ``samples_per_input`` per input, from ``generator``,
-    unless ``targets`` gives them; with data labels ``"i1"`` is the empirical Fisher (spec 7).
+    unless ``targets`` gives them; with data labels ``"i1"`` is the empirical Fisher (chapter "The empirical Fisher").
 
     Frozen parameters (``requires_grad=False``) are left out: they are constants of the model, and only
     trainable ones get an entry. Hooks, parametrizations (results keyed by ``model.named_parameters()``, e.g.
@@ -189,8 +201,7 @@ def fisher_diagonal(model: nn.Module, inputs: Inputs, family: ExponentialFamily,
     Returns:
         :class:`FisherDiagonal`: ``{parameter name: tensor shaped like the parameter}``, in the model's dtype.
     """
-    if estimator not in ESTIMATORS:
-        raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
+    check_estimator(estimator, ESTIMATORS)
     samples = check_count(samples_per_input, "samples_per_input")
     if targets is not None and estimator == "exact":
         raise ValueError("targets are not used by estimator='exact' (it averages over all labels); pass targets=None")
@@ -253,13 +264,18 @@ def variance_report(model: nn.Module, inputs: Inputs, family: ExponentialFamily,
     r"""Exact FIM diagonal with the exact conditional variances of Î1 and Î2, the input term and the bounds.
 
     No Monte Carlo: for each input the variance over labels is a finite sum over classes (categorical) or a
-    closed form (Gaussian): :math:`V_1 = K[v_i^4] - I(\theta_i|x)^2`, :math:`V_2 = u_i^\top\Lambda u_i` (spec 4.1).
+    closed form (Gaussian): :math:`V_1 = K[v_i^4] - I(\theta_i|x)^2`, :math:`V_2 = u_i^\top\Lambda u_i` (eq. eq-var-v1).
     See :class:`VarianceReport` for the fields and :class:`Bounds` for the bound variant. Frozen parameters
     (``requires_grad=False``) are left out. Half-precision models work; their output-space spectra are
     computed in float32.
 
     Args:
-        model, inputs, family, batch_size, path, process_group: as in :func:`fisher_diagonal`.
+        model: as in :func:`fisher_diagonal`.
+        inputs: as in :func:`fisher_diagonal`.
+        family: as in :func:`fisher_diagonal`.
+        batch_size: as in :func:`fisher_diagonal`.
+        path: as in :func:`fisher_diagonal`.
+        process_group: as in :func:`fisher_diagonal`.
     """
     run = _Run(model, family, path, batch_size, None, curvature=True)
     col = SumCollector(float64_stats=frozenset({"fisher", "fisher_sq"}))
@@ -298,7 +314,8 @@ def estimator_terms(model: nn.Module, inputs: Inputs, family: ExponentialFamily,
                     batch_size: int | None = None, path: str = "auto") -> EstimatorTerms:
     r"""Single-pair terms of Î1 and Î2 for the same labels, each ``(N, S, *parameter.shape)``.
 
-    ``i1``: :math:`(\varepsilon^\top v_i)^2`; ``i2``: :math:`v_i^\top\Lambda v_i - \varepsilon^\top u_i` (spec 3).
+    ``i1``: :math:`(\varepsilon^\top v_i)^2`; ``i2``: :math:`v_i^\top\Lambda v_i - \varepsilon^\top u_i`
+    (eq. eq-est-diag).
     Their means over ``(n, s)`` equal :func:`fisher_diagonal` with ``"i1"``/``"i2"`` and the same generator.
     Materialises ``N × S × P`` values: meant for small models or few inputs (Monte-Carlo experiments).
     Frozen parameters (``requires_grad=False``) are left out. Arguments as in :func:`fisher_diagonal`.

@@ -1,4 +1,7 @@
-"""Exceptions of fishertut."""
+"""Exceptions of fishertut.
+
+See chapter "The two estimators" (section "What each costs") for which models take which engine.
+"""
 
 __all__ = ["UnsupportedModelError"]
 

@@ -1,7 +1,7 @@
 r"""Exponential-family output models :math:`p(y|x;\theta) = \pi(y)\exp(t(y)^\top h - F(h))`.
 
 Every quantity of the book reduces, for one input :math:`x`, to three objects of the output
-distribution (spec section 2, 4.1):
+distribution (the paper's Section 1; chapters "Exponential-family outputs" and "The variances of the two estimators"):
 
 * the *score residual* :math:`\varepsilon = \partial \log p(y|x)/\partial h`, so that the score of a
   parameter is :math:`\varepsilon^\top v_i` with :math:`v_i = \partial h/\partial\theta_i`;
@@ -9,9 +9,9 @@ distribution (spec section 2, 4.1):
   depend on :math:`y` for both families here, so that :math:`I(\theta_i|x) = v_i^\top\Lambda v_i`;
 * its fourth moment :math:`K[w^4] = \mathbb{E}[(\varepsilon^\top w)^4]`.
 
-For the categorical family :math:`h` are logits, :math:`\varepsilon = e_y - p` and :math:`\Lambda = \mathrm{diag}(p) - pp^\top`.
+Categorical family: :math:`h` are logits, :math:`\varepsilon = e_y - p`, :math:`\Lambda = \mathrm{diag}(p)-pp^\top`.
 For the Gaussian family the network predicts the mean :math:`\mu = h` of :math:`\mathcal N(\mu, \sigma^2 I)`, so
-:math:`\varepsilon = (y-\mu)/\sigma^2` and :math:`\Lambda = I/\sigma^2` (spec section 5, "known variance").
+:math:`\varepsilon = (y-\mu)/\sigma^2` and :math:`\Lambda = I/\sigma^2` (chapter "Regression", "known variance").
 
 Vectors ``w`` in output space are batched as ``(N, C, n)``: input, output coordinate, and any number ``n``
 of directions (one per parameter or per unit). Reductions run over the output axis ``C`` (dim 1).
@@ -33,7 +33,7 @@ __all__ = ["ExponentialFamily", "Categorical", "Gaussian", "OutputSpectrum"]
 
 @dataclass(frozen=True)
 class OutputSpectrum:
-    r"""Per-input extreme eigenvalues that enter the spectral bounds (spec 4.2, 6.5), each shaped ``(N,)``.
+    r"""Per-input extreme eigenvalues that enter the spectral bounds (chapter "Bounds on the variances"), ``(N,)``.
 
     All eigenvalues are taken on the subspace where the family's directions live after
     :meth:`ExponentialFamily.project` (the orthogonal complement of :math:`\mathbf 1` for the categorical
@@ -83,7 +83,7 @@ class ExponentialFamily(ABC):
 
     @abstractmethod
     def sample(self, h: Tensor, samples_per_input: int, generator: torch.Generator | None = None) -> Tensor:
-        """Draw ``samples_per_input`` labels per input from :math:`p(y|x;\\theta)`; shape ``(N, S, ...)``."""
+        r"""Draw ``samples_per_input`` labels per input from :math:`p(y|x;\theta)`; shape ``(N, S, ...)``."""
 
     def sample_with_residual(self, h: Tensor, samples_per_input: int,
                              generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
@@ -97,7 +97,7 @@ class ExponentialFamily(ABC):
 
     @abstractmethod
     def residual(self, h: Tensor, y: Tensor) -> Tensor:
-        r"""Score residual :math:`\varepsilon = \partial\log p(y|x)/\partial h` for labels ``(N, S, ...)``; shape ``(N, S, C)``."""
+        r"""Score residual :math:`\varepsilon = \partial_h\log p(y|x)`, ``(N, S, C)``, of labels ``(N, S, ...)``."""
 
     @abstractmethod
     def covariance(self, h: Tensor) -> Tensor:
@@ -105,7 +105,7 @@ class ExponentialFamily(ABC):
 
     @abstractmethod
     def covariance_factor(self, h: Tensor) -> Tensor:
-        r"""A factor :math:`S` ``(N, C, C)`` with :math:`S^\top S = \Lambda`, so that :math:`w^\top\Lambda w = \|S w\|^2`."""
+        r"""A factor :math:`S` ``(N, C, C)`` with :math:`S^\top S = \Lambda`, so :math:`w^\top\Lambda w = \|S w\|^2`."""
 
     @abstractmethod
     def quad(self, h: Tensor, w: Tensor) -> Tensor:
@@ -113,10 +113,10 @@ class ExponentialFamily(ABC):
 
     @abstractmethod
     def fourth_moment(self, h: Tensor, w: Tensor) -> Tensor:
-        r""":math:`K[w^4] = \mathbb E[(\varepsilon^\top w)^4 \mid x]` for ``w`` of shape ``(N, C, n)``; shape ``(N, n)``."""
+        r""":math:`K[w^4] = \mathbb E[(\varepsilon^\top w)^4 \mid x]` for ``w`` ``(N, C, n)``; shape ``(N, n)``."""
 
     def fourth_cumulant_form(self, h: Tensor, w: Tensor) -> Tensor:
-        r"""Single-label variance of the squared score, :math:`V_1 = K[w^4] - (w^\top\Lambda w)^2` (spec 4.1)."""
+        r"""Single-label variance of the squared score, :math:`V_1 = K[w^4] - (w^\top\Lambda w)^2` (eq. eq-var-v1)."""
         return self.fourth_moment(h, w) - self.quad(h, w) ** 2
 
     @abstractmethod
@@ -133,7 +133,7 @@ class Categorical(ExponentialFamily):
 
     The model output ``h`` are logits of shape ``(N, C)`` with ``C >= 2``; labels are class indices.
     Class sums are exact: :math:`I = \sum_c p_c (w_c - \bar w)^2` and :math:`K[w^4] = \sum_c p_c (w_c-\bar w)^4`
-    with :math:`\bar w = p^\top w` (spec 6.4).
+    with :math:`\bar w = p^\top w` (chapter "Classification", eq. eq-cls-diag).
     """
 
     name = "categorical"
@@ -200,7 +200,7 @@ class Categorical(ExponentialFamily):
         return (p * d.square().square()).sum(1)
 
     def fourth_cumulant_form(self, h: Tensor, w: Tensor) -> Tensor:
-        r""":math:`V_1 = \mathrm{Var}_{y\sim p}((w_y - \bar w)^2) = \sum_c p_c ((w_c-\bar w)^2 - I)^2` (spec 6.4).
+        r""":math:`V_1 = \mathrm{Var}_{y\sim p}((w_y - \bar w)^2) = \sum_c p_c ((w_c-\bar w)^2 - I)^2` (eq-cls-diag).
 
         Computed as a variance of the class values, not as a difference of moments, so that it
         stays non-negative and accurate when :math:`V_1 \ll I^2`.
@@ -213,18 +213,21 @@ class Categorical(ExponentialFamily):
         return w - w.mean(1, keepdim=True)
 
     def residual_gram(self, h: Tensor) -> Tensor:
-        r""":math:`Q_{cd} = (\varepsilon_c^\top\varepsilon_d)^2` with :math:`\varepsilon_c = e_c - p`, shape ``(N, C, C)``:
-        the Gram matrix of the :math:`\mathrm{vec}(\varepsilon_c\varepsilon_c^\top)` behind the fourth-moment spectra."""
+        r""":math:`Q_{cd} = (\varepsilon_c^\top\varepsilon_d)^2` with :math:`\varepsilon_c = e_c - p`, ``(N, C, C)``.
+
+        The Gram matrix of the :math:`\mathrm{vec}(\varepsilon_c\varepsilon_c^\top)` behind the fourth-moment spectra.
+        """
         p = self.probabilities(h)
         eps = torch.eye(h.shape[1], dtype=h.dtype, device=h.device).unsqueeze(0) - p.unsqueeze(1)
         return (eps @ eps.transpose(1, 2)).square()
 
     def spectrum(self, h: Tensor) -> OutputSpectrum:
-        r"""Eigenvalues of :math:`\Lambda = \mathrm{diag}(p)-pp^\top` and of :math:`M` (spec 6.2, 6.5).
+        r"""Eigenvalues of :math:`\Lambda = \mathrm{diag}(p)-pp^\top` and of :math:`M` (eq. eq-cls-spectrum).
 
         :math:`\Lambda` has the null vector :math:`\mathbf 1`, so on :math:`\mathbf 1^\perp` its spectrum is the
         eigenvalues but the smallest: ``cov_min`` is the second smallest eigenvalue.
-        :math:`M = \sum_c p_c (m_c - \bar m)(m_c-\bar m)^\top` with :math:`m_c = \mathrm{vec}(\varepsilon_c\varepsilon_c^\top)`,
+        :math:`M = \sum_c p_c (m_c - \bar m)(m_c-\bar m)^\top` with
+        :math:`m_c = \mathrm{vec}(\varepsilon_c\varepsilon_c^\top)`,
         :math:`\varepsilon_c = e_c - p`, has rank at most :math:`C-1`, and its non-zero eigenvalues are those
         of the :math:`C\times C` Gram matrix :math:`B_{cd} = \sqrt{p_c p_d}\langle m_c-\bar m, m_d-\bar m\rangle`, where
         :math:`\langle m_c, m_d\rangle = (\varepsilon_c^\top\varepsilon_d)^2`. Its range lies in the symmetric
@@ -249,8 +252,8 @@ class Categorical(ExponentialFamily):
 class Gaussian(ExponentialFamily):
     r"""Regression with :math:`y \sim \mathcal N(\mu, \sigma^2 I_D)`, the network predicting :math:`\mu = h` (N, D).
 
-    :math:`\varepsilon = (y-\mu)/\sigma^2` and :math:`\Lambda = I/\sigma^2`, so :math:`I(\theta_i|x) = \|v_i\|^2/\sigma^2`,
-    :math:`K[w^4] = 3\|w\|^4/\sigma^4`, :math:`V_1 = 2I^2` and :math:`V_2 = \|u_i\|^2/\sigma^2` (spec 5).
+    :math:`\varepsilon = (y-\mu)/\sigma^2`, :math:`\Lambda = I/\sigma^2`, :math:`I(\theta_i|x) = \|v_i\|^2/\sigma^2`,
+    :math:`K[w^4] = 3\|w\|^4/\sigma^4`, :math:`V_1 = 2I^2` and :math:`V_2 = \|u_i\|^2/\sigma^2` (eq. eq-reg-closed).
 
     Args:
         sigma: the known, fixed noise standard deviation (> 0).
@@ -338,7 +341,7 @@ class Gaussian(ExponentialFamily):
         return w
 
     def spectrum(self, h: Tensor) -> OutputSpectrum:
-        """All eigenvalues of :math:`\\Lambda` are :math:`1/\\sigma^2`; :math:`M = (I + P_{swap})/\\sigma^4` is 2/σ⁴ on symmetric tensors."""
+        r"""Eigenvalues: 1/σ² for :math:`\Lambda`, 2/σ⁴ for :math:`M = (I + P_{swap})/\sigma^4` on symmetric tensors."""
         ones = torch.ones(h.shape[0], dtype=h.dtype, device=h.device)
         lam = self.precision * ones
         m = 2 * self.precision**2 * ones

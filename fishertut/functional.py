@@ -10,6 +10,8 @@ thousands of parameters); the layer-wise engine is the fast path for MLPs. Memor
 The model's own forward runs, so hooks, parametrizations (the Fisher is then with respect to the
 parameters ``model.named_parameters()`` lists, e.g. ``parametrizations.weight.original``) and shared
 parameters are honoured. Modules with ``inplace=True`` run out of place while the engine works.
+
+See chapter "The two estimators" (section "What each costs").
 """
 
 from __future__ import annotations

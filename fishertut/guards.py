@@ -7,7 +7,7 @@ expected, and models whose output for one input depends on the other inputs of t
 from __future__ import annotations
 
 import warnings
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn

@@ -1,6 +1,7 @@
 r"""The layer-wise engine for ``nn.Sequential`` networks of ``Linear`` layers and elementwise activations.
 
-Backward recursion (spec 3.1), for a set of output-space channels :math:`R` (``K × C`` per input):
+Backward recursion (chapter "The two estimators", section "What each costs"), for a set of output-space
+channels :math:`R` (``K × C`` per input):
 
 * first derivatives :math:`g = \partial (R h)/\partial(\cdot)`: through a Linear layer :math:`g \leftarrow g W`,
   through an activation :math:`g \leftarrow g \odot \sigma'(z)`;
@@ -222,8 +223,10 @@ class LayerwiseEngine:
 
 
 class _Source:
-    r"""One curvature source :math:`e` below the current point: :math:`d_e` ``(N, K2, n_e)`` and
-    :math:`A_e = M\,\mathrm{diag}(c)`, kept as a matrix :math:`M` (``None`` for the identity; ``(1, n_e, n)``
+    r"""One curvature source :math:`e` below the current point.
+
+    It is :math:`d_e` ``(N, K2, n_e)`` and :math:`A_e = M\,\mathrm{diag}(c)`, kept as a matrix :math:`M` (``None``
+    for the identity; ``(1, n_e, n)``
     when shared by all inputs, else ``(N, n_e, n)``) and a lazy column scale :math:`c` ``(N, n)`` (``None`` for
     ones), so that an activation costs nothing and :math:`d_e A_e^{\odot 2} = (d_e M^{\odot 2}) \odot c^2`.
     """

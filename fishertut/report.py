@@ -1,6 +1,7 @@
 r"""Result types: the diagonal FIM estimate, the variance report with its bounds, and sample sizes.
 
-Notation of the spec (sections 4.1, 4.2, 4.5, 4.6), per parameter :math:`\theta_i`, over inputs
+Notation of the book (chapters "The variances of the two estimators", "Bounds on the variances", "Input and
+label randomness"), per parameter :math:`\theta_i`, over inputs
 :math:`x_1..x_N`:
 
 * ``fisher``: :math:`\mathcal I(\theta_i) = \frac1N\sum_n I(\theta_i|x_n)`;
@@ -59,10 +60,10 @@ class FisherDiagonal(dict):
 class Bounds:
     r"""Spectral bounds on the single-label variances, averaged over inputs (dicts like ``fisher``).
 
-    Variant (our choice among the valid ones of spec 4.2; the paper's exact form is unresolved, spec 10.2):
+    Variant (our choice among the valid forms of the paper's Theorem 4.1; eq. eq-bounds-projected of the book):
     eigenvalues are taken on the subspace where the directions live, after projecting out the
     null direction :math:`\mathbf 1` of the categorical :math:`\Lambda` (:math:`\Pi w = w - \mathrm{mean}(w)\mathbf 1`),
-    which changes neither :math:`V_1` nor :math:`V_2` (shift invariance, spec 6.1):
+    which changes neither :math:`V_1` nor :math:`V_2` (shift invariance, chapter "Classification"):
 
     * ``v1_lower``/``v1_upper``: :math:`\|\Pi v_i\|^4\,\lambda_{\min/\max}(M)`, :math:`M` restricted to symmetric
       tensors of that subspace (lower is 0 for a categorical with ``C >= 3``; tight for ``C = 2``;
@@ -77,7 +78,8 @@ class Bounds:
     v2_upper: dict[str, Tensor]
 
 
-def _check_estimator(estimator: str, allowed: tuple[str, ...] = ("i1", "i2")) -> None:
+def check_estimator(estimator: str, allowed: tuple[str, ...] = ("i1", "i2")) -> None:
+    """Raise ``ValueError`` unless ``estimator`` is one of ``allowed`` (the one estimator-name check)."""
     if estimator not in allowed:
         raise ValueError(f"estimator must be one of {allowed}, got {estimator!r}")
 
@@ -104,12 +106,12 @@ class VarianceReport:
 
     def conditional_variance(self, estimator: str) -> dict[str, Tensor]:
         """``var_i1`` or ``var_i2``."""
-        _check_estimator(estimator)
+        check_estimator(estimator)
         return self.var_i1 if estimator == "i1" else self.var_i2
 
     def estimator_variance(self, estimator: str, num_inputs: int | None = None,
                            samples_per_input: int = 1) -> dict[str, Tensor]:
-        r""":math:`\mathrm{Var}(\hat I_k) = \mathrm{var\_x}/N + \mathrm{var\_ik}/(N S)` (spec 4.5).
+        r""":math:`\mathrm{Var}(\hat I_k) = \mathrm{var\_x}/N + \mathrm{var\_ik}/(N S)` (eq. eq-ilv-total-variance).
 
         Args:
             estimator: ``"i1"`` or ``"i2"``.
@@ -123,10 +125,11 @@ class VarianceReport:
 
     def sample_size(self, epsilon: float, delta: float = 0.05, estimator: str = "i1",
                     samples_per_input: int = 1, relative: bool = True) -> dict[str, Tensor]:
-        r"""Inputs :math:`N` that make :math:`P(|\hat I_k(\theta_i) - \mathcal I(\theta_i)| \ge \epsilon') \le \delta` by Chebyshev.
+        r"""Inputs :math:`N` with :math:`P(|\hat I_k(\theta_i) - \mathcal I(\theta_i)| \ge \epsilon') \le \delta`.
 
-        :math:`N \ge (\mathrm{var\_x} + \mathrm{var\_ik}/S)/(\delta\,\epsilon'^2)` with :math:`\epsilon' = \epsilon\,\mathcal I(\theta_i)`
-        if ``relative`` else :math:`\epsilon` (spec 4.6). Parameters with zero variance need one input;
+        :math:`N \ge (\mathrm{var\_x} + \mathrm{var\_ik}/S)/(\delta\,\epsilon'^2)` with
+        :math:`\epsilon' = \epsilon\,\mathcal I(\theta_i)` if ``relative`` else :math:`\epsilon` (eq. eq-ilv-chebyshev).
+        Parameters with zero variance need one input;
         a relative target for a parameter with zero Fisher information but non-zero variance needs
         ``inf``.
         """
@@ -147,9 +150,9 @@ class VarianceReport:
 
 @dataclass
 class ConditionalStatistics:
-    """Per-input values: each dict maps a parameter name to a tensor ``(N, *parameter.shape)``.
+    r"""Per-input values: each dict maps a parameter name to a tensor ``(N, *parameter.shape)``.
 
-    ``fisher[k][n]`` is :math:`I(\\theta|x_n)`; ``var_i1``, ``var_i2`` are :math:`V_1, V_2(\\theta|x_n)`;
+    ``fisher[k][n]`` is :math:`I(\theta|x_n)`; ``var_i1``, ``var_i2`` are :math:`V_1, V_2(\theta|x_n)`;
     ``bounds`` holds the per-input bounds.
     """
 
@@ -162,10 +165,10 @@ class ConditionalStatistics:
 
 @dataclass
 class EstimatorTerms:
-    """Single-pair terms of the two estimators: dicts of ``(N, S, *parameter.shape)`` tensors.
+    r"""Single-pair terms of the two estimators: dicts of ``(N, S, *parameter.shape)`` tensors.
 
-    ``i1[k][n, s]`` is :math:`(\\partial_{\\theta}\\log p(y_{ns}|x_n))^2` and ``i2[k][n, s]`` is
-    :math:`-\\partial^2_{\\theta}\\log p(y_{ns}|x_n)`; ``labels`` are the :math:`y_{ns}`. The estimators are the
+    ``i1[k][n, s]`` is :math:`(\partial_{\theta}\log p(y_{ns}|x_n))^2` and ``i2[k][n, s]`` is
+    :math:`-\partial^2_{\theta}\log p(y_{ns}|x_n)`; ``labels`` are the :math:`y_{ns}`. The estimators are the
     means over ``(n, s)``.
     """
 

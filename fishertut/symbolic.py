@@ -4,7 +4,7 @@ Each chapter derives its formulas here, symbolically, and then compares them num
 of :mod:`fishertut.families` (through :func:`lambdify`), so that derivation and library cannot drift apart.
 
 For an exponential family :math:`p(y|h) = \pi(y)\exp(t(y)^\top h - F(h))` the log-partition function
-:math:`F` generates everything (spec 2, 4.1):
+:math:`F` generates everything (chapters "Exponential-family outputs" and "The variances of the two estimators"):
 
 * :math:`\eta = \nabla F = \mathbb E[t(y)]` and :math:`\nabla^2 F = \mathrm{Cov}(t(y))` (:class:`SymbolicFamily`);
 * along a direction :math:`w`, :math:`\phi(s) = F(h + s w)` is, up to a constant and a linear term, the
@@ -19,11 +19,11 @@ Two families, matching :mod:`fishertut.families`:
   :math:`\varepsilon = t - \eta = (y-\mu)/\sigma^2` is the one of :class:`fishertut.Gaussian`;
 * :func:`categorical`: :math:`t(y) = e_y`, :math:`F(h) = \log\sum_c e^{h_c}` (softmax logits).
 
-The categorical fourth central moment tensor (spec 6.3) is built two ways, by enumeration over the classes
-(:func:`categorical_fourth_moment_enumerated`) and by the explicit Kronecker-delta formula
+The categorical fourth central moment tensor (chapter "Classification", eq. eq-cls-k) is built two ways, by
+enumeration over the classes (:func:`categorical_fourth_moment_enumerated`) and by the explicit Kronecker-delta formula
 (:func:`categorical_fourth_moment`).
 
-See chapters "Exponential-family outputs", "Conditional variances" and "Classification".
+See chapters "Exponential-family outputs", "The variances of the two estimators" and "Classification".
 """
 
 from __future__ import annotations
@@ -36,8 +36,16 @@ import numpy as np
 import sympy as sp
 
 __all__ = [
-    "SymbolicFamily", "gaussian", "categorical", "vector", "directional_derivative", "conditional_variances",
-    "categorical_fourth_moment", "categorical_fourth_moment_enumerated", "contract", "positive_parameterization",
+    "SymbolicFamily",
+    "gaussian",
+    "categorical",
+    "vector",
+    "directional_derivative",
+    "conditional_variances",
+    "categorical_fourth_moment",
+    "categorical_fourth_moment_enumerated",
+    "contract",
+    "positive_parameterization",
     "lambdify",
 ]
 
@@ -78,8 +86,11 @@ class SymbolicFamily:
 
     def cumulant(self, order: int) -> sp.Array:
         r"""The cumulant tensor :math:`\nabla^k F(h)` of order ``k`` (an ``m^k`` array)."""
-        return sp.derive_by_array(self.F, list(self.h)) if order == 1 else sp.derive_by_array(
-            self.cumulant(order - 1), list(self.h))
+        return (
+            sp.derive_by_array(self.F, list(self.h))
+            if order == 1
+            else sp.derive_by_array(self.cumulant(order - 1), list(self.h))
+        )
 
 
 def gaussian(m: int, sigma: sp.Symbol | None = None) -> SymbolicFamily:
@@ -116,7 +127,7 @@ def directional_derivative(family: SymbolicFamily, w: sp.Matrix, order: int) -> 
 
 
 def conditional_variances(family: SymbolicFamily, v: sp.Matrix, u: sp.Matrix) -> tuple[sp.Expr, sp.Expr, sp.Expr]:
-    r"""Cumulant form of :math:`I(\theta_i|x)`, :math:`V_1` and :math:`V_2` (spec 4.1).
+    r"""Cumulant form of :math:`I(\theta_i|x)`, :math:`V_1` and :math:`V_2` (eq. eq-var-cumulant of the book).
 
     With :math:`\phi(s) = F(h+sv)` and :math:`\psi(s) = F(h+su)`:
     :math:`I = \phi''(0)`, :math:`V_1 = 2\phi''(0)^2 + \phi''''(0)`, :math:`V_2 = \psi''(0)`.
@@ -139,7 +150,7 @@ def _delta(*indices: int) -> int:
 
 
 def categorical_fourth_moment(p: Sequence[sp.Expr]) -> sp.Array:
-    r"""The explicit 4th central moment tensor :math:`K_{abcd}` of a one-hot categorical (spec 6.3).
+    r"""The explicit 4th central moment tensor :math:`K_{abcd}` of a one-hot categorical (eq. eq-cls-k of the book).
 
     .. math::
         K_{abcd} = \delta_{abcd} p_a - (\delta_{abc} p_a p_d + \delta_{abd} p_a p_c + \delta_{acd} p_a p_b
@@ -158,18 +169,27 @@ def categorical_fourth_moment(p: Sequence[sp.Expr]) -> sp.Array:
     for a, b, cc, d in itertools.product(range(c), repeat=4):
         k[a, b, cc, d] = (
             _delta(a, b, cc, d) * p[a]
-            - (_delta(a, b, cc) * p[a] * p[d] + _delta(a, b, d) * p[a] * p[cc]
-               + _delta(a, cc, d) * p[a] * p[b] + _delta(b, cc, d) * p[b] * p[a])
-            + (_delta(a, b) * p[a] * p[cc] * p[d] + _delta(a, cc) * p[a] * p[b] * p[d]
-               + _delta(a, d) * p[a] * p[b] * p[cc] + _delta(b, cc) * p[b] * p[a] * p[d]
-               + _delta(b, d) * p[b] * p[a] * p[cc] + _delta(cc, d) * p[cc] * p[a] * p[b])
+            - (
+                _delta(a, b, cc) * p[a] * p[d]
+                + _delta(a, b, d) * p[a] * p[cc]
+                + _delta(a, cc, d) * p[a] * p[b]
+                + _delta(b, cc, d) * p[b] * p[a]
+            )
+            + (
+                _delta(a, b) * p[a] * p[cc] * p[d]
+                + _delta(a, cc) * p[a] * p[b] * p[d]
+                + _delta(a, d) * p[a] * p[b] * p[cc]
+                + _delta(b, cc) * p[b] * p[a] * p[d]
+                + _delta(b, d) * p[b] * p[a] * p[cc]
+                + _delta(cc, d) * p[cc] * p[a] * p[b]
+            )
             - 3 * p[a] * p[b] * p[cc] * p[d]
         )
     return sp.ImmutableDenseNDimArray(k)
 
 
 def categorical_fourth_moment_enumerated(p: Sequence[sp.Expr]) -> sp.Array:
-    r""":math:`K = \sum_y p_y\,\varepsilon_y^{\otimes 4}` with :math:`\varepsilon_y = e_y - p`, by enumerating the classes.
+    r""":math:`K = \sum_y p_y\,\varepsilon_y^{\otimes 4}`, :math:`\varepsilon_y = e_y - p`, by enumerating the classes.
 
     It equals :func:`categorical_fourth_moment` on the simplex: compare symbolically after substituting
     :math:`p_C = 1 - \sum_{c<C} p_c`.
@@ -188,8 +208,7 @@ def contract(tensor: sp.Array, w: Sequence[sp.Expr]) -> sp.Expr:
     r"""Full contraction :math:`T[w^k] = \sum T_{a_1..a_k} w_{a_1}\cdots w_{a_k}` of a k-tensor with ``w``."""
     w = list(w)
     k = tensor.rank()
-    return sp.Add(*[tensor[idx] * sp.Mul(*[w[a] for a in idx])
-                    for idx in itertools.product(range(len(w)), repeat=k)])
+    return sp.Add(*[tensor[idx] * sp.Mul(*[w[a] for a in idx]) for idx in itertools.product(range(len(w)), repeat=k)])
 
 
 def lambdify(symbols: Sequence[sp.Basic | sp.MatrixBase], expr: sp.Basic) -> Callable[..., np.ndarray]:
@@ -210,8 +229,10 @@ def lambdify(symbols: Sequence[sp.Basic | sp.MatrixBase], expr: sp.Basic) -> Cal
     fn = sp.lambdify(args, expr.tolist() if shaped else expr, modules="numpy")
 
     def call(*values: object) -> np.ndarray:
-        values = [list(np.moveaxis(np.asarray(val, dtype=float), -1, 0)) if vec else np.asarray(val, dtype=float)
-                  for val, vec in zip(values, is_vector)]
+        values = [
+            list(np.moveaxis(np.asarray(val, dtype=float), -1, 0)) if vec else np.asarray(val, dtype=float)
+            for val, vec in zip(values, is_vector)
+        ]
         out = fn(*values)
         given = [np.shape(val[0]) if vec else np.shape(val) for val, vec in zip(values, is_vector)]
         batch = np.broadcast_shapes(*given, *[np.shape(leaf) for leaf in _leaves(out)])

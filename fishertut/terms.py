@@ -1,6 +1,7 @@
 r"""The per-unit terms both engines produce, and the collectors that reduce them to per-parameter sums.
 
-For a Linear layer :math:`z = W a + b` (spec 3.1) every weight factors into a *unit* quantity times a
+For a Linear layer :math:`z = W a + b` (chapter "The two estimators") every weight factors into a *unit* quantity
+times a
 power of its input activation: :math:`v_{W[j,k]} = J[:,j]\,a_k` and :math:`u_{W[j,k]} = G[:,j]\,a_k^2`, and
 for the bias :math:`v_{b[j]} = J[:,j]`, :math:`u_{b[j]} = G[:,j]`. Here :math:`J = \partial (R h)/\partial z` for a
 set of output-space *channels* :math:`R` and :math:`G` the diagonal of :math:`\partial^2 (R_2 h)/\partial z^2`.
@@ -22,10 +23,10 @@ __all__ = ["UnitTerms", "SumCollector", "PerInputCollector"]
 
 @dataclass
 class UnitTerms:
-    """Derivative terms of one group of units for a batch of ``N`` inputs.
+    r"""Derivative terms of one group of units for a batch of ``N`` inputs.
 
     Attributes:
-        jac: ``(N, K, n)`` first derivatives of the ``K`` channels :math:`r_k^\\top h` w.r.t. the units.
+        jac: ``(N, K, n)`` first derivatives of the ``K`` channels :math:`r_k^\top h` w.r.t. the units.
         curv: ``(N, K2, n)`` diagonal second derivatives of the curvature channels, or ``None``.
         targets: ``(parameter name, activations a (N, m) or None)``: a weight gets ``a``, a bias or a
             generic parameter ``None`` (its statistic is the unit statistic itself).
@@ -95,7 +96,7 @@ class SumCollector:
 
 
 class PerInputCollector:
-    """Keeps every input's statistic: :math:`s_{n\\cdot j} a_{nk}^p`, shaped ``(N, ..., n, m)`` per parameter."""
+    r"""Keeps every input's statistic: :math:`s_{n\cdot j} a_{nk}^p`, shaped ``(N, ..., n, m)`` per parameter."""
 
     def __init__(self) -> None:
         self.parts: dict[tuple[str, str], list[Tensor]] = {}

@@ -1,8 +1,11 @@
-"""Checks on the model and its inputs, each raising an error that names the argument or module at fault."""
+"""Checks on the model and its inputs, each raising an error that names the argument or module at fault.
+
+See chapter "The two estimators" (section "What each costs") for the models each engine accepts.
+"""
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn

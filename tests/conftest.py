@@ -1,26 +1,31 @@
+"""Shared fixtures: the oracle's values per declared problem, and one-thread runs for small tensors."""
+
 import functools
 import os
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 from hypothesis import HealthCheck, settings
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from problems import PROBLEMS  # noqa: E402
+from problems import PROBLEMS
 
 # Property-based tests: "ci" (the default) is reproducible (fixed seed) and sized for a shared 2-core machine;
 # "slow" explores ten times as many random examples. Select with HYPOTHESIS_PROFILE=slow.
 _HEALTH = [HealthCheck.too_slow, HealthCheck.data_too_large]
-settings.register_profile("ci", max_examples=200, derandomize=True, deadline=None, database=None,
-                          suppress_health_check=_HEALTH, print_blob=True)
+settings.register_profile(
+    "ci",
+    max_examples=200,
+    derandomize=True,
+    deadline=None,
+    database=None,
+    suppress_health_check=_HEALTH,
+    print_blob=True,
+)
 settings.register_profile("slow", max_examples=2000, deadline=None, suppress_health_check=_HEALTH, print_blob=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _oracle(id_):
     import oracle
 

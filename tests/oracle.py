@@ -27,6 +27,7 @@ from torch.func import functional_call, grad, hessian, jacrev
 
 def _hessian(f, argnums=0):
     """torch.func.hessian, falling back to jacrev(jacrev) where forward mode is not implemented."""
+
     def both(*args):
         try:
             return hessian(f, argnums=argnums)(*args)
@@ -82,8 +83,9 @@ def score_and_neg_hessian(problem: Problem, x: torch.Tensor, y: torch.Tensor):
     params = flat_params(problem.model)
     s = grad(_log_prob, argnums=1)(problem, params, x, y)
     hess = _hessian(_log_prob, argnums=1)(problem, params, x, y)
-    a = {k: -hess[k][k].reshape(params[k].numel(), params[k].numel()).diagonal().reshape(params[k].shape)
-         for k in params}
+    a = {
+        k: -hess[k][k].reshape(params[k].numel(), params[k].numel()).diagonal().reshape(params[k].shape) for k in params
+    }
     return s, a
 
 
@@ -144,13 +146,13 @@ def unflatten(model: nn.Module, flat: torch.Tensor) -> dict[str, torch.Tensor]:
     """(..., P) -> {name: (..., *shape)} in named_parameters order."""
     out, offset = {}, 0
     for n, p in model.named_parameters():
-        out[n] = flat[..., offset:offset + p.numel()].reshape(*flat.shape[:-1], *p.shape)
+        out[n] = flat[..., offset : offset + p.numel()].reshape(*flat.shape[:-1], *p.shape)
         offset += p.numel()
     return out
 
 
 def output_derivatives(problem: Problem) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """h (N, C), v = dh/dtheta (N, C, P) and u = diag d^2 h_c/dtheta^2 (N, C, P) by jacrev and hessian."""
+    """H (N, C), v = dh/dtheta (N, C, P) and u = diag d^2 h_c/dtheta^2 (N, C, P) by jacrev and hessian."""
     params = flat_params(problem.model)
 
     def out(p, x):
@@ -162,8 +164,12 @@ def output_derivatives(problem: Problem) -> tuple[torch.Tensor, torch.Tensor, to
         jac = jacrev(out)(params, x)
         vs.append(torch.cat([jac[k].flatten(1) for k in params], 1))
         hes = _hessian(out)(params, x)
-        us.append(torch.cat([hes[k][k].reshape(-1, params[k].numel(), params[k].numel()).diagonal(dim1=1, dim2=2)
-                             for k in params], 1))
+        us.append(
+            torch.cat(
+                [hes[k][k].reshape(-1, params[k].numel(), params[k].numel()).diagonal(dim1=1, dim2=2) for k in params],
+                1,
+            )
+        )
     return torch.stack(hs).detach(), torch.stack(vs), torch.stack(us)
 
 
@@ -183,8 +189,11 @@ def dense_bounds(problem: Problem) -> dict[str, dict[str, torch.Tensor]]:
         else:
             lam = torch.eye(c, dtype=h.dtype) / problem.sigma**2
             eye = torch.eye(c, dtype=h.dtype)
-            k4 = (torch.einsum("ab,cd->abcd", eye, eye) + torch.einsum("ac,bd->abcd", eye, eye)
-                  + torch.einsum("ad,bc->abcd", eye, eye)).reshape(c * c, c * c) / problem.sigma**4
+            k4 = (
+                torch.einsum("ab,cd->abcd", eye, eye)
+                + torch.einsum("ac,bd->abcd", eye, eye)
+                + torch.einsum("ad,bc->abcd", eye, eye)
+            ).reshape(c * c, c * c) / problem.sigma**4
             q = eye
             proj = eye
         m = k4 - torch.outer(lam.reshape(-1), lam.reshape(-1))

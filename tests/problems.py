@@ -39,8 +39,9 @@ PROBLEMS = {
     "cat-tanh-2h": lambda: _problem("cat-tanh-2h", [3, 4, 5, 4], nn.Tanh, "categorical"),
     "cat-softplus-3h": lambda: _problem("cat-softplus-3h", [2, 3, 4, 3, 3], _softplus, "categorical"),
     "cat-relu-2h": lambda: _problem("cat-relu-2h", [3, 5, 4, 3], nn.ReLU, "categorical"),
-    "cat-sigmoid-4h-nobias": lambda: _problem("cat-sigmoid-4h-nobias", [2, 3, 3, 3, 3, 4], nn.Sigmoid,
-                                              "categorical", bias=False),
+    "cat-sigmoid-4h-nobias": lambda: _problem(
+        "cat-sigmoid-4h-nobias", [2, 3, 3, 3, 3, 4], nn.Sigmoid, "categorical", bias=False
+    ),
     "binary-tanh-1h": lambda: _problem("binary-tanh-1h", [3, 4, 2], nn.Tanh, "categorical"),
     "cat-elu-2h": lambda: _problem("cat-elu-2h", [3, 4, 3, 3], nn.ELU, "categorical"),
     "cat-gelu-2h": lambda: _problem("cat-gelu-2h", [3, 4, 3, 3], nn.GELU, "categorical"),
@@ -48,14 +49,24 @@ PROBLEMS = {
     "cat-silu-2h": lambda: _problem("cat-silu-2h", [3, 4, 3, 3], nn.SiLU, "categorical"),
     "cat-leakyrelu-1h": lambda: _problem("cat-leakyrelu-1h", [3, 4, 3], lambda: nn.LeakyReLU(0.1), "categorical"),
     "gauss-tanh-1h": lambda: _problem("gauss-tanh-1h", [3, 4, 2], nn.Tanh, "gaussian"),
-    "gauss-sigmoid-2h-sigma0.5": lambda: _problem("gauss-sigmoid-2h-sigma0.5", [3, 4, 3, 2], nn.Sigmoid,
-                                                  "gaussian", sigma=0.5),
+    "gauss-sigmoid-2h-sigma0.5": lambda: _problem(
+        "gauss-sigmoid-2h-sigma0.5", [3, 4, 3, 2], nn.Sigmoid, "gaussian", sigma=0.5
+    ),
     "gauss-softplus-3h-D1": lambda: _problem("gauss-softplus-3h-D1", [2, 3, 3, 3, 1], _softplus, "gaussian"),
     "gauss-relu-2h-D3": lambda: _problem("gauss-relu-2h-D3", [3, 4, 4, 3], nn.ReLU, "gaussian", sigma=2.0),
-    "gauss-sigmoid-4h-nobias": lambda: _problem("gauss-sigmoid-4h-nobias", [2, 3, 3, 3, 3, 2], nn.Sigmoid,
-                                                "gaussian", bias=False),
+    "gauss-sigmoid-4h-nobias": lambda: _problem(
+        "gauss-sigmoid-4h-nobias", [2, 3, 3, 3, 3, 2], nn.Sigmoid, "gaussian", bias=False
+    ),
 }
 
 # A subset used by the slower checks.
-CORE = ["cat-sigmoid-1h", "cat-tanh-2h", "cat-softplus-3h", "cat-relu-2h", "binary-tanh-1h",
-        "gauss-tanh-1h", "gauss-sigmoid-2h-sigma0.5", "gauss-softplus-3h-D1"]
+CORE = [
+    "cat-sigmoid-1h",
+    "cat-tanh-2h",
+    "cat-softplus-3h",
+    "cat-relu-2h",
+    "binary-tanh-1h",
+    "gauss-tanh-1h",
+    "gauss-sigmoid-2h-sigma0.5",
+    "gauss-softplus-3h-D1",
+]

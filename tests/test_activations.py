@@ -6,8 +6,19 @@ from torch import nn
 
 from fishertut.activations import SUPPORTED_ACTIVATIONS, derivatives_for
 
-MODULES = [nn.Sigmoid(), nn.Tanh(), nn.Softplus(), nn.Softplus(beta=2.0, threshold=3.0), nn.ELU(), nn.ELU(alpha=0.5),
-           nn.GELU(), nn.GELU(approximate="tanh"), nn.SiLU(), nn.ReLU(), nn.LeakyReLU(0.2)]
+MODULES = [
+    nn.Sigmoid(),
+    nn.Tanh(),
+    nn.Softplus(),
+    nn.Softplus(beta=2.0, threshold=3.0),
+    nn.ELU(),
+    nn.ELU(alpha=0.5),
+    nn.GELU(),
+    nn.GELU(approximate="tanh"),
+    nn.SiLU(),
+    nn.ReLU(),
+    nn.LeakyReLU(0.2),
+]
 
 
 @pytest.mark.parametrize("module", MODULES, ids=lambda m: repr(m))

@@ -1,23 +1,32 @@
-"""Cross-checks against BackPACK on the same labels, minding its scale conventions (peers.md section d):
+"""Cross-checks against BackPACK on the same labels, minding its scale conventions.
+
 CrossEntropyLoss(sum) gives F, Σ s², Σ a directly; MSELoss(sum) = 2σ² (−log p) + const, so its GGN is
-2σ²·N·F, its squared per-sample gradients are (2σ²)² s², and its Hessian diagonal is 2σ² Σ a."""
+2σ²·N·F, its squared per-sample gradients are (2σ²)² s², and its Hessian diagonal is 2σ² Σ a.
+"""
 
 import copy
 
 import pytest
 import torch
+from backpack import backpack as bp_context
+from backpack import extend
+from backpack.extensions import BatchDiagHessian, DiagGGNExact, DiagHessian, SumGradSquared
 from torch import nn
 
 import fishertut as ft
 from helpers import assert_dicts_close
 from problems import PROBLEMS
 
-from backpack import backpack as bp_context
-from backpack import extend
-from backpack.extensions import BatchDiagHessian, DiagGGNExact, DiagHessian, SumGradSquared
-
-SUPPORTED = ["cat-sigmoid-1h", "cat-tanh-2h", "cat-relu-2h", "binary-tanh-1h", "cat-sigmoid-4h-nobias",
-             "gauss-tanh-1h", "gauss-sigmoid-2h-sigma0.5", "gauss-relu-2h-D3"]
+SUPPORTED = [
+    "cat-sigmoid-1h",
+    "cat-tanh-2h",
+    "cat-relu-2h",
+    "binary-tanh-1h",
+    "cat-sigmoid-4h-nobias",
+    "gauss-tanh-1h",
+    "gauss-sigmoid-2h-sigma0.5",
+    "gauss-relu-2h-D3",
+]
 
 
 def _run_backpack(problem, labels, extensions):
@@ -45,10 +54,10 @@ def test_against_backpack(pid):
     i1 = {k: params[k].sum_grad_squared / (scale**2 * n) for k in names}
     i2 = {k: params[k].diag_h / (scale * n) for k in names}
     assert_dicts_close(ft.fisher_diagonal(problem.model, problem.x, fam, "exact"), exact, what="DiagGGNExact")
-    assert_dicts_close(ft.fisher_diagonal(problem.model, problem.x, fam, "i1", targets=labels), i1,
-                       what="SumGradSquared")
-    assert_dicts_close(ft.fisher_diagonal(problem.model, problem.x, fam, "i2", targets=labels), i2,
-                       what="DiagHessian")
+    assert_dicts_close(
+        ft.fisher_diagonal(problem.model, problem.x, fam, "i1", targets=labels), i1, what="SumGradSquared"
+    )
+    assert_dicts_close(ft.fisher_diagonal(problem.model, problem.x, fam, "i2", targets=labels), i2, what="DiagHessian")
 
 
 @pytest.mark.parametrize("pid", ["cat-tanh-2h", "gauss-sigmoid-2h-sigma0.5"])

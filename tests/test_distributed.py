@@ -11,7 +11,7 @@ import fishertut as ft
 
 
 def _problem():
-    model = ft.models.mlp([4, 6, 5, 3], "sigmoid", dtype=torch.float64, seed=7)
+    model = ft.lab.models.mlp([4, 6, 5, 3], "sigmoid", dtype=torch.float64, seed=7)
     x = torch.randn(10, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
     return model, x
 
@@ -25,8 +25,15 @@ def _worker(rank, world, port, out):
         fam = ft.Categorical()
         rep = ft.variance_report(model, part, fam, process_group=dist.group.WORLD)
         F = ft.fisher_diagonal(model, part, fam, "exact", process_group=dist.group.WORLD)
-        out[rank] = {"fisher": rep.fisher, "var_i1": rep.var_i1, "var_i2": rep.var_i2, "var_x": rep.var_x,
-                     "v1_upper": rep.bounds.v1_upper, "exact": dict(F), "n": rep.num_inputs}
+        out[rank] = {
+            "fisher": rep.fisher,
+            "var_i1": rep.var_i1,
+            "var_i2": rep.var_i2,
+            "var_x": rep.var_x,
+            "v1_upper": rep.bounds.v1_upper,
+            "exact": dict(F),
+            "n": rep.num_inputs,
+        }
     finally:
         dist.destroy_process_group()
 
@@ -48,8 +55,14 @@ def test_two_gloo_processes_match_single_process():
     for rank in (0, 1):
         got = results[rank]
         assert got["n"] == x.shape[0]
-        for field, want in (("fisher", ref.fisher), ("var_i1", ref.var_i1), ("var_i2", ref.var_i2),
-                            ("var_x", ref.var_x), ("v1_upper", ref.bounds.v1_upper), ("exact", ref.fisher)):
+        for field, want in (
+            ("fisher", ref.fisher),
+            ("var_i1", ref.var_i1),
+            ("var_i2", ref.var_i2),
+            ("var_x", ref.var_x),
+            ("v1_upper", ref.bounds.v1_upper),
+            ("exact", ref.fisher),
+        ):
             for k in want:
                 # var_x = mean(I^2) - fisher^2 carries an absolute error of about eps * fisher^2
                 atol = 1e-12 * ref.fisher[k].square().max().item() if field == "var_x" else 1e-300

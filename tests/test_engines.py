@@ -45,13 +45,13 @@ def test_generic_path_on_a_conv_net_and_image_inputs():
 
 
 def test_flatten_first_is_layerwise_and_image_without_flatten_is_rejected():
-    model = ft.models.mlp([16, 5, 3], "tanh", dtype=torch.float64, flatten=True)
+    model = ft.lab.models.mlp([16, 5, 3], "tanh", dtype=torch.float64, flatten=True)
     x = torch.randn(3, 1, 4, 4, dtype=torch.float64)
     a = ft.variance_report(model, x, ft.Categorical())
     b = ft.variance_report(model, x, ft.Categorical(), path="generic")
     assert a.path == "layerwise"
     assert_dicts_close(a.var_i2, b.var_i2, what="var_i2")
-    no_flatten = ft.models.mlp([4, 5, 3], "tanh", dtype=torch.float64)
+    no_flatten = ft.lab.models.mlp([4, 5, 3], "tanh", dtype=torch.float64)
     with pytest.raises(ValueError, match=r"must have shape \(N, C\)"):
         ft.fisher_diagonal(no_flatten, torch.randn(3, 2, 4, dtype=torch.float64), ft.Categorical())
     with pytest.raises(ft.UnsupportedModelError, match="2-D inputs"):
@@ -60,8 +60,18 @@ def test_flatten_first_is_layerwise_and_image_without_flatten_is_rejected():
 
 def test_nested_sequential_frozen_layer_and_dropout_in_eval():
     torch.manual_seed(2)
-    model = nn.Sequential(nn.Sequential(nn.Linear(3, 4), nn.Sigmoid()), nn.Dropout(0.5), nn.Linear(4, 4),
-                          nn.Identity(), nn.Tanh(), nn.Linear(4, 3)).double().eval()
+    model = (
+        nn.Sequential(
+            nn.Sequential(nn.Linear(3, 4), nn.Sigmoid()),
+            nn.Dropout(0.5),
+            nn.Linear(4, 4),
+            nn.Identity(),
+            nn.Tanh(),
+            nn.Linear(4, 3),
+        )
+        .double()
+        .eval()
+    )
     model[0][0].weight.requires_grad_(False)
     x = torch.randn(5, 3, dtype=torch.float64)
     a = ft.variance_report(model, x, ft.Categorical())
@@ -73,7 +83,7 @@ def test_nested_sequential_frozen_layer_and_dropout_in_eval():
 
 @pytest.mark.parametrize("activation", ["sigmoid", "tanh", "softplus", "gelu", "silu", "elu", "relu"])
 def test_float32_agrees_with_float64(activation):
-    wide = ft.models.mlp([20, 32, 24, 16, 10], activation, dtype=torch.float64, seed=4)
+    wide = ft.lab.models.mlp([20, 32, 24, 16, 10], activation, dtype=torch.float64, seed=4)
     x = torch.randn(64, 20, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     ref = ft.variance_report(wide, x, ft.Categorical())
     low = ft.variance_report(wide.float(), x.float(), ft.Categorical())
@@ -84,7 +94,7 @@ def test_float32_agrees_with_float64(activation):
 
 
 def test_deep_wide_network_layerwise_equals_generic():
-    model = ft.models.mlp([6, 12, 10, 8, 8, 6, 4], "sigmoid", dtype=torch.float64, seed=5)
+    model = ft.lab.models.mlp([6, 12, 10, 8, 8, 6, 4], "sigmoid", dtype=torch.float64, seed=5)
     x = torch.randn(6, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     for fam in (ft.Categorical(), ft.Gaussian(0.3)):
         a = ft.variance_report(model, x, fam)
@@ -96,7 +106,7 @@ def test_deep_wide_network_layerwise_equals_generic():
 
 
 def test_sample_size_and_estimator_variance_formulas():
-    model = ft.models.mlp([4, 6, 3], "tanh", dtype=torch.float64, seed=6)
+    model = ft.lab.models.mlp([4, 6, 3], "tanh", dtype=torch.float64, seed=6)
     x = torch.randn(10, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
     rep = ft.variance_report(model, x, ft.Categorical())
     var = rep.estimator_variance("i2", num_inputs=7, samples_per_input=3)
@@ -121,9 +131,12 @@ def test_covariance_factor_squares_to_the_covariance():
 
 
 def test_float32_var_x_survives_cancellation():
-    """var_x = E[I^2] - E[I]^2 cancels where inputs carry nearly the same Fisher information (e.g. output
-    biases of an untrained net on similar inputs); the float32 report must still match float64."""
-    model = ft.models.mlp([30, 20, 10], "sigmoid", dtype=torch.float64, seed=8)
+    """The float32 report matches float64 where var_x = E[I^2] - E[I]^2 cancels.
+
+    That happens where inputs carry nearly the same Fisher information (e.g. output biases of an untrained net
+    on similar inputs).
+    """
+    model = ft.lab.models.mlp([30, 20, 10], "sigmoid", dtype=torch.float64, seed=8)
     base = torch.rand(1, 30, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
     x = base + 1e-2 * torch.randn(500, 30, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
     ref = ft.variance_report(model, x, ft.Categorical())

@@ -9,7 +9,7 @@ import fishertut as ft
 
 @pytest.fixture
 def model():
-    return ft.models.mlp([3, 4, 3], "tanh", dtype=torch.float64)
+    return ft.lab.models.mlp([3, 4, 3], "tanh", dtype=torch.float64)
 
 
 @pytest.fixture
@@ -39,7 +39,7 @@ def test_output_not_two_dimensional(x):
 
 
 def test_categorical_with_one_class(x):
-    model = ft.models.mlp([3, 4, 1], "tanh", dtype=torch.float64)
+    model = ft.lab.models.mlp([3, 4, 1], "tanh", dtype=torch.float64)
     with pytest.raises(ValueError, match="at least 2 columns"):
         ft.fisher_diagonal(model, x, ft.Categorical())
 
@@ -105,7 +105,9 @@ def test_batch_norm_in_training_mode(x):
 
 
 def test_inputs_dtype_differs_from_parameters(model, x):
-    with pytest.raises(ValueError, match="inputs have dtype torch.float32 but the model parameters have dtype torch.float64"):
+    with pytest.raises(
+        ValueError, match="inputs have dtype torch.float32 but the model parameters have dtype torch.float64"
+    ):
         ft.fisher_diagonal(model, x.float(), ft.Categorical())
 
 
@@ -150,8 +152,9 @@ def test_unknown_path(model, x):
         ft.fisher_diagonal(model, x, ft.Categorical(), path="fast")
 
 
-@pytest.mark.parametrize("argument,kwargs", [("samples_per_input", {"samples_per_input": 0}),
-                                             ("batch_size", {"batch_size": 0})])
+@pytest.mark.parametrize(
+    "argument,kwargs", [("samples_per_input", {"samples_per_input": 0}), ("batch_size", {"batch_size": 0})]
+)
 def test_non_positive_counts(model, x, argument, kwargs):
     with pytest.raises(ValueError, match=f"{argument} must be a positive integer"):
         ft.fisher_diagonal(model, x, ft.Categorical(), "i1", **kwargs)

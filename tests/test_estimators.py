@@ -23,8 +23,15 @@ def test_sampled_labels_match_brute_force(pid, path):
     labels = _labels(problem, seed=3, samples=2)
     i1_ref, i2_ref = oracle.estimator_values(problem, labels)
     for est, ref in (("i1", i1_ref), ("i2", i2_ref)):
-        got = ft.fisher_diagonal(problem.model, problem.x, fam, est, samples_per_input=2,
-                                 generator=torch.Generator().manual_seed(3), path=path)
+        got = ft.fisher_diagonal(
+            problem.model,
+            problem.x,
+            fam,
+            est,
+            samples_per_input=2,
+            generator=torch.Generator().manual_seed(3),
+            path=path,
+        )
         assert got.labels == "model" and got.samples_per_input == 2 and got.path == path
         assert_dicts_close(got, ref, what=est)
 
@@ -43,12 +50,14 @@ def test_given_targets_match_brute_force(pid):
 def test_estimator_terms_are_the_pairs_of_the_estimators(pid):
     problem = PROBLEMS[pid]()
     fam = problem.fishertut_family()
-    terms = ft.estimator_terms(problem.model, problem.x, fam, samples_per_input=3,
-                               generator=torch.Generator().manual_seed(9))
+    terms = ft.estimator_terms(
+        problem.model, problem.x, fam, samples_per_input=3, generator=torch.Generator().manual_seed(9)
+    )
     assert torch.equal(terms.labels, _labels(problem, 9, 3))
     for est in ("i1", "i2"):
-        got = ft.fisher_diagonal(problem.model, problem.x, fam, est, samples_per_input=3,
-                                 generator=torch.Generator().manual_seed(9))
+        got = ft.fisher_diagonal(
+            problem.model, problem.x, fam, est, samples_per_input=3, generator=torch.Generator().manual_seed(9)
+        )
         assert_dicts_close({k: v.mean((0, 1)) for k, v in getattr(terms, est).items()}, got, what=est)
     i1_ref, i2_ref = oracle.estimator_values(problem, terms.labels[:, :1])
     assert_dicts_close({k: v[:, 0].mean(0) for k, v in terms.i2.items()}, i2_ref, what="i2 pair")
@@ -62,8 +71,9 @@ def test_monte_carlo_unbiased_with_variance_derived_tolerance(pid):
     rep = ft.variance_report(problem.model, problem.x, fam)
     n, s = problem.x.shape[0], 20000
     for est in ("i1", "i2"):
-        got = ft.fisher_diagonal(problem.model, problem.x, fam, est, samples_per_input=s,
-                                 generator=torch.Generator().manual_seed(11))
+        got = ft.fisher_diagonal(
+            problem.model, problem.x, fam, est, samples_per_input=s, generator=torch.Generator().manual_seed(11)
+        )
         var = rep.conditional_variance(est)
         for k in got:
             se = (var[k] / (n * s)).sqrt()
@@ -75,14 +85,17 @@ def test_monte_carlo_unbiased_with_variance_derived_tolerance(pid):
 
 @pytest.mark.parametrize("pid", ["cat-tanh-2h", "gauss-sigmoid-2h-sigma0.5"])
 def test_monte_carlo_variance_matches_v1_v2(pid):
-    """The sample variance of the single-pair terms matches V1, V2 per input within 5 standard errors,
-    where the standard error of a sample variance is sqrt((m4 - var^2) / S) with m4 the 4th central moment."""
+    """The sample variance of the single-pair terms matches V1, V2 per input within 5 standard errors.
+
+    The standard error of a sample variance is sqrt((m4 - var^2) / S) with m4 the 4th central moment.
+    """
     problem = PROBLEMS[pid]()
     fam = problem.fishertut_family()
     st = ft.per_input_statistics(problem.model, problem.x, fam)
     s = 20000
-    terms = ft.estimator_terms(problem.model, problem.x, fam, samples_per_input=s,
-                               generator=torch.Generator().manual_seed(12))
+    terms = ft.estimator_terms(
+        problem.model, problem.x, fam, samples_per_input=s, generator=torch.Generator().manual_seed(12)
+    )
     for est, exact in (("i1", st.var_i1), ("i2", st.var_i2)):
         for k, t in getattr(terms, est).items():
             centred = t - t.mean(1, keepdim=True)
@@ -94,15 +107,23 @@ def test_monte_carlo_variance_matches_v1_v2(pid):
 
 def test_i1_is_nonnegative_and_i2_can_be_negative():
     problem = PROBLEMS["cat-sigmoid-1h"]()
-    terms = ft.estimator_terms(problem.model, problem.x, problem.fishertut_family(), samples_per_input=200,
-                               generator=torch.Generator().manual_seed(0))
+    terms = ft.estimator_terms(
+        problem.model,
+        problem.x,
+        problem.fishertut_family(),
+        samples_per_input=200,
+        generator=torch.Generator().manual_seed(0),
+    )
     assert all((v >= 0).all() for v in terms.i1.values())
     assert any((v < 0).any() for v in terms.i2.values())
 
 
 def test_samples_per_input_law_of_total_variance():
-    """With inputs resampled, Var(Î) = var_x / N + var_ik / (N S) (spec 4.5): checked by Monte Carlo on a
-    scalar summary, with a tolerance from the chi-square spread of a sample variance over R repetitions."""
+    """With inputs resampled, Var(Î) = var_x / N + var_ik / (N S) (chapter "Input and label randomness").
+
+    Checked by Monte Carlo on a scalar summary, with a tolerance from the chi-square spread of a sample variance
+    over R repetitions.
+    """
     problem = PROBLEMS["cat-tanh-2h"]()
     fam = problem.fishertut_family()
     rep = ft.variance_report(problem.model, problem.x, fam)

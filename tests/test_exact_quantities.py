@@ -18,7 +18,7 @@ def test_exact_fisher_diagonal(pid, path, oracle_values):
     F = ft.fisher_diagonal(problem.model, problem.x, fam, "exact", path=path)
     assert F.path == path and F.num_inputs == problem.x.shape[0]
     assert_dicts_close(F, mean0(ref["fisher"]), what="fisher")
-    # the Fisher also equals the expected negative Hessian (spec 2)
+    # the Fisher also equals the expected negative Hessian (chapter "Exponential-family outputs")
     assert_dicts_close(F, mean0(ref["fisher_from_hessian"]), what="E[-Hessian]")
 
 
@@ -77,7 +77,7 @@ def test_gaussian_v1_is_twice_fisher_squared_per_input(pid):
     st = ft.per_input_statistics(problem.model, problem.x, problem.fishertut_family())
     for k in st.fisher:
         torch.testing.assert_close(st.var_i1[k], 2 * st.fisher[k] ** 2, rtol=1e-12, atol=0)
-        # and the Gaussian bounds are equalities (spec 5)
+        # and the Gaussian bounds are equalities (chapter "Regression")
         torch.testing.assert_close(st.bounds.v1_lower[k], st.var_i1[k], rtol=1e-12, atol=0)
         torch.testing.assert_close(st.bounds.v1_upper[k], st.var_i1[k], rtol=1e-12, atol=0)
 

@@ -24,17 +24,24 @@ from oracle import Problem
 ACTIVATIONS = {
     "sigmoid": (st.just({}), lambda a: nn.Sigmoid()),
     "tanh": (st.just({}), lambda a: nn.Tanh()),
-    "softplus": (st.fixed_dictionaries({"beta": st.floats(0.5, 2.0), "threshold": st.floats(1.0, 20.0)}),
-                 lambda a: nn.Softplus(**a)),
-    "elu": (st.fixed_dictionaries({"alpha": st.floats(0.1, 2.0), "inplace": st.booleans()}),
-            lambda a: nn.ELU(**a)),
+    "softplus": (
+        st.fixed_dictionaries({"beta": st.floats(0.5, 2.0), "threshold": st.floats(1.0, 20.0)}),
+        lambda a: nn.Softplus(**a),
+    ),
+    "elu": (st.fixed_dictionaries({"alpha": st.floats(0.1, 2.0), "inplace": st.booleans()}), lambda a: nn.ELU(**a)),
     "gelu": (st.fixed_dictionaries({"approximate": st.sampled_from(["none", "tanh"])}), lambda a: nn.GELU(**a)),
     "silu": (st.fixed_dictionaries({"inplace": st.booleans()}), lambda a: nn.SiLU(**a)),
     "relu": (st.fixed_dictionaries({"inplace": st.booleans()}), lambda a: nn.ReLU(**a)),
-    "leaky_relu": (st.fixed_dictionaries({"negative_slope": st.floats(0.01, 0.5), "inplace": st.booleans()}),
-                   lambda a: nn.LeakyReLU(**a)),
-    "hardtanh": (st.fixed_dictionaries({"min_val": st.floats(-2.0, -0.5), "max_val": st.floats(0.5, 2.0),
-                                        "inplace": st.booleans()}), lambda a: nn.Hardtanh(**a)),
+    "leaky_relu": (
+        st.fixed_dictionaries({"negative_slope": st.floats(0.01, 0.5), "inplace": st.booleans()}),
+        lambda a: nn.LeakyReLU(**a),
+    ),
+    "hardtanh": (
+        st.fixed_dictionaries(
+            {"min_val": st.floats(-2.0, -0.5), "max_val": st.floats(0.5, 2.0), "inplace": st.booleans()}
+        ),
+        lambda a: nn.Hardtanh(**a),
+    ),
     "mish": (st.fixed_dictionaries({"inplace": st.booleans()}), lambda a: nn.Mish(**a)),
 }
 
@@ -112,9 +119,12 @@ def _oracle(model, x, family, sigma):
             m.inplace = False
     ref = oracle.conditional_by_chain_rule(Problem("random", clean, x, family, sigma))
     fisher = {k: v.mean(0) for k, v in ref["fisher"].items()}
-    return {"fisher": fisher, "var_i1": {k: v.mean(0) for k, v in ref["var_i1"].items()},
-            "var_i2": {k: v.mean(0) for k, v in ref["var_i2"].items()},
-            "var_x": {k: (v - fisher[k]).square().mean(0) for k, v in ref["fisher"].items()}}
+    return {
+        "fisher": fisher,
+        "var_i1": {k: v.mean(0) for k, v in ref["var_i1"].items()},
+        "var_i2": {k: v.mean(0) for k, v in ref["var_i2"].items()},
+        "var_x": {k: (v - fisher[k]).square().mean(0) for k, v in ref["fisher"].items()},
+    }
 
 
 @given(models())

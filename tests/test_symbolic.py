@@ -57,8 +57,9 @@ def test_categorical_conditional_variances_match_library(num_classes: int) -> No
     th, tv, tu = (torch.tensor(a) for a in (h, vv, uu))
     lib = ft.Categorical()
     np.testing.assert_allclose(fs.lambdify([fam.h, v], fisher)(h, vv), lib.quad(th, tv[..., None])[:, 0], rtol=1e-10)
-    np.testing.assert_allclose(fs.lambdify([fam.h, v], v1)(h, vv),
-                               lib.fourth_cumulant_form(th, tv[..., None])[:, 0], rtol=1e-9)
+    np.testing.assert_allclose(
+        fs.lambdify([fam.h, v], v1)(h, vv), lib.fourth_cumulant_form(th, tv[..., None])[:, 0], rtol=1e-9
+    )
     np.testing.assert_allclose(fs.lambdify([fam.h, u], v2)(h, uu), lib.quad(th, tu[..., None])[:, 0], rtol=1e-10)
 
 

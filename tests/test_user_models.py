@@ -61,6 +61,7 @@ def _seeded(seed, *modules):
 
 # --- 1. module reuse and shared parameters -------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("act", [nn.ReLU, nn.Tanh, nn.SiLU], ids=["relu", "tanh", "silu"])
 def test_reused_activation_instance_is_exact_on_the_layerwise_path(act):
     a = act()
@@ -103,13 +104,19 @@ def test_two_linears_sharing_one_weight_parameter():
 
 # --- 2. in-place activations ---------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("act,path", [(lambda: nn.ELU(inplace=True), "layerwise"),
-                                      (lambda: nn.SiLU(inplace=True), "layerwise"),
-                                      (lambda: nn.ReLU(inplace=True), "layerwise"),
-                                      (lambda: nn.LeakyReLU(0.2, inplace=True), "layerwise"),
-                                      (lambda: nn.Hardtanh(-0.5, 0.5, inplace=True), "generic"),
-                                      (lambda: nn.CELU(0.7, inplace=True), "generic")],
-                         ids=["elu", "silu", "relu", "leakyrelu", "hardtanh", "celu"])
+
+@pytest.mark.parametrize(
+    "act,path",
+    [
+        (lambda: nn.ELU(inplace=True), "layerwise"),
+        (lambda: nn.SiLU(inplace=True), "layerwise"),
+        (lambda: nn.ReLU(inplace=True), "layerwise"),
+        (lambda: nn.LeakyReLU(0.2, inplace=True), "layerwise"),
+        (lambda: nn.Hardtanh(-0.5, 0.5, inplace=True), "generic"),
+        (lambda: nn.CELU(0.7, inplace=True), "generic"),
+    ],
+    ids=["elu", "silu", "relu", "leakyrelu", "hardtanh", "celu"],
+)
 def test_inplace_activation_is_exact(act, path):
     torch.manual_seed(5)
     model = nn.Sequential(nn.Linear(4, 6), act(), nn.Linear(6, 6), act(), nn.Linear(6, 3)).double().eval()
@@ -153,13 +160,15 @@ def test_inplace_write_into_an_intermediate_is_exact_on_generic():
 
 def test_inplace_operation_torch_func_cannot_batch_is_refused_clearly():
     torch.manual_seed(6)
-    with pytest.raises(ft.UnsupportedModelError, match="generic path could not differentiate _PreallocatedOutput") \
-            as info:
+    with pytest.raises(
+        ft.UnsupportedModelError, match="generic path could not differentiate _PreallocatedOutput"
+    ) as info:
         ft.variance_report(_PreallocatedOutput().double().eval(), _inputs(), ft.Categorical())
     assert isinstance(info.value.__cause__, RuntimeError)
 
 
 # --- 3. hooks ------------------------------------------------------------------------------------------------
+
 
 def _mlp(seed=7, out=3):
     torch.manual_seed(seed)
@@ -185,7 +194,8 @@ def test_forward_hook_on_a_submodule_is_honoured():
 def test_global_forward_hook_is_honoured():
     model = _mlp()
     handle = nn.modules.module.register_module_forward_hook(
-        lambda mod, inp, out: out * 0.5 if isinstance(mod, nn.Linear) else None)
+        lambda mod, inp, out: out * 0.5 if isinstance(mod, nn.Linear) else None
+    )
     try:
         assert_exact(model, _inputs(), "generic")
     finally:
@@ -202,29 +212,38 @@ def test_backward_hook_is_refused_on_every_path():
 
 # --- 4. parametrizations -------------------------------------------------------------------------------------
 
+
 class _Symmetric(nn.Module):
     def forward(self, w):
         return w.triu() + w.triu(1).transpose(0, 1)
 
 
 @pytest.mark.filterwarnings("ignore:There is a performance drop:UserWarning")
-@pytest.mark.parametrize("wrap", [lambda m: parametrizations.weight_norm(m),
-                                  lambda m: parametrizations.spectral_norm(m),
-                                  lambda m: parametrize.register_parametrization(m, "weight", _Symmetric())],
-                         ids=["weight_norm", "spectral_norm", "user_parametrization"])
+@pytest.mark.parametrize(
+    "wrap",
+    [
+        lambda m: parametrizations.weight_norm(m),
+        lambda m: parametrizations.spectral_norm(m),
+        lambda m: parametrize.register_parametrization(m, "weight", _Symmetric()),
+    ],
+    ids=["weight_norm", "spectral_norm", "user_parametrization"],
+)
 def test_parametrized_layer_is_exact_on_generic_and_keyed_by_named_parameters(wrap):
     torch.manual_seed(8)
-    model = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), wrap(nn.Linear(5, 5)), nn.Sigmoid(),
-                          nn.Linear(5, 3)).double().eval()
+    model = (
+        nn.Sequential(nn.Linear(4, 5), nn.Tanh(), wrap(nn.Linear(5, 5)), nn.Sigmoid(), nn.Linear(5, 3)).double().eval()
+    )
     rep = assert_exact(model, _inputs(), "generic")
     assert list(rep.fisher) == [n for n, _ in model.named_parameters()]
     assert any(".parametrizations.weight.original" in n for n in rep.fisher)
-    with pytest.raises(ft.UnsupportedModelError,
-                       match=r"module '2' \(ParametrizedLinear\) has parametrized tensors \(weight\)"):
+    with pytest.raises(
+        ft.UnsupportedModelError, match=r"module '2' \(ParametrizedLinear\) has parametrized tensors \(weight\)"
+    ):
         ft.variance_report(model, _inputs(), ft.Categorical(), path="layerwise")
 
 
 # --- 5. targets as lists and arrays --------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("convert", [list, np.asarray], ids=["list", "numpy"])
 def test_categorical_targets_as_list_or_array_are_used(convert):
@@ -244,15 +263,21 @@ def test_gaussian_targets_as_numpy_float_array_are_used():
     assert_dicts_close(got, want, rtol=1e-15, what="i2")
 
 
-@pytest.mark.parametrize("targets,message", [(["a", "b", "c", "d"], "targets must be a tensor, or a list or numpy"),
-                                             ({0: 1}, "targets must be None, 'data', a tensor, or a list")],
-                         ids=["strings", "dict"])
+@pytest.mark.parametrize(
+    "targets,message",
+    [
+        (["a", "b", "c", "d"], "targets must be a tensor, or a list or numpy"),
+        ({0: 1}, "targets must be None, 'data', a tensor, or a list"),
+    ],
+    ids=["strings", "dict"],
+)
 def test_targets_of_another_kind_are_refused(targets, message):
     with pytest.raises(TypeError, match=message):
         ft.fisher_diagonal(_mlp(), _inputs(), ft.Categorical(), "i1", targets=targets)
 
 
 # --- 6. sampled labels do not depend on batching, engine or function -----------------------------------------
+
 
 @pytest.mark.parametrize("family", [ft.Categorical(), ft.Gaussian(0.3)], ids=["categorical", "gaussian"])
 def test_sampled_labels_do_not_depend_on_batching_engine_or_function(family):
@@ -265,11 +290,13 @@ def test_sampled_labels_do_not_depend_on_batching_engine_or_function(family):
 
     ref = ft.fisher_diagonal(model, x, family, "i2", samples_per_input=3, generator=gen())
     loader = DataLoader(TensorDataset(x), batch_size=5)
-    runs = {"batch_size=4": ft.fisher_diagonal(model, x, family, "i2", samples_per_input=3, generator=gen(),
-                                               batch_size=4),
-            "dataloader": ft.fisher_diagonal(model, loader, family, "i2", samples_per_input=3, generator=gen()),
-            "generic": ft.fisher_diagonal(model, x, family, "i2", samples_per_input=3, generator=gen(),
-                                          path="generic", batch_size=16)}
+    runs = {
+        "batch_size=4": ft.fisher_diagonal(model, x, family, "i2", samples_per_input=3, generator=gen(), batch_size=4),
+        "dataloader": ft.fisher_diagonal(model, loader, family, "i2", samples_per_input=3, generator=gen()),
+        "generic": ft.fisher_diagonal(
+            model, x, family, "i2", samples_per_input=3, generator=gen(), path="generic", batch_size=16
+        ),
+    }
     terms = ft.estimator_terms(model, x, family, samples_per_input=3, generator=gen(), batch_size=7)
     runs["estimator_terms"] = {k: v.mean((0, 1)) for k, v in terms.i2.items()}
     for what, got in runs.items():
@@ -278,6 +305,7 @@ def test_sampled_labels_do_not_depend_on_batching_engine_or_function(family):
 
 # --- 7. float32 Gaussian residuals ---------------------------------------------------------------------------
 
+
 def test_float32_gaussian_i1_is_unbiased_when_sigma_is_small_against_the_outputs():
     torch.manual_seed(10)
     model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 2)).double().eval()
@@ -285,8 +313,14 @@ def test_float32_gaussian_i1_is_unbiased_when_sigma_is_small_against_the_outputs
         model[2].bias.fill_(100.0)  # outputs near 100, sigma 1e-5: (h + sigma n) - h keeps ~1 digit of n
     x, sigma, s = _inputs(n=8), 1e-5, 500
     rep = ft.variance_report(model, x, ft.Gaussian(sigma))
-    est = ft.fisher_diagonal(model.float(), x.float(), ft.Gaussian(sigma), "i1", samples_per_input=s,
-                             generator=torch.Generator().manual_seed(0))
+    est = ft.fisher_diagonal(
+        model.float(),
+        x.float(),
+        ft.Gaussian(sigma),
+        "i1",
+        samples_per_input=s,
+        generator=torch.Generator().manual_seed(0),
+    )
     for k in rep.fisher:
         sd = (rep.var_i1[k] / (len(x) * s)).sqrt()
         z = (est[k].double() - rep.fisher[k]) / sd
@@ -294,6 +328,7 @@ def test_float32_gaussian_i1_is_unbiased_when_sigma_is_small_against_the_outputs
 
 
 # --- 8. non-finite values in a later batch -------------------------------------------------------------------
+
 
 def test_nan_input_in_a_later_batch_gets_the_library_message():
     model, x = _mlp(), _inputs(n=6)
@@ -318,13 +353,16 @@ def test_nan_output_in_a_later_batch_gets_the_library_message():
     x = _inputs(n=6)
     later = x.clone()
     later[3] = -1e4
-    for call in (lambda: ft.variance_report(model, [x, later], ft.Categorical()),
-                 lambda: ft.fisher_diagonal(model, [x, later], ft.Categorical(), "i1")):
+    for call in (
+        lambda: ft.variance_report(model, [x, later], ft.Categorical()),
+        lambda: ft.fisher_diagonal(model, [x, later], ft.Categorical(), "i1"),
+    ):
         with pytest.raises(ValueError, match=r"Categorical\(\): the model output contains NaN or Inf"):
             call()
 
 
 # --- 9. half precision ---------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("dtype,rtol", [(torch.float16, 2e-2), (torch.bfloat16, 1e-1)], ids=["float16", "bfloat16"])
 @pytest.mark.parametrize("family", [ft.Categorical(), ft.Gaussian(0.5)], ids=["categorical", "gaussian"])
@@ -335,13 +373,24 @@ def test_half_precision_reports(dtype, rtol, family):
     per = ft.per_input_statistics(copy.deepcopy(model).to(dtype), x.to(dtype), family)
     for field in ("fisher", "var_i1", "var_i2"):
         assert all(v.dtype == dtype for v in getattr(low, field).values())
-        assert_dicts_close({k: v.double() for k, v in getattr(low, field).items()}, getattr(ref, field),
-                           rtol=rtol, atol_scale=0, what=field)
-    assert_dicts_close({k: v.double().mean(0) for k, v in per.fisher.items()}, ref.fisher, rtol=rtol,
-                       atol_scale=0, what="per-input fisher")
+        assert_dicts_close(
+            {k: v.double() for k, v in getattr(low, field).items()},
+            getattr(ref, field),
+            rtol=rtol,
+            atol_scale=0,
+            what=field,
+        )
+    assert_dicts_close(
+        {k: v.double().mean(0) for k, v in per.fisher.items()},
+        ref.fisher,
+        rtol=rtol,
+        atol_scale=0,
+        what="per-input fisher",
+    )
 
 
 # --- 10. model outputs and inputs of the wrong kind ----------------------------------------------------------
+
 
 class _Wrapped(nn.Module):
     def __init__(self, kind):
@@ -353,24 +402,33 @@ class _Wrapped(nn.Module):
         return {"tuple": lambda: (h, h), "dict": lambda: {"logits": h}, "float64": lambda: h.double()}[self.kind]()
 
 
-@pytest.mark.parametrize("kind,message", [("tuple", "must return one tensor of shape \\(N, C\\), got a tuple"),
-                                          ("dict", "must return one tensor of shape \\(N, C\\), got a dict"),
-                                          ("float64", "output has dtype torch.float64 but its parameters have "
-                                                      "dtype torch.float32")])
+@pytest.mark.parametrize(
+    "kind,message",
+    [
+        ("tuple", "must return one tensor of shape \\(N, C\\), got a tuple"),
+        ("dict", "must return one tensor of shape \\(N, C\\), got a dict"),
+        ("float64", "output has dtype torch.float64 but its parameters have dtype torch.float32"),
+    ],
+)
 def test_model_output_of_the_wrong_kind_is_refused(kind, message):
     model = _Wrapped(kind).eval()
     with pytest.raises(ValueError, match=message):
         ft.fisher_diagonal(model, torch.randn(3, 4), ft.Categorical())
 
 
-@pytest.mark.parametrize("x,message", [(torch.randn(3, 5, dtype=torch.float64),
-                                        r"inputs of shape \(3, 5\) .* rows have 4 features"),
-                                       (torch.randn(4, dtype=torch.float64),
-                                        r"inputs must be shaped \(N, features\) .* 1-D tensor of shape \(4,\)"),
-                                       (torch.ones(3, 4, dtype=torch.long),
-                                        r"inputs of shape \(3, 4\) and dtype torch.int64 .* floating inputs of "
-                                        r"dtype torch.float64")],
-                         ids=["wrong-width", "one-dimensional", "integer"])
+@pytest.mark.parametrize(
+    "x,message",
+    [
+        (torch.randn(3, 5, dtype=torch.float64), r"inputs of shape \(3, 5\) .* rows have 4 features"),
+        (torch.randn(4, dtype=torch.float64), r"inputs must be shaped \(N, features\) .* 1-D tensor of shape \(4,\)"),
+        (
+            torch.ones(3, 4, dtype=torch.long),
+            r"inputs of shape \(3, 4\) and dtype torch.int64 .* floating inputs of "
+            r"dtype torch.float64",
+        ),
+    ],
+    ids=["wrong-width", "one-dimensional", "integer"],
+)
 @pytest.mark.parametrize("path", ["auto", "generic"])
 def test_inputs_the_model_cannot_take_get_an_error_naming_inputs(x, message, path):
     with pytest.raises(ValueError, match=message) as info:
@@ -379,6 +437,7 @@ def test_inputs_the_model_cannot_take_get_an_error_naming_inputs(x, message, pat
 
 
 # --- 11. silent misuse ---------------------------------------------------------------------------------------
+
 
 def test_categorical_model_ending_in_softmax_warns_about_logits():
     torch.manual_seed(13)
@@ -422,10 +481,18 @@ def test_bare_tuple_of_inputs_and_labels_is_refused_with_a_hint():
 @pytest.mark.parametrize("count", [np.int64(2), np.int32(2), torch.tensor(2)], ids=["np.int64", "np.int32", "0-d"])
 def test_counts_as_numpy_integers_or_0d_tensors(count):
     model, x = _mlp(), _inputs()
-    want = ft.fisher_diagonal(model, x, ft.Categorical(), "i1", samples_per_input=2, batch_size=2,
-                              generator=torch.Generator().manual_seed(0))
-    got = ft.fisher_diagonal(model, x, ft.Categorical(), "i1", samples_per_input=count, batch_size=count,
-                             generator=torch.Generator().manual_seed(0))
+    want = ft.fisher_diagonal(
+        model, x, ft.Categorical(), "i1", samples_per_input=2, batch_size=2, generator=torch.Generator().manual_seed(0)
+    )
+    got = ft.fisher_diagonal(
+        model,
+        x,
+        ft.Categorical(),
+        "i1",
+        samples_per_input=count,
+        batch_size=count,
+        generator=torch.Generator().manual_seed(0),
+    )
     assert got.samples_per_input == 2 and type(got.samples_per_input) is int
     assert_dicts_close(got, want, rtol=1e-15, what="i1")
 
@@ -444,8 +511,12 @@ def test_model_on_the_meta_device_is_refused():
 
 # --- 12. frozen parameters, and the engine chosen once -------------------------------------------------------
 
-@pytest.mark.parametrize("function", [ft.fisher_diagonal, ft.variance_report, ft.per_input_statistics,
-                                      ft.estimator_terms], ids=lambda f: f.__name__)
+
+@pytest.mark.parametrize(
+    "function",
+    [ft.fisher_diagonal, ft.variance_report, ft.per_input_statistics, ft.estimator_terms],
+    ids=lambda f: f.__name__,
+)
 def test_docstrings_say_frozen_parameters_are_left_out(function):
     assert "requires_grad=False" in function.__doc__ and "left out" in function.__doc__
 
@@ -482,8 +553,13 @@ def test_chain_rule_oracle_equals_the_brute_force_oracle(family, sigma):
     """The tests above use the faster oracle; here it meets the brute-force one on a model with everything."""
     torch.manual_seed(14)
     shared = nn.Linear(3, 3)
-    model = nn.Sequential(parametrizations.weight_norm(nn.Linear(3, 3)), nn.ELU(), shared, nn.Tanh(), shared,
-                          nn.Linear(3, 2)).double().eval()
+    model = (
+        nn.Sequential(
+            parametrizations.weight_norm(nn.Linear(3, 3)), nn.ELU(), shared, nn.Tanh(), shared, nn.Linear(3, 2)
+        )
+        .double()
+        .eval()
+    )
     model[1].register_forward_hook(lambda mod, inp, out: out + 0.1)
     problem = Problem("everything", model, _inputs(n=2, d=3), family, sigma)
     fast, slow = oracle.conditional_by_chain_rule(problem), oracle.conditional(problem)

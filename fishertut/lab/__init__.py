@@ -1,1 +1,44 @@
-"""Book support: helpers used by the chapters, kept apart from the core (which never imports them)."""
+"""What the chapters use: the book's support code, kept apart from the core of :mod:`fishertut`.
+
+The core (estimators, families, engines, reports, validation, parameter groups and pooling) never imports this
+package. Each module says which chapters use it:
+
+* :mod:`~fishertut.lab.data`: MNIST as tensors;
+* :mod:`~fishertut.lab.models`: the MLP builder, the one trained "theory network", the default device;
+* :mod:`~fishertut.lab.training`: a seeded Adam training loop with a loss and a penalty argument;
+* :mod:`~fishertut.lab.montecarlo`: every single-pair term per class, cheap Monte-Carlo repetitions, the standard
+  error of a variance;
+* :mod:`~fishertut.lab.bounds`: the spectral bounds in several variants;
+* :mod:`~fishertut.lab.casestudy`: the MNIST case study (computation);
+* :mod:`~fishertut.lab.natural_gradient`: diagonal natural-gradient descent on toy problems;
+* :mod:`~fishertut.lab.downstream`: EWC penalty, diagonal Laplace predictive and their metrics (chapter "Does it
+  matter downstream?");
+* :mod:`~fishertut.lab.plotting`: the house style and all the book's figure helpers.
+
+Submodules load on first use (``ft.lab.plotting`` imports matplotlib only when touched).
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_SUBMODULES = (
+    "bounds",
+    "casestudy",
+    "data",
+    "downstream",
+    "models",
+    "montecarlo",
+    "natural_gradient",
+    "plotting",
+    "training",
+)
+
+__all__ = list(_SUBMODULES)
+
+
+def __getattr__(name: str) -> object:
+    """Import the submodules (``ft.lab.data``, ``ft.lab.models``, ...) on first use."""
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'fishertut.lab' has no attribute {name!r}")

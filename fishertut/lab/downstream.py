@@ -21,9 +21,16 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-__all__ = ["ewc_penalty", "laplace_variance", "laplace_predictive", "expected_calibration_error",
-           "negative_log_likelihood", "predictive_entropy", "continual_metrics",
-           "squared_minibatch_mean_gradient"]
+__all__ = [
+    "ewc_penalty",
+    "laplace_variance",
+    "laplace_predictive",
+    "expected_calibration_error",
+    "negative_log_likelihood",
+    "predictive_entropy",
+    "continual_metrics",
+    "squared_minibatch_mean_gradient",
+]
 
 
 def _trainable(model: nn.Module) -> dict[str, Tensor]:
@@ -32,15 +39,18 @@ def _trainable(model: nn.Module) -> dict[str, Tensor]:
     return {n: p for n, p in model.named_parameters() if p.requires_grad}
 
 
-def _check_diagonal(values: Mapping[str, Tensor], params: Mapping[str, Tensor], argument: str,
-                    non_negative: bool) -> None:
+def _check_diagonal(
+    values: Mapping[str, Tensor], params: Mapping[str, Tensor], argument: str, non_negative: bool
+) -> None:
     """``values`` has a finite tensor shaped like each trainable parameter (and no other key)."""
     if not isinstance(values, Mapping):
         raise TypeError(f"{argument} must be a dict {{parameter name: tensor}}, got {type(values).__name__}")
     if set(values) != set(params):
         missing, extra = sorted(set(params) - set(values)), sorted(set(values) - set(params))
-        raise ValueError(f"{argument} must have one entry per trainable parameter of the model; "
-                         f"missing {missing}, unexpected {extra}")
+        raise ValueError(
+            f"{argument} must have one entry per trainable parameter of the model; "
+            f"missing {missing}, unexpected {extra}"
+        )
     for name, p in params.items():
         v = values[name]
         if not isinstance(v, Tensor) or v.shape != p.shape:
@@ -49,8 +59,10 @@ def _check_diagonal(values: Mapping[str, Tensor], params: Mapping[str, Tensor], 
         if not bool(torch.isfinite(v).all()):
             raise ValueError(f"{argument}[{name!r}] has NaN or infinite entries")
         if non_negative and bool((v < 0).any()):
-            raise ValueError(f"{argument}[{name!r}] has negative entries; a Fisher estimate such as Î2 can be "
-                             "negative, clamp it first (e.g. .clamp_min(0))")
+            raise ValueError(
+                f"{argument}[{name!r}] has negative entries; a Fisher estimate such as Î2 can be "
+                "negative, clamp it first (e.g. .clamp_min(0))"
+            )
 
 
 def _check_positive(value: float, argument: str, allow_zero: bool = False) -> float:
@@ -67,8 +79,9 @@ def _check_count(value: int, argument: str) -> int:
     return value
 
 
-def ewc_penalty(model: nn.Module, fisher: Mapping[str, Tensor], anchor: Mapping[str, Tensor],
-                strength: float = 1.0) -> Tensor:
+def ewc_penalty(
+    model: nn.Module, fisher: Mapping[str, Tensor], anchor: Mapping[str, Tensor], strength: float = 1.0
+) -> Tensor:
     r"""The elastic-weight-consolidation penalty :math:`\frac\lambda2\sum_i F_i\,(\theta_i-\theta^*_i)^2`.
 
     Added to the loss of a new task, it keeps the parameters near the old task's solution
@@ -116,8 +129,15 @@ def laplace_variance(fisher: Mapping[str, Tensor], num_data: int, prior_precisio
 
 
 @torch.no_grad()
-def laplace_predictive(model: nn.Module, x: Tensor, variance: Mapping[str, Tensor], *, num_samples: int = 32,
-                       linearized: bool = True, generator: torch.Generator | None = None) -> Tensor:
+def laplace_predictive(
+    model: nn.Module,
+    x: Tensor,
+    variance: Mapping[str, Tensor],
+    *,
+    num_samples: int = 32,
+    linearized: bool = True,
+    generator: torch.Generator | None = None,
+) -> Tensor:
     r"""Class probabilities under a diagonal Gaussian posterior around the model's parameters.
 
     With :math:`\delta_s\sim\mathcal N(0,\operatorname{diag}(\sigma^2))`, :math:`s=1..S`, returns
@@ -168,8 +188,10 @@ def laplace_predictive(model: nn.Module, x: Tensor, variance: Mapping[str, Tenso
     h0 = h0.detach()
     total = torch.zeros_like(h0)
     for _ in range(s):
-        delta = {n: std[n] * torch.randn(p.shape, generator=generator, dtype=p.dtype, device=p.device)
-                 for n, p in mean.items()}
+        delta = {
+            n: std[n] * torch.randn(p.shape, generator=generator, dtype=p.dtype, device=p.device)
+            for n, p in mean.items()
+        }
         if linearized and used:
             with torch.enable_grad():
                 jd = torch.autograd.grad([g for g, _ in used], u, [delta[n] for _, n in used], retain_graph=True)[0]
@@ -187,12 +209,16 @@ def _check_probs(probs: Tensor, labels: Tensor | None = None) -> None:
         shape = tuple(probs.shape) if isinstance(probs, Tensor) else type(probs).__name__
         raise ValueError(f"probs must be a non-empty tensor (N, C) of class probabilities, got {shape}")
     if not bool(((probs >= 0) & (probs <= 1)).all()) or not torch.allclose(
-            probs.sum(-1), torch.ones((), dtype=probs.dtype, device=probs.device), atol=1e-4):
+        probs.sum(-1), torch.ones((), dtype=probs.dtype, device=probs.device), atol=1e-4
+    ):
         raise ValueError("probs must hold probabilities: entries in [0, 1], rows summing to 1")
     if labels is None:
         return
-    if not isinstance(labels, Tensor) or labels.shape != probs.shape[:1] or labels.dtype not in (
-            torch.int64, torch.int32):
+    if (
+        not isinstance(labels, Tensor)
+        or labels.shape != probs.shape[:1]
+        or labels.dtype not in (torch.int64, torch.int32)
+    ):
         raise ValueError(f"labels must be an integer tensor of shape ({probs.shape[0]},) aligned with probs")
     if bool(((labels < 0) | (labels >= probs.shape[1])).any()):
         raise ValueError(f"labels must be class indices in [0, {probs.shape[1] - 1}]")
@@ -243,19 +269,24 @@ def continual_metrics(accuracy: Tensor) -> tuple[float, float]:
     (:math:`T\times T`). Returns :math:`\bar a = \frac1T\sum_j a_{T-1,j}` and the forgetting
     :math:`\frac1{T-1}\sum_{j<T-1}\big(\max_{j\le i<T-1} a_{ij} - a_{T-1,j}\big)` (Chaudhry et al., 2018).
     """
-    if not isinstance(accuracy, Tensor) or accuracy.ndim != 2 or accuracy.shape[0] != accuracy.shape[1] \
-            or accuracy.shape[0] < 2:
+    if (
+        not isinstance(accuracy, Tensor)
+        or accuracy.ndim != 2
+        or accuracy.shape[0] != accuracy.shape[1]
+        or accuracy.shape[0] < 2
+    ):
         shape = tuple(accuracy.shape) if isinstance(accuracy, Tensor) else type(accuracy).__name__
         raise ValueError(f"accuracy must be a square tensor (T, T) with T >= 2 tasks, got {shape}")
     a = accuracy.double()
     t = a.shape[0]
     final = a[t - 1]
-    best = torch.stack([a[j:t - 1, j].max() for j in range(t - 1)])
-    return float(final.mean()), float((best - final[:t - 1]).mean())
+    best = torch.stack([a[j : t - 1, j].max() for j in range(t - 1)])
+    return float(final.mean()), float((best - final[: t - 1]).mean())
 
 
-def squared_minibatch_mean_gradient(model: nn.Module, x: Tensor, y: Tensor, *, batch_size: int = 64
-                                    ) -> dict[str, Tensor]:
+def squared_minibatch_mean_gradient(
+    model: nn.Module, x: Tensor, y: Tensor, *, batch_size: int = 64
+) -> dict[str, Tensor]:
     r"""The "Fisher diagonal" as many EWC codebases compute it: squared minibatch-mean gradients, averaged.
 
     With the data labels, consecutive minibatches :math:`B_1..B_M` of ``x`` (the last may be smaller) and the
@@ -282,7 +313,7 @@ def squared_minibatch_mean_gradient(model: nn.Module, x: Tensor, y: Tensor, *, b
     batches = 0
     for s in range(0, x.shape[0], b):
         with torch.enable_grad():
-            loss = nn.functional.cross_entropy(model(x[s:s + b]), y[s:s + b])
+            loss = nn.functional.cross_entropy(model(x[s : s + b]), y[s : s + b])
             grads = torch.autograd.grad(loss, list(params.values()))
         for (n, _), g in zip(params.items(), grads):
             out[n] += g.detach().square()

@@ -1,10 +1,7 @@
-"""House plotting style and small figure helpers for the book.
+"""House plotting style: fonts, colours and sizes shared by every figure, and estimates drawn with error bars.
 
-Every chapter calls :func:`set_style` once, in a hidden cell, so that all figures share fonts, colours and
-sizes. The helpers keep chapter cells short; they only draw what they are given and compute nothing that
-the library computes elsewhere.
-
-See chapter "Introduction" for :func:`errorbar_estimates` in use.
+Every chapter calls :func:`set_style` once, in a hidden cell. :func:`errorbar_estimates` is used by chapter
+"Trusting the diagonal Fisher" (the introduction) and by the MNIST case study's figures.
 """
 
 from __future__ import annotations
@@ -168,8 +165,16 @@ def errorbar_estimates(
             if bad.any():
                 ax.plot(x[bad] + off, shown[bad], ls="none", marker="v", mfc="none", color=color, zorder=4)
         ax.errorbar(
-            x + off, np.where(shown > 0, shown, np.nan) if log else shown, yerr=np.vstack([lower, upper]),
-            ls="none", marker="o", ms=3.5, color=color, elinewidth=0.9, label=labels.get(name, name), zorder=4,
+            x + off,
+            np.where(shown > 0, shown, np.nan) if log else shown,
+            yerr=np.vstack([lower, upper]),
+            ls="none",
+            marker="o",
+            ms=3.5,
+            color=color,
+            elinewidth=0.9,
+            label=labels.get(name, name),
+            zorder=4,
         )
     if log:
         ax.set_yscale("log")

@@ -1,4 +1,4 @@
-"""Tests of fishertut.casestudy: a tiny run of the MNIST case study, checked against the library directly."""
+"""Tests of fishertut.lab.casestudy and its plots: a tiny run of the MNIST case study, checked against the library."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import pytest
 import torch
 
 import fishertut as ft
-from fishertut import casestudy as cs
-from fishertut.data import MNIST
+from fishertut.lab import casestudy as cs
+from fishertut.lab import plotting
+from fishertut.lab.data import MNIST
 
 WIDTHS = (784, 12, 10, 8, 10)
 
@@ -21,7 +22,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def small_data() -> MNIST:
     """1,000 training digits (100 per class) and the 1,000 test digits of the default MNIST subset."""
-    d = ft.data.load_mnist()
+    d = ft.lab.data.load_mnist()
     keep = cs.balanced_subset(d.train_y, 1000, seed=1)
     return MNIST(d.train_x[keep], d.train_y[keep], d.test_x, d.test_y, d.source)
 
@@ -78,14 +79,13 @@ def test_last_epoch_matches_library(study: cs.CaseStudy) -> None:
     exact = ft.fisher_diagonal(study.model, study.eval_x, fam)
     emp = ft.fisher_diagonal(study.model, study.eval_x, fam, "i1", targets=study.eval_y)
     rows = study.table[study.table["epoch"] == 1].set_index(["layer", "group"])
-    for layer, names in enumerate(ft.models.layer_groups(study.model).values(), start=1):
+    for layer, names in enumerate(ft.layer_groups(study.model).values(), start=1):
         for group, ns in (("layer", names), ("weight", names[:1]), ("bias", names[1:])):
             assert math.isclose(rows.loc[(layer, group), "fisher"], _pooled(exact, ns), rel_tol=1e-10)
             assert math.isclose(rows.loc[(layer, group), "empirical_fisher"], _pooled(emp, ns), rel_tol=1e-10)
             assert math.isclose(rows.loc[(layer, group), "var_i1"], _pooled(study.report.var_i1, ns), rel_tol=1e-10)
     # The empirical Fisher is a different object: it must not coincide with the Fisher.
-    assert not math.isclose(rows.loc[(1, "layer"), "empirical_fisher"], rows.loc[(1, "layer"), "fisher"],
-                            rel_tol=1e-3)
+    assert not math.isclose(rows.loc[(1, "layer"), "empirical_fisher"], rows.loc[(1, "layer"), "fisher"], rel_tol=1e-3)
 
 
 def test_layer_group_is_parameter_weighted_mean(study: cs.CaseStudy) -> None:
@@ -127,8 +127,9 @@ def test_deterministic_and_relu_has_no_i2_variance(small_data: MNIST) -> None:
 
 def test_explicit_evaluation_pair(small_data: MNIST) -> None:
     x, y = small_data.test_x[:20], small_data.test_y[:20]
-    r = cs.run_case_study("tanh", WIDTHS, epochs=0, eval_inputs=(x, y), data=small_data, device="cpu",
-                          mc_inputs=7, mc_samples=3)
+    r = cs.run_case_study(
+        "tanh", WIDTHS, epochs=0, eval_inputs=(x, y), data=small_data, device="cpu", mc_inputs=7, mc_samples=3
+    )
     assert r.settings["eval_inputs"] == 20 and r.settings["mc_inputs"] == 7 and r.settings["mc_samples"] == 3
     torch.testing.assert_close(r.eval_x, x.double())
 
@@ -151,11 +152,11 @@ def test_plots(study: cs.CaseStudy) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    axes = cs.plot_case_study(study.table)
+    axes = plotting.plot_case_study(study.table)
     assert axes.shape == (2, 4)
     assert len(axes[0, 0].lines) == 6 and len(axes[0, 3].lines) == 3  # no Î2 curves in the last layer
-    axes = cs.plot_monte_carlo(study, num_params=5)
+    axes = plotting.plot_monte_carlo(study, num_params=5)
     assert len(axes) == 4
-    ax = cs.plot_calibration(study.table)
+    ax = plotting.plot_calibration(study.table)
     assert len(ax.lines) == 2 * 4 + 1
     plt.close("all")

@@ -1,4 +1,4 @@
-"""Tests of fishertut.natural_gradient: toy problems, the binary-logit model and diagonal NGD."""
+"""Tests of fishertut.lab.natural_gradient: toy problems, the binary-logit model and diagonal NGD."""
 
 from __future__ import annotations
 
@@ -6,8 +6,7 @@ import pytest
 import torch
 
 import fishertut as ft
-from fishertut import natural_gradient as ng
-
+from fishertut.lab import natural_gradient as ng
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -18,8 +17,9 @@ def problem(request: pytest.FixtureRequest) -> ng.ToyProblem:
 
 
 def _run(p: ng.ToyProblem, estimator: str, **kw) -> ng.NGDRun:
-    return ng.natural_gradient_descent(p.model(), p.family, (p.train_x, p.train_y), (p.test_x, p.test_y),
-                                       estimator, **kw)
+    return ng.natural_gradient_descent(
+        p.model(), p.family, (p.train_x, p.train_y), (p.test_x, p.test_y), estimator, **kw
+    )
 
 
 def test_toy_problem_is_seeded_and_shaped(problem: ng.ToyProblem) -> None:
@@ -66,7 +66,7 @@ def test_model_sets_parameters(problem: ng.ToyProblem) -> None:
 
 
 def test_toy_models_have_no_i2_label_variance(problem: ng.ToyProblem) -> None:
-    """Both models are linear in theta: u_i = 0, so V2 is exactly 0 and V1 is not (spec 9.12)."""
+    """Both models are linear in theta: u_i = 0, so V2 is exactly 0 and V1 is not (chapter "Natural gradient")."""
     rep = ft.variance_report(problem.model(), problem.train_x, problem.family)
     for name in rep.var_i2:
         assert float(rep.var_i2[name].abs().max()) == 0.0
@@ -117,7 +117,7 @@ def test_label_variance_is_the_report(problem: ng.ToyProblem) -> None:
 
 
 def test_regression_i1_label_variance_closed_form() -> None:
-    """Gaussian: V1 = 2 I(theta_i|x)^2 with I(theta_i|x) = x_i^2 / sigma^2 (spec 5)."""
+    """Gaussian: V1 = 2 I(theta_i|x)^2 with I(theta_i|x) = x_i^2 / sigma^2 (chapter "Regression")."""
     p = ng.toy_problem("regression", n_train=32, n_test=32, seed=3)
     run = _run(p, "i1", epochs=1, lr=0.1)
     xt = torch.cat([p.train_x, torch.ones(32, 1, dtype=torch.float64)], 1)
@@ -129,8 +129,9 @@ def test_regression_i1_label_variance_closed_form() -> None:
 def test_model_is_not_modified(problem: ng.ToyProblem) -> None:
     net = problem.model()
     before = [q.detach().clone() for q in net.parameters()]
-    ng.natural_gradient_descent(net, problem.family, (problem.train_x, problem.train_y), estimator="i1",
-                                epochs=1, batch_size=16)
+    ng.natural_gradient_descent(
+        net, problem.family, (problem.train_x, problem.train_y), estimator="i1", epochs=1, batch_size=16
+    )
     assert all(torch.equal(a, q) for a, q in zip(before, net.parameters()))
 
 

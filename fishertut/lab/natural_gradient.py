@@ -1,4 +1,4 @@
-r"""Natural-gradient descent with the diagonal FIM replaced by an estimate (the paper's Fig. 1, spec 8.1).
+r"""Natural-gradient descent with the diagonal FIM replaced by an estimate (the paper's Figure 1).
 
 One step on a batch :math:`B` of inputs with data labels:
 
@@ -9,12 +9,13 @@ elementwise, with :math:`\hat{\mathcal I}` the exact diagonal FIM on the batch i
 Monte-Carlo estimate Î1 or Î2 (:func:`~fishertut.fisher_diagonal`, ``samples_per_input`` model labels per
 input), learning rate :math:`\eta` and damping :math:`\lambda`.
 
-The toy problems are ours (the paper's settings were not recovered, spec 10.8): 2-D Gaussian inputs with
+The toy problems are ours (the paper's settings are not reproduced here): 2-D Gaussian inputs with
 different scales on the two axes, a linear-Gaussian regression and a logistic regression (see
 :func:`toy_problem`). Both models are linear in :math:`\theta`, so :math:`u_i \equiv 0`: Î2 equals the exact
-diagonal FIM for every sampled label, and Î2-NGD takes exactly the exact-NGD steps (spec 8.1, 9.12).
+diagonal FIM for every sampled label, and Î2-NGD takes exactly the exact-NGD steps (chapter "Natural gradient
+with estimated Fisher information", section "Why Î2 is exact here").
 
-See chapter "Natural gradient" of the book.
+See chapter "Natural gradient with estimated Fisher information".
 """
 
 from __future__ import annotations
@@ -27,17 +28,27 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .api import fisher_diagonal, variance_report
-from .families import Categorical, ExponentialFamily, Gaussian
+from ..api import fisher_diagonal, variance_report
+from ..families import Categorical, ExponentialFamily, Gaussian
+from ..groups import flatten
+from ..report import ESTIMATORS, check_estimator
 
-__all__ = ["TASKS", "binary_logit", "ToyProblem", "NGDRun", "toy_problem", "negative_log_likelihood",
-           "natural_gradient_descent"]
+__all__ = [
+    "TASKS",
+    "binary_logit",
+    "ToyProblem",
+    "NGDRun",
+    "toy_problem",
+    "negative_log_likelihood",
+    "natural_gradient_descent",
+]
 
 TASKS = ("regression", "classification")
 
 
-def binary_logit(in_features: int = 2, *, dtype: torch.dtype = torch.float64,
-                 device: torch.device | str | None = None) -> nn.Sequential:
+def binary_logit(
+    in_features: int = 2, *, dtype: torch.dtype = torch.float64, device: torch.device | str | None = None
+) -> nn.Sequential:
     r"""Logistic regression as a two-class softmax whose first logit is fixed at 0: :math:`h = (0,\ w^\top x + b)`.
 
     Then :math:`p(y=1|x) = \sigma(w^\top x + b)`, the Bernoulli model. It is built as
@@ -94,13 +105,25 @@ class ToyProblem:
         return net.eval()
 
 
-def toy_problem(task: str, *, n_train: int = 256, n_test: int = 4096, seed: int = 0,
-                scales: tuple[float, float] = (1.0, 0.25), theta_star: tuple[float, float, float] = (1.0, -2.0, 0.5),
-                theta_init: tuple[float, float, float] = (-2.0, 2.0, 0.0), sigma: float = 0.5,
-                dtype: torch.dtype = torch.float64, device: torch.device | str | None = None) -> ToyProblem:
-    r"""Generate a 2-D toy problem: :math:`x \sim \mathcal N(0, \mathrm{diag}(s_1^2, s_2^2))`, :math:`y` from the model at ``theta_star``.
+def toy_problem(
+    task: str,
+    *,
+    n_train: int = 256,
+    n_test: int = 4096,
+    seed: int = 0,
+    scales: tuple[float, float] = (1.0, 0.25),
+    theta_star: tuple[float, float, float] = (1.0, -2.0, 0.5),
+    theta_init: tuple[float, float, float] = (-2.0, 2.0, 0.0),
+    sigma: float = 0.5,
+    dtype: torch.dtype = torch.float64,
+    device: torch.device | str | None = None,
+) -> ToyProblem:
+    r"""Generate a 2-D toy problem.
 
-    * ``"regression"``: :math:`y = w^{*\top} x + b^* + \sigma\xi`, :math:`\xi\sim\mathcal N(0,1)`; family ``Gaussian(sigma)``.
+    Inputs :math:`x \sim \mathcal N(0, \mathrm{diag}(s_1^2, s_2^2))`, labels :math:`y` from the model at ``theta_star``:
+
+    * ``"regression"``: :math:`y = w^{*\top} x + b^* + \sigma\xi`, :math:`\xi\sim\mathcal N(0,1)`;
+      family ``Gaussian(sigma)``.
     * ``"classification"``: :math:`y \sim \mathrm{Bernoulli}(\sigma(w^{*\top}x + b^*))`; family ``Categorical()``
       over the logits of :func:`binary_logit`.
 
@@ -109,13 +132,15 @@ def toy_problem(task: str, *, n_train: int = 256, n_test: int = 4096, seed: int 
 
     Args:
         task: ``"regression"`` or ``"classification"``.
-        n_train, n_test: sizes of the two sets.
+        n_train: size of the training set.
+        n_test: size of the test set.
         seed: seeds a CPU generator for inputs, noise and labels.
         scales: the input standard deviations :math:`(s_1, s_2)`.
         theta_star: :math:`(w_1^*, w_2^*, b^*)`.
         theta_init: where every run starts.
         sigma: noise standard deviation of the regression.
-        dtype, device: of the tensors.
+        dtype: of the tensors.
+        device: of the tensors.
     """
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
@@ -133,11 +158,21 @@ def toy_problem(task: str, *, n_train: int = 256, n_test: int = 4096, seed: int 
         family = Categorical()
         what = "y ~ Bernoulli(sigmoid(w*.x + b*))"
     x = x.to(dtype)
-    description = (f"{task}: {n_train} training and {n_test} test points, x ~ N(0, diag({scales[0]:g}^2, "
-                   f"{scales[1]:g}^2)), {what} with (w1*, w2*, b*) = {tuple(theta_star)}, seed {seed}")
-    return ToyProblem(task, family, x[:n_train].to(device), y[:n_train].to(device), x[n_train:].to(device),
-                      y[n_train:].to(device), star.to(dtype=dtype, device=device),
-                      torch.tensor(theta_init, dtype=dtype, device=device), description)
+    description = (
+        f"{task}: {n_train} training and {n_test} test points, x ~ N(0, diag({scales[0]:g}^2, "
+        f"{scales[1]:g}^2)), {what} with (w1*, w2*, b*) = {tuple(theta_star)}, seed {seed}"
+    )
+    return ToyProblem(
+        task,
+        family,
+        x[:n_train].to(device),
+        y[:n_train].to(device),
+        x[n_train:].to(device),
+        y[n_train:].to(device),
+        star.to(dtype=dtype, device=device),
+        torch.tensor(theta_init, dtype=dtype, device=device),
+        description,
+    )
 
 
 def negative_log_likelihood(model: nn.Module, family: ExponentialFamily, x: Tensor, y: Tensor) -> Tensor:
@@ -148,17 +183,17 @@ def negative_log_likelihood(model: nn.Module, family: ExponentialFamily, x: Tens
 
 @dataclass
 class NGDRun:
-    """Trajectory of :func:`natural_gradient_descent`.
+    r"""Trajectory of :func:`natural_gradient_descent`.
 
     Attributes:
         estimator: ``"exact"``, ``"i1"`` or ``"i2"``.
         names: parameter names, in the order of the columns of ``params`` and ``fisher``.
         epoch: ``(T+1,)`` the (fractional) epoch of each recorded point; 0 is the start.
-        params: ``(T+1, D)`` the flattened parameters :math:`\\theta_t`.
+        params: ``(T+1, D)`` the flattened parameters :math:`\theta_t`.
         train_loss, test_loss: ``(T+1,)`` mean negative log-likelihoods on the full sets.
         fisher: ``(T, D)`` the diagonal FIM (estimate) used at each step.
-        label_variance: ``{"i1": (T,), "i2": (T,)}``: at each step, at the current :math:`\\theta_t` and batch,
-            :math:`\\sum_i \\frac1{|B|S}\\cdot\\frac1{|B|}\\sum_{n\\in B}V_k(\\theta_i|x_n)`, the variance over the
+        label_variance: ``{"i1": (T,), "i2": (T,)}``: at each step, at the current :math:`\theta_t` and batch,
+            :math:`\sum_i \frac1{|B|S}\cdot\frac1{|B|}\sum_{n\in B}V_k(\theta_i|x_n)`, the variance over the
             sampled labels of each estimator, summed over the parameters (recorded for both estimators
             whatever ``estimator`` drives the run).
         settings: the step size, damping, batch size, samples per input, epochs and seed.
@@ -175,15 +210,21 @@ class NGDRun:
     settings: dict[str, Any] = field(default_factory=dict)
 
 
-def _flat(d: dict[str, Tensor], names: list[str]) -> Tensor:
-    return torch.cat([d[n].detach().reshape(-1) for n in names])
-
-
-def natural_gradient_descent(model: nn.Module, family: ExponentialFamily, train: tuple[Tensor, Tensor],
-                             test: tuple[Tensor, Tensor] | None = None, estimator: str = "exact", *,
-                             epochs: int = 20, batch_size: int | None = None, lr: float = 0.5,
-                             damping: float = 1e-3, samples_per_input: int = 1, seed: int = 0,
-                             track_variance: bool = True) -> NGDRun:
+def natural_gradient_descent(
+    model: nn.Module,
+    family: ExponentialFamily,
+    train: tuple[Tensor, Tensor],
+    test: tuple[Tensor, Tensor] | None = None,
+    estimator: str = "exact",
+    *,
+    epochs: int = 20,
+    batch_size: int | None = None,
+    lr: float = 0.5,
+    damping: float = 1e-3,
+    samples_per_input: int = 1,
+    seed: int = 0,
+    track_variance: bool = True,
+) -> NGDRun:
     r"""Run diagonal natural-gradient descent with the exact FIM, Î1 or Î2 (module docstring).
 
     The model is copied; the original is left untouched. Each epoch visits the training set once in
@@ -209,8 +250,7 @@ def natural_gradient_descent(model: nn.Module, family: ExponentialFamily, train:
     Returns:
         :class:`NGDRun`.
     """
-    if estimator not in ("exact", "i1", "i2"):
-        raise ValueError(f"estimator must be 'exact', 'i1' or 'i2', got {estimator!r}")
+    check_estimator(estimator, ESTIMATORS)
     if not (isinstance(damping, (int, float)) and damping > 0 and math.isfinite(damping)):
         raise ValueError(f"damping must be a positive number, got {damping!r}")
     if not isinstance(epochs, int) or epochs < 0:
@@ -231,14 +271,16 @@ def natural_gradient_descent(model: nn.Module, family: ExponentialFamily, train:
 
     def losses() -> tuple[float, float]:
         with torch.no_grad():
-            return (float(negative_log_likelihood(model, family, x, y)),
-                    float(negative_log_likelihood(model, family, tx, ty)))
+            return (
+                float(negative_log_likelihood(model, family, x, y)),
+                float(negative_log_likelihood(model, family, tx, ty)),
+            )
 
     traj, fishers, train_l, test_l, epoch_at = [], [], [], [], []
     var = {"i1": [], "i2": []}
 
     def record(step: int) -> None:
-        traj.append(_flat(params, names).clone())
+        traj.append(flatten(params, names).clone())
         a, b = losses()
         train_l.append(a)
         test_l.append(b)
@@ -249,13 +291,14 @@ def natural_gradient_descent(model: nn.Module, family: ExponentialFamily, train:
     for _ in range(epochs):
         perm = torch.randperm(n, generator=order_gen).to(x.device)
         for s in range(0, n, bs):
-            idx = perm[s:s + bs]
+            idx = perm[s : s + bs]
             xb, yb = x[idx], y[idx]
             if estimator == "exact":
                 fim = fisher_diagonal(model, xb, family, "exact")
             else:
-                fim = fisher_diagonal(model, xb, family, estimator, samples_per_input=samples_per_input,
-                                      generator=label_gen)
+                fim = fisher_diagonal(
+                    model, xb, family, estimator, samples_per_input=samples_per_input, generator=label_gen
+                )
             if track_variance:
                 rep = variance_report(model, xb, family)
                 for k in ("i1", "i2"):
@@ -267,16 +310,26 @@ def natural_gradient_descent(model: nn.Module, family: ExponentialFamily, train:
             with torch.no_grad():
                 for nm, g in zip(names, grads):
                     params[nm].sub_(lr * g / (fim[nm] + damping))
-            fishers.append(_flat(fim, names).clone())
+            fishers.append(flatten(fim, names).clone())
             step += 1
             record(step)
     dtype = traj[0].dtype
     return NGDRun(
-        estimator=estimator, names=names, epoch=torch.tensor(epoch_at, dtype=torch.float64),
-        params=torch.stack(traj).cpu(), train_loss=torch.tensor(train_l, dtype=torch.float64),
+        estimator=estimator,
+        names=names,
+        epoch=torch.tensor(epoch_at, dtype=torch.float64),
+        params=torch.stack(traj).cpu(),
+        train_loss=torch.tensor(train_l, dtype=torch.float64),
         test_loss=torch.tensor(test_l, dtype=torch.float64),
         fisher=torch.stack(fishers).cpu() if fishers else torch.empty(0, len(traj[0]), dtype=dtype),
         label_variance={k: torch.tensor(v, dtype=torch.float64) for k, v in var.items()},
-        settings={"lr": lr, "damping": damping, "batch_size": bs, "samples_per_input": samples_per_input,
-                  "epochs": epochs, "seed": seed, "steps_per_epoch": steps_per_epoch},
+        settings={
+            "lr": lr,
+            "damping": damping,
+            "batch_size": bs,
+            "samples_per_input": samples_per_input,
+            "epochs": epochs,
+            "seed": seed,
+            "steps_per_epoch": steps_per_epoch,
+        },
     )

