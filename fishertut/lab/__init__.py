@@ -13,7 +13,8 @@ package. Each module says which chapters use it:
 * :mod:`~fishertut.lab.natural_gradient`: diagonal natural-gradient descent on toy problems;
 * :mod:`~fishertut.lab.downstream`: EWC penalty, diagonal Laplace predictive and their metrics (chapter "Does it
   matter downstream?");
-* :mod:`~fishertut.lab.plotting`: the house style and all the book's figure helpers.
+* :mod:`~fishertut.lab.plotting`: the house style and all the book's figure helpers;
+* :mod:`~fishertut.lab.tables`: tables formatted for people (every chapter that shows a table).
 
 Submodules load on first use (``ft.lab.plotting`` imports matplotlib only when touched).
 """
@@ -31,6 +32,7 @@ _SUBMODULES = (
     "montecarlo",
     "natural_gradient",
     "plotting",
+    "tables",
     "training",
 )
 

@@ -1,0 +1,63 @@
+"""Tables for people: number formatting and the Styler's headers (hand-written expectations)."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fishertut.lab.tables import format_number, format_table, readable_header
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (241005.5, "241,006"),
+        (241006, "241,006"),
+        (np.int64(1234567), "1,234,567"),
+        (0.012345, "0.0123"),
+        (12.345, "12.3"),
+        (1.0, "1.00"),
+        (0.0, "0"),
+        (1.11e-06, "1.11 × 10⁻⁶"),
+        (2.42e-06, "2.42 × 10⁻⁶"),
+        (9.999e-05, "1.00 × 10⁻⁴"),
+        (-3.5e-7, "−3.50 × 10⁻⁷"),
+        (-3.5e7, "−35,000,000"),
+        (1.5e7 + 0.25, "1.50 × 10⁷"),
+        (float("nan"), "—"),
+        (None, "—"),
+        (math.inf, "∞"),
+        ("Î1", "Î1"),
+    ],
+    ids=lambda v: repr(v),
+)
+def test_format_number(value, text):
+    assert format_number(value) == text
+
+
+def test_percent_and_digits():
+    assert format_number(0.025, percent=True) == "2.50%"
+    assert format_number(0.123456, 2) == "0.12"
+    with pytest.raises(ValueError, match="digits"):
+        format_number(1.0, 0)
+
+
+def test_readable_header():
+    assert readable_header("rel_sd_i1") == "Rel sd i1"
+    assert readable_header("N for 10%") == "N for 10%"
+
+
+def test_format_table_renders_people_numbers():
+    frame = pd.DataFrame({"num_params": [25120, 528], "rel_sd": [1.11e-06, float("nan")], "share": [0.5, 0.25]})
+    html = format_table(frame, headers={"num_params": "Parameters"}, percent=["share"]).to_html()
+    for text in ("Parameters", "Rel sd", "25,120", "1.11 × 10⁻⁶", "—", "50.0%", "padding"):
+        assert text in html
+    assert "nan" not in html.lower() and "num_params" not in html
+
+
+def test_format_table_rejects_unknown_columns():
+    with pytest.raises(ValueError, match="missing_column"):
+        format_table(pd.DataFrame({"a": [1]}), percent=["missing_column"])
+    with pytest.raises(TypeError, match="frame"):
+        format_table([1, 2])
