@@ -33,6 +33,7 @@ from .arguments import check_count, coerce_targets
 from .batches import iterate_batches
 from .families import ExponentialFamily, OutputSpectrum
 from .guards import PROBE_ROWS, check_independent_rows, check_output_kind, run_forward, warn_if_probabilities
+from .minibatch import check_minibatch, hutchinson_channels, hutchinson_unit_variance, one_backward_diagonal
 from .report import (
     ESTIMATORS,
     Bounds,
@@ -163,13 +164,17 @@ def _shaped(run: _Run, sums: dict[tuple[str, str], Tensor], stat: str, scale: fl
 def fisher_diagonal(model: nn.Module, inputs: Inputs, family: ExponentialFamily, estimator: str = "exact",
                     targets: Tensor | str | None = None, samples_per_input: int = 1,
                     generator: torch.Generator | None = None, batch_size: int | None = None,
-                    path: str = "auto", process_group: object | None = None) -> FisherDiagonal:
-    r"""Diagonal of the Fisher information matrix, exactly or by one of the two estimators.
+                    path: str = "auto", process_group: object | None = None, minibatch: int = 1) -> FisherDiagonal:
+    r"""Diagonal of the Fisher information matrix, exactly or by one of the estimators.
 
     * ``"exact"``: :math:`\frac1N\sum_n v_i^\top \Lambda(x_n) v_i` (eq. eq-expfam-diag);
     * ``"i1"``: :math:`\frac1{NS}\sum_{n,s} (\partial_{\theta_i}\log p(y_{ns}|x_n))^2`;
     * ``"i2"``: :math:`\frac1{NS}\sum_{n,s} -\partial^2_{\theta_i}\log p(y_{ns}|x_n)
-      = \frac1{NS}\sum_{n,s} (v_i^\top\Lambda v_i - \varepsilon_{ns}^\top u_i)` (eq. eq-est-diag).
+      = \frac1{NS}\sum_{n,s} (v_i^\top\Lambda v_i - \varepsilon_{ns}^\top u_i)` (eq. eq-est-diag);
+    * ``"hutchinson"``: :math:`\frac1{NS}\sum_{n,s} (\xi_{ns}^\top A_n^\top v_i)^2`, :math:`A_nA_n^\top = \Lambda(x_n)`.
+
+    ``minibatch=B > 1`` sums ``B`` inputs before squaring, for ``"i1"`` (GNB) and ``"hutchinson"``: one backward
+    pass per minibatch, any model (:mod:`fishertut.minibatch`: formulas, cost); ``"i2"`` is unchanged by it.
 
     Labels :math:`y_{ns}` are drawn from the model, ``samples_per_input`` per input, from ``generator``,
     unless ``targets`` gives them; with data labels ``"i1"`` is the empirical Fisher (chapter "The empirical Fisher").
@@ -185,7 +190,7 @@ def fisher_diagonal(model: nn.Module, inputs: Inputs, family: ExponentialFamily,
         inputs: a tensor ``(N, ...)`` or an iterable of tensors or ``(x, y)`` pairs (e.g. a ``DataLoader``);
             one ``(x, y)`` batch is ``[(x, y)]``, not the bare tuple.
         family: :class:`~fishertut.Categorical` or :class:`~fishertut.Gaussian`.
-        estimator: ``"exact"``, ``"i1"`` or ``"i2"``.
+        estimator: ``"exact"``, ``"i1"``, ``"i2"`` or ``"hutchinson"``.
         targets: ``None`` (labels from the model), labels aligned with the rows of ``inputs`` in iteration
             order (a tensor, list or numpy array; not with a shuffling ``DataLoader``), or ``"data"`` for the
             ``y`` of ``(x, y)`` batches. Not allowed with ``"exact"``.
@@ -197,6 +202,7 @@ def fisher_diagonal(model: nn.Module, inputs: Inputs, family: ExponentialFamily,
             ``"generic"``.
         process_group: a ``torch.distributed`` group whose ranks each hold part of the inputs; the sums are
             all-reduced so every rank returns the result over all inputs.
+        minibatch: inputs summed before squaring (a statistical choice; ``batch_size`` only sets memory).
 
     Returns:
         :class:`FisherDiagonal`: ``{parameter name: tensor shaped like the parameter}``, in the model's dtype.
@@ -207,6 +213,9 @@ def fisher_diagonal(model: nn.Module, inputs: Inputs, family: ExponentialFamily,
         raise ValueError("targets are not used by estimator='exact' (it averages over all labels); pass targets=None")
     if targets is not None and samples != 1:
         raise ValueError(f"samples_per_input must be 1 when targets are given, got {samples}")
+    if check_minibatch(estimator, minibatch, targets) > 1:
+        return one_backward_diagonal(model, inputs, family, estimator, minibatch, samples, targets, generator,
+                                     batch_size)
     run = _Run(model, family, path, batch_size, generator, curvature=estimator == "i2")
     col = SumCollector()
     for _, h, tape, y in run.batches(inputs, targets):
@@ -215,8 +224,9 @@ def fisher_diagonal(model: nn.Module, inputs: Inputs, family: ExponentialFamily,
             for t in run.units(tape, family.covariance_factor(h), None):
                 col.add([("fisher", t.jac.square().sum(1), 2)], t)
             continue
-        _, eps = _labels(run, h, y, samples, generator)
-        if estimator == "i1":
+        hutch = estimator == "hutchinson"
+        eps = hutchinson_channels(family, h, samples, generator) if hutch else _labels(run, h, y, samples, generator)[1]
+        if estimator in ("i1", "hutchinson"):
             for t in run.units(tape, eps, None):
                 col.add([("i1", t.jac.square().sum(1), 2)], t)
         else:
@@ -224,7 +234,7 @@ def fisher_diagonal(model: nn.Module, inputs: Inputs, family: ExponentialFamily,
             for t in run.units(tape, family.covariance_factor(h), eps.sum(1, keepdim=True)):
                 col.add([("i2", samples * t.jac.square().sum(1) - t.curv[:, 0], 2)], t)
     n = _all_reduce(col, run.num_inputs, process_group)
-    stat = "fisher" if estimator == "exact" else estimator
+    stat = {"exact": "fisher", "hutchinson": "i1"}.get(estimator, estimator)
     per = 1 if estimator == "exact" else samples
     return FisherDiagonal(_shaped(run, col.sums, stat, 1.0 / (n * per)), estimator=estimator,
                           path=run.engine.name, num_inputs=n, samples_per_input=per,
@@ -244,7 +254,8 @@ def _conditional_stats(family: ExponentialFamily, h: Tensor, t: UnitTerms, spect
              ("v1_lower", spectrum.m_min[:, None] * pj, 4),
              ("v1_upper", spectrum.m_max[:, None] * pj, 4),
              ("v2_lower", spectrum.cov_min[:, None] * pg, 4),
-             ("v2_upper", spectrum.cov_max[:, None] * pg, 4)]
+             ("v2_upper", spectrum.cov_max[:, None] * pg, 4),
+             ("var_hutchinson", hutchinson_unit_variance(family, h, jac), 4)]
     if with_square:
         stats.append(("fisher_sq", fisher.to(torch.float64).square(), 4))  # squared in float64: var_x cancels
     return stats
@@ -278,7 +289,7 @@ def variance_report(model: nn.Module, inputs: Inputs, family: ExponentialFamily,
         process_group: as in :func:`fisher_diagonal`.
     """
     run = _Run(model, family, path, batch_size, None, curvature=True)
-    col = SumCollector(float64_stats=frozenset({"fisher", "fisher_sq"}))
+    col = SumCollector(float64_stats=frozenset({"fisher", "fisher_sq", "var_hutchinson"}))
     _conditional_pass(run, inputs, col, with_square=True)
     n = _all_reduce(col, run.num_inputs, process_group)
     get = lambda stat: _shaped(run, col.sums, stat, 1.0 / n)  # noqa: E731
@@ -288,7 +299,7 @@ def variance_report(model: nn.Module, inputs: Inputs, family: ExponentialFamily,
     fisher = get("fisher")
     bounds = Bounds(get("v1_lower"), get("v1_upper"), get("v2_lower"), get("v2_upper"))
     return VarianceReport(fisher=fisher, var_i1=get("var_i1"), var_i2=get("var_i2"), var_x=var_x, bounds=bounds,
-                          num_inputs=n, path=run.engine.name, family=family)
+                          num_inputs=n, path=run.engine.name, family=family, var_hutchinson=get("var_hutchinson"))
 
 
 def per_input_statistics(model: nn.Module, inputs: Inputs, family: ExponentialFamily,
@@ -306,7 +317,7 @@ def per_input_statistics(model: nn.Module, inputs: Inputs, family: ExponentialFa
                         for n, shape in run.shapes.items()}
     return ConditionalStatistics(fisher=get("fisher"), var_i1=get("var_i1"), var_i2=get("var_i2"),
                                  bounds=Bounds(get("v1_lower"), get("v1_upper"), get("v2_lower"), get("v2_upper")),
-                                 path=run.engine.name)
+                                 path=run.engine.name, var_hutchinson=get("var_hutchinson"))
 
 
 def estimator_terms(model: nn.Module, inputs: Inputs, family: ExponentialFamily, samples_per_input: int = 1,
