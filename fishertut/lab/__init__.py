@@ -11,6 +11,8 @@ package. Each module says which chapters use it:
 * :mod:`~fishertut.lab.bounds`: the spectral bounds in several variants;
 * :mod:`~fishertut.lab.casestudy`: the MNIST case study (computation);
 * :mod:`~fishertut.lab.natural_gradient`: diagonal natural-gradient descent on toy problems;
+* :mod:`~fishertut.lab.downstream`: EWC penalty, diagonal Laplace predictive and their metrics (chapter "Does it
+  matter downstream?");
 * :mod:`~fishertut.lab.plotting`: the house style and all the book's figure helpers;
 * :mod:`~fishertut.lab.tables`: tables formatted for people (every chapter that shows a table).
 
@@ -25,6 +27,7 @@ _SUBMODULES = (
     "bounds",
     "casestudy",
     "data",
+    "downstream",
     "models",
     "montecarlo",
     "natural_gradient",

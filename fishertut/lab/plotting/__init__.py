@@ -5,12 +5,15 @@
 * :mod:`~fishertut.lab.plotting.casestudy`: :func:`plot_case_study`, :func:`plot_monte_carlo`,
   :func:`plot_calibration` (chapter "Case study: an MNIST classifier");
 * :mod:`~fishertut.lab.plotting.natural_gradient`: :func:`plot_ngd_runs`, :func:`loss_grid` (chapter "Natural
-  gradient with estimated Fisher information").
+  gradient with estimated Fisher information");
+* :mod:`~fishertut.lab.plotting.downstream`: :func:`plot_bands`, :func:`plot_baseline` (chapter "Does it matter
+  downstream?").
 
 Everything is importable from here: ``ft.lab.plotting.set_style()``, ``ft.lab.plotting.plot_case_study(...)``.
 """
 
 from .casestudy import plot_calibration, plot_case_study, plot_monte_carlo
+from .downstream import plot_bands, plot_baseline
 from .natural_gradient import loss_grid, plot_ngd_runs
 from .style import ESTIMATOR_COLORS, PALETTE, errorbar_estimates, estimator_color, set_style
 
@@ -25,4 +28,6 @@ __all__ = [
     "plot_calibration",
     "plot_ngd_runs",
     "loss_grid",
+    "plot_bands",
+    "plot_baseline",
 ]
