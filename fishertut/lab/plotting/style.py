@@ -36,18 +36,30 @@ ESTIMATOR_COLORS: dict[str, str] = {
     "bound": PALETTE[3],
 }
 
+#: Sizes: figures are drawn at ``figure.dpi`` 110 and the book's column is about 750-800 px wide, so a figure
+#: up to 7 in wide is shown at (about) its natural size and 9 pt text stays 9 pt on screen. Wider figures are
+#: scaled down, and their text with them: keep figures at most 7 in wide.
+#: Backgrounds are opaque white (figure, axes and saved files), so figures read the same on any page theme.
 _RC: dict[str, Any] = {
     "figure.figsize": (6.4, 3.6),
     "figure.dpi": 110,
     "figure.constrained_layout.use": True,
+    "figure.facecolor": "white",
+    "figure.edgecolor": "white",
+    "axes.facecolor": "white",
     "savefig.dpi": 150,
     "savefig.bbox": "tight",
+    "savefig.facecolor": "white",
+    "savefig.edgecolor": "white",
+    "savefig.transparent": False,
     "font.size": 10.0,
     "axes.titlesize": 10.5,
     "axes.labelsize": 10.0,
     "legend.fontsize": 9.0,
+    "legend.title_fontsize": 9.0,
     "xtick.labelsize": 9.0,
     "ytick.labelsize": 9.0,
+    "figure.titlesize": 10.5,
     "axes.spines.top": False,
     "axes.spines.right": False,
     "axes.grid": True,
@@ -69,8 +81,8 @@ def set_style() -> None:
     """Apply the book's matplotlib style (the same rcParams every time).
 
     Resets matplotlib to its defaults first, so a chapter's figures do not depend on what ran before,
-    then sets fonts, sizes, a light grid and the Okabe–Ito colour cycle :data:`PALETTE`. The backend is
-    not changed.
+    then sets fonts (no text below 9 pt), sizes, opaque white backgrounds, a light grid and the
+    Okabe–Ito colour cycle :data:`PALETTE`. The backend is not changed.
     """
     mpl.rcdefaults()  # leaves the backend alone
     mpl.rcParams.update(_RC)
