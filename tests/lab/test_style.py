@@ -8,7 +8,7 @@ import pytest
 from matplotlib.colors import to_rgba
 from matplotlib.font_manager import FontProperties
 
-from fishertut.lab.plotting import set_style
+from fishertut.lab.plotting.style import COLUMN_PX, MAX_FIGURE_WIDTH, set_style
 
 _FONT_KEYS = (
     "font.size",
@@ -54,7 +54,11 @@ def test_no_default_text_below_nine_points() -> None:
     assert min(sizes.values()) >= 9.0, sizes
 
 
-def test_default_figure_fits_the_column() -> None:
+def test_smallest_text_of_the_widest_figure_shows_at_nine_points() -> None:
     set_style()
-    width, _ = mpl.rcParams["figure.figsize"]
-    assert width * mpl.rcParams["figure.dpi"] <= 7.0 * 110
+    smallest = min(_points(key) for key in _FONT_KEYS)
+    # The widest figure, with its saved padding, is scaled to the column; 9 pt = 12 CSS px.
+    scale = COLUMN_PX / (mpl.rcParams["figure.dpi"] * (MAX_FIGURE_WIDTH + 2 * mpl.rcParams["savefig.pad_inches"]))
+    shown_px = smallest * mpl.rcParams["figure.dpi"] / 72 * min(scale, 1.0)
+    assert shown_px >= 12.0, shown_px
+    assert mpl.rcParams["figure.figsize"][0] <= MAX_FIGURE_WIDTH
