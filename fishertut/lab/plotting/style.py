@@ -13,7 +13,23 @@ import matplotlib as mpl
 import numpy as np
 from matplotlib.axes import Axes
 
-__all__ = ["PALETTE", "ESTIMATOR_COLORS", "set_style", "estimator_color", "errorbar_estimates"]
+__all__ = [
+    "PALETTE",
+    "ESTIMATOR_COLORS",
+    "COLUMN_PX",
+    "MAX_FIGURE_WIDTH",
+    "set_style",
+    "estimator_color",
+    "errorbar_estimates",
+]
+
+#: Width in CSS pixels at which the book shows a figure at 1280 px window width (measured in Chromium).
+#: A wider image is scaled down to it, and its text with it.
+COLUMN_PX: int = 672
+
+#: Widest figure, in inches, whose smallest text (9.5 pt) still shows at 9 pt or more on the page: a figure
+#: this wide is scaled to :data:`COLUMN_PX`, and 9.5 pt x 672 / (72 x 7.1 in) = 12.5 CSS px (9.4 pt).
+MAX_FIGURE_WIDTH: float = 7.0
 
 #: Okabe–Ito colour-blind-safe palette (black first), used as the default colour cycle.
 PALETTE: tuple[str, ...] = (
@@ -36,18 +52,29 @@ ESTIMATOR_COLORS: dict[str, str] = {
     "bound": PALETTE[3],
 }
 
+#: Sizes: no text below 9.5 pt, so that a figure up to :data:`MAX_FIGURE_WIDTH` wide keeps at least 9 pt on
+#: the page. Backgrounds are opaque white (figure, axes and saved files), for any page theme.
 _RC: dict[str, Any] = {
     "figure.figsize": (6.4, 3.6),
     "figure.dpi": 110,
     "figure.constrained_layout.use": True,
+    "figure.facecolor": "white",
+    "figure.edgecolor": "white",
+    "axes.facecolor": "white",
     "savefig.dpi": 150,
     "savefig.bbox": "tight",
+    "savefig.pad_inches": 0.05,
+    "savefig.facecolor": "white",
+    "savefig.edgecolor": "white",
+    "savefig.transparent": False,
     "font.size": 10.0,
     "axes.titlesize": 10.5,
     "axes.labelsize": 10.0,
-    "legend.fontsize": 9.0,
-    "xtick.labelsize": 9.0,
-    "ytick.labelsize": 9.0,
+    "legend.fontsize": 9.5,
+    "legend.title_fontsize": 9.5,
+    "xtick.labelsize": 9.5,
+    "ytick.labelsize": 9.5,
+    "figure.titlesize": 10.5,
     "axes.spines.top": False,
     "axes.spines.right": False,
     "axes.grid": True,
@@ -69,8 +96,8 @@ def set_style() -> None:
     """Apply the book's matplotlib style (the same rcParams every time).
 
     Resets matplotlib to its defaults first, so a chapter's figures do not depend on what ran before,
-    then sets fonts, sizes, a light grid and the Okabe–Ito colour cycle :data:`PALETTE`. The backend is
-    not changed.
+    then sets fonts (no text below 9.5 pt), sizes, opaque white backgrounds, a light grid and the
+    Okabe–Ito colour cycle :data:`PALETTE`. The backend is not changed.
     """
     mpl.rcdefaults()  # leaves the backend alone
     mpl.rcParams.update(_RC)
