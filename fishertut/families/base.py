@@ -118,3 +118,10 @@ class ExponentialFamily(ABC):
     @abstractmethod
     def spectrum(self, h: Tensor) -> OutputSpectrum:
         """Per-input extreme eigenvalues used by the bounds."""
+
+    @abstractmethod
+    def kurtosis_matrix_max(self, h: Tensor) -> Tensor:
+        r""":math:`\lambda_{\max}(\mathrm{mat}\,K)` per input ``(N,)``; :math:`K=\mathbb E[\varepsilon^{\otimes 4}]`.
+
+        The constant of the unprojected, uncentred bound variant (d) of chapter "Bounds on the variances".
+        """

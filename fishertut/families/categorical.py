@@ -133,3 +133,13 @@ class Categorical(ExponentialFamily):
         m_max = torch.linalg.eigvalsh(sq.unsqueeze(2) * gram * sq.unsqueeze(1))[:, -1].clamp_min(0)
         m_min = m_max if c == 2 else torch.zeros_like(m_max)
         return OutputSpectrum(cov_max=cov_eig[:, -1], cov_min=cov_eig[:, 1].clamp_min(0), m_max=m_max, m_min=m_min)
+
+    def kurtosis_matrix_max(self, h: Tensor) -> Tensor:
+        r"""Categorical: :math:`\mathrm{mat}\,K = \sum_c p_c m_c m_c^\top`, :math:`m_c = \varepsilon_c^{\otimes 2}`.
+
+        Its non-zero eigenvalues are those of the ``C × C`` Gram matrix
+        :math:`\sqrt{p_cp_d}\,(\varepsilon_c^\top\varepsilon_d)^2`, so one ``C × C`` eigenvalue problem per input.
+        """
+        gram = self.residual_gram(h)
+        sq = self.probabilities(h).sqrt()
+        return torch.linalg.eigvalsh(sq.unsqueeze(2) * gram * sq.unsqueeze(1))[:, -1]

@@ -115,3 +115,7 @@ class Gaussian(ExponentialFamily):
         lam = self.precision * ones
         m = 2 * self.precision**2 * ones
         return OutputSpectrum(cov_max=lam, cov_min=lam, m_max=m, m_min=m)
+
+    def kurtosis_matrix_max(self, h: Tensor) -> Tensor:
+        r""":math:`(m+2)/\sigma^4` for ``m`` output dimensions (chapter "Regression"), the same for every input."""
+        return torch.full((h.shape[0],), (h.shape[1] + 2) * self.precision**2, dtype=h.dtype, device=h.device)

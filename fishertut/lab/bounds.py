@@ -23,7 +23,7 @@ from ..api import estimator_terms, per_input_statistics
 from ..families import Categorical, ExponentialFamily, Gaussian
 from ..report import Bounds, ConditionalStatistics
 
-__all__ = ["BoundVariants", "bound_variants", "kurtosis_matrix_max", "bounds_hold"]
+__all__ = ["BoundVariants", "bound_variants", "bounds_hold"]
 
 
 def bounds_hold(lower: Tensor, value: Tensor, upper: Tensor, rtol: float = 1e-9) -> bool:
@@ -58,25 +58,6 @@ class BoundVariants:
     u_norm_sq: dict[str, Tensor]
 
 
-def kurtosis_matrix_max(family: ExponentialFamily, h: Tensor) -> Tensor:
-    r""":math:`\lambda_{\max}(\mathrm{mat}\,K)` per input, ``(N,)``, for :math:`K=\mathbb E[\varepsilon^{\otimes 4}]`.
-
-    The constant of variant (d) in chapter "Bounds on the variances".
-
-    Categorical: :math:`\mathrm{mat}\,K = \sum_c p_c m_c m_c^\top` with
-    :math:`m_c = \mathrm{vec}(\varepsilon_c\varepsilon_c^\top)`,
-    whose non-zero eigenvalues are those of the ``C × C`` Gram matrix
-    :math:`\sqrt{p_cp_d}\,(\varepsilon_c^\top\varepsilon_d)^2`. Gaussian: :math:`(m+2)/\sigma^4` (chapter "Regression").
-    """
-    if isinstance(family, Categorical):
-        gram = family.residual_gram(h)
-        sq = family.probabilities(h).sqrt()
-        return torch.linalg.eigvalsh(sq.unsqueeze(2) * gram * sq.unsqueeze(1))[:, -1]
-    if isinstance(family, Gaussian):
-        return torch.full((h.shape[0],), (h.shape[1] + 2) * family.precision**2, dtype=h.dtype, device=h.device)
-    raise NotImplementedError(f"kurtosis_matrix_max is implemented for Categorical and Gaussian, not {family!r}")
-
-
 def bound_variants(
     model: nn.Module, inputs: Tensor, family: ExponentialFamily, batch_size: int | None = None
 ) -> BoundVariants:
@@ -106,7 +87,7 @@ def bound_variants(
     m_min_full = torch.zeros_like(spec.m_max) if m >= 2 else spec.m_max
     # the categorical Λ has the null vector 1: its smallest eigenvalue is exactly 0
     lam_min = torch.zeros_like(spec.m_max) if isinstance(family, Categorical) else cov_eig[:, 0].clamp_min(0)
-    k_max = kurtosis_matrix_max(family, h)
+    k_max = family.kurtosis_matrix_max(h)
 
     def per_input(scale: Tensor, values: Tensor) -> Tensor:
         return scale.reshape(-1, *([1] * (values.ndim - 1))) * values
