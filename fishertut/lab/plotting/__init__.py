@@ -4,14 +4,14 @@
   :func:`errorbar_estimates` (every chapter);
 * :mod:`~fishertut.lab.plotting.casestudy`: :func:`plot_case_study`, :func:`plot_monte_carlo`,
   :func:`plot_calibration` (chapter "Case study: an MNIST classifier");
-* :mod:`~fishertut.lab.plotting.natural_gradient`: :func:`plot_ngd_runs`, :func:`loss_grid` (chapter "Natural
-  gradient with estimated Fisher information").
+* :mod:`~fishertut.lab.plotting.natural_gradient`: :func:`plot_ngd_runs`, :func:`plot_ngd_paths`,
+  :func:`loss_grid` (chapter "Natural gradient with estimated Fisher information").
 
 Everything is importable from here: ``ft.lab.plotting.set_style()``, ``ft.lab.plotting.plot_case_study(...)``.
 """
 
 from .casestudy import plot_calibration, plot_case_study, plot_monte_carlo
-from .natural_gradient import loss_grid, plot_ngd_runs
+from .natural_gradient import loss_grid, plot_ngd_paths, plot_ngd_runs
 from .style import ESTIMATOR_COLORS, PALETTE, errorbar_estimates, estimator_color, set_style
 
 __all__ = [
@@ -24,5 +24,6 @@ __all__ = [
     "plot_monte_carlo",
     "plot_calibration",
     "plot_ngd_runs",
+    "plot_ngd_paths",
     "loss_grid",
 ]
