@@ -153,8 +153,15 @@ def test_plots(study: cs.CaseStudy) -> None:
     import matplotlib.pyplot as plt
 
     axes = plotting.plot_case_study(study.table)
-    assert axes.shape == (2, 4)
-    assert len(axes[0, 0].lines) == 6 and len(axes[0, 3].lines) == 3  # no Î2 curves in the last layer
+    assert axes.shape == (4,)
+    assert len(axes[0].lines) == 6 and len(axes[3].lines) == 3  # no Î2 curves in the last layer
+    assert all(float(t) == int(t) for ax in axes for t in ax.get_xticks())  # whole epochs
+    assert axes[0].figure.get_size_inches()[0] <= 7.0  # fits the book's column
+    ratios = plotting.plot_bound_ratios(study.table)
+    assert [len(ax.lines) for ax in ratios] == [4 + 1, 3 + 1]  # one line per layer (Î2: not the last), and 0
+    assert list(ratios[0].lines[0].get_ydata()) == list(
+        study.table.query("group == 'layer' and layer == 1").sort_values("epoch")["log10_v1_upper"]
+    )
     axes = plotting.plot_monte_carlo(study, num_params=5)
     assert len(axes) == 4
     ax = plotting.plot_calibration(study.table)

@@ -39,7 +39,19 @@ def test_plot_ngd_runs_draws_every_run() -> None:
         }
         for t, p in problems.items()
     }
-    axes = plotting.plot_ngd_runs(runs, problems, path_epochs=1)
+    axes = plotting.plot_ngd_runs(runs)
     assert axes.shape == (2, len(problems))
     assert all(len(axes[0, c].lines) == 3 and len(axes[1, c].lines) == 1 for c in range(len(problems)))
+    assert all(float(t) == int(t) for t in axes[1, 0].get_xticks())  # whole epochs
+    paths = plotting.plot_ngd_paths(runs, problems, path_epochs=1)
+    assert paths.shape == (len(problems),)
+    steps = runs["regression"]["exact"].settings["steps_per_epoch"]
+    for ax, (task, rs) in zip(paths, runs.items()):
+        exact, i1, start, star = ax.lines  # the two paths, then the start and the generating parameters
+        assert len(exact.get_xdata()) == steps + 1
+        assert exact.get_xdata()[0] == float(rs["exact"].params[0, 0])
+        assert (start.get_xdata()[0], star.get_xdata()[0]) == (
+            float(problems[task].theta_init[0]),
+            float(problems[task].theta_star[0]),
+        )
     plt.close("all")

@@ -1,6 +1,7 @@
 r"""Figures of chapter "Case study: an MNIST classifier": per-layer curves through training, Monte Carlo, calibration.
 
-The tables are those of :func:`fishertut.lab.casestudy.run_case_study`, pooled per layer as in
+Every figure is 7 in wide (the book's column) with at most four panels, and integer epoch ticks. The tables are
+those of :func:`fishertut.lab.casestudy.run_case_study`, pooled per layer as in
 :mod:`fishertut.pooling`.
 """
 
@@ -9,6 +10,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
 from torch import Tensor
 
 from ...groups import flatten, layer_groups
@@ -17,7 +20,10 @@ from .style import errorbar_estimates, estimator_color
 if TYPE_CHECKING:
     from ..casestudy import CaseStudy
 
-__all__ = ["plot_case_study", "plot_monte_carlo", "plot_calibration"]
+__all__ = ["plot_case_study", "plot_bound_ratios", "plot_monte_carlo", "plot_calibration"]
+
+#: Line styles of the layers, where colour stands for the estimator.
+_STYLES: list[Any] = ["-", "--", "-.", ":", (0, (5, 1, 1, 1))]
 
 
 def _layers(table: Any, activation: str | None, group: str) -> tuple[Any, list[int]]:
@@ -31,47 +37,59 @@ def _layers(table: Any, activation: str | None, group: str) -> tuple[Any, list[i
     return sub, sorted(sub["layer"].unique())
 
 
+def _grid(num: int, height: float) -> Any:
+    """``num`` axes in a grid two panels wide, 7 in wide (the book's column), ``height`` in per row."""
+    import matplotlib.pyplot as plt
+
+    cols = min(num, 2)
+    rows = -(-num // cols)
+    _, axes = plt.subplots(rows, cols, figsize=(7.0, height * rows + 0.5), squeeze=False)
+    return axes.reshape(-1)[:num]
+
+
+def _integer_epochs(ax: Any) -> None:
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 5, 10]))
+
+
+def _layer_handles(layers: list[int]) -> list[Line2D]:
+    """Legend entries for the line style of each layer, in grey (colour stands for the estimator)."""
+    return [
+        Line2D([], [], color="0.35", ls=_STYLES[j % len(_STYLES)], label=f"layer {layer}")
+        for j, layer in enumerate(layers)
+    ]
+
+
 def plot_case_study(
     table: Any,
     activation: str | None = None,
     *,
     group: str = "layer",
     axes: Any = None,
-    ratio_row: bool = True,
     legend: bool = True,
 ) -> Any:
-    r"""The paper's figure layout: one column per layer, epochs on the x-axis.
+    r"""The top row of the paper's figure: one panel per layer, epochs on the x-axis, log scale.
 
-    Top row (log scale): the Fisher information, :math:`\sqrt{V_1}` and :math:`\sqrt{V_2}` (pooled as in
-    :mod:`fishertut.pooling`) with their upper bounds (dashed) and the lower bound of :math:`\sqrt{V_2}` (dotted; the
-    lower bound of :math:`V_1` is 0 for ten classes). Bottom row: :math:`\log_{10}(\text{upper bound}/V_k)`.
-    Î2 is left out where its variance is 0 (the last layer, or every layer of a ReLU network).
+    Each panel shows the Fisher information, :math:`\sqrt{V_1}` and :math:`\sqrt{V_2}` (pooled as in
+    :mod:`fishertut.pooling`) with their upper bounds (dashed) and the lower bound of :math:`\sqrt{V_2}` (dotted;
+    the lower bound of :math:`V_1` is 0 for ten classes). Î2 is left out where its variance is 0 (the last layer,
+    or every layer of a ReLU network). The bottom row of the paper's figure is :func:`plot_bound_ratios`.
 
     Args:
         table: :attr:`~fishertut.lab.casestudy.CaseStudy.table` (or the CSV read back with pandas).
         activation: which activation's rows (needed if the table holds several).
         group: ``"layer"`` (weights and biases together), ``"weight"`` or ``"bias"``.
-        axes: a ``(2, L)`` (or ``(L,)`` with ``ratio_row=False``) array of axes; default: a new figure.
-        ratio_row: draw the bottom row.
-        legend: add a legend to the first column.
+        axes: ``L`` axes, one per layer; default: a new figure 7 in wide, two panels per row.
+        legend: add a legend below the panels.
 
     Returns:
-        The axes array.
+        The ``(L,)`` axes array.
     """
-    import matplotlib.pyplot as plt
-
     sub, layers = _layers(table, activation, group)
-    rows = 2 if ratio_row else 1
-    if axes is None:
-        _, axes = plt.subplots(
-            rows, len(layers), figsize=(2.6 * len(layers), 2.5 * rows + 0.4), sharex=True, squeeze=False
-        )
-    axes = np.asarray(axes).reshape(rows, len(layers))
+    axes = _grid(len(layers), 2.4) if axes is None else np.asarray(axes).reshape(-1)
     c1, c2 = estimator_color("i1"), estimator_color("i2")
-    for j, layer in enumerate(layers):
+    for ax, layer in zip(axes, layers):
         d = sub[sub["layer"] == layer].sort_values("epoch")
         ep = d["epoch"].to_numpy()
-        ax = axes[0, j]
         ax.plot(ep, d["fisher"], color=estimator_color("exact"), label="Fisher information")
         ax.plot(ep, d["sd_i1"], color=c1, label=r"sd of $\hat{\mathcal{I}}_1$")
         ax.plot(ep, d["sd_i1_upper"], color=c1, ls="--", lw=1.1, label=r"upper bound, $\hat{\mathcal{I}}_1$")
@@ -84,20 +102,54 @@ def plot_case_study(
         ax.set_title(
             f"layer {layer}" + (f" ({group}s)" if group != "layer" else "") + ("" if has_i2 else r", $V_2 = 0$")
         )
-        if ratio_row:
-            ax = axes[1, j]
-            ax.plot(ep, d["log10_v1_upper"], color=c1, label=r"$\hat{\mathcal{I}}_1$")
-            if has_i2:
-                ax.plot(ep, d["log10_v2_upper"], color=c2, label=r"$\hat{\mathcal{I}}_2$")
-            ax.axhline(0.0, color="0.5", lw=0.8)
-            ax.set_ylim(bottom=min(-0.05, float(np.nanmin(sub[["log10_v1_upper", "log10_v2_upper"]].to_numpy()))))
-        axes[-1, j].set_xlabel("epoch")
-    axes[0, 0].set_ylabel("value (log scale)")
-    if ratio_row:
-        axes[1, 0].set_ylabel(r"$\log_{10}$(upper bound / variance)")
+        ax.set_xlabel("epoch")
+        _integer_epochs(ax)
+    axes[0].set_ylabel("value (log scale)")
     if legend:
-        handles, labels = axes[0, 0].get_legend_handles_labels()
-        axes[0, 0].figure.legend(handles, labels, loc="outside lower center", ncols=3, fontsize=8)
+        handles, labels = max((ax.get_legend_handles_labels() for ax in axes), key=lambda hl: len(hl[0]))
+        axes[0].figure.legend(handles, labels, loc="outside lower center", ncols=3)
+    return axes
+
+
+def plot_bound_ratios(table: Any, activation: str | None = None, *, group: str = "layer", axes: Any = None) -> Any:
+    r"""The bottom row of the paper's figure: :math:`\log_{10}(\text{upper bound}/V_k)` through training.
+
+    One panel per estimator (Î1, then Î2), one line style per layer (legend below the panels); 0 (grey) means
+    the bound is tight. Layers where :math:`V_2 = 0` have no Î2 line.
+
+    Args:
+        table: :attr:`~fishertut.lab.casestudy.CaseStudy.table` (or the CSV read back with pandas).
+        activation: which activation's rows (needed if the table holds several).
+        group: ``"layer"``, ``"weight"`` or ``"bias"``.
+        axes: two axes; default: a new figure 7 in wide.
+
+    Returns:
+        The ``(2,)`` axes array.
+    """
+    import matplotlib.pyplot as plt
+
+    sub, layers = _layers(table, activation, group)
+    if axes is None:
+        _, axes = plt.subplots(1, 2, figsize=(7.0, 2.9), sharey=True)
+    axes = np.asarray(axes).reshape(-1)
+    bottom = min(-0.05, float(np.nanmin(sub[["log10_v1_upper", "log10_v2_upper"]].to_numpy())))
+    for ax, k in zip(axes, ("1", "2")):
+        for j, layer in enumerate(layers):
+            d = sub[sub["layer"] == layer].sort_values("epoch")
+            if k == "2" and not bool((d["var_i2"] > 0).all()):
+                continue
+            ax.plot(
+                d["epoch"],
+                d[f"log10_v{k}_upper"],
+                color=estimator_color(f"i{k}"),
+                ls=_STYLES[j % len(_STYLES)],
+                label=f"layer {layer}",
+            )
+        ax.axhline(0.0, color="0.5", lw=0.8)
+        ax.set(title=rf"$\hat{{\mathcal{{I}}}}_{k}$", xlabel="epoch", ylim=(bottom, None))
+        _integer_epochs(ax)
+    axes[0].set_ylabel(r"$\log_{10}$(upper bound / variance)")
+    axes[0].figure.legend(handles=_layer_handles(layers), loc="outside lower center", ncols=len(layers))
     return axes
 
 
@@ -122,17 +174,13 @@ def plot_monte_carlo(
     Returns:
         The axes array ``(L,)``.
     """
-    import matplotlib.pyplot as plt
-
     rep, mc, st = study.report, study.monte_carlo, study.settings
     var = {
         k: rep.estimator_variance(k, num_inputs=st["mc_inputs"], samples_per_input=st["mc_samples"])
         for k in ("i1", "i2")
     }
     groups = layer_groups(study.model)
-    if axes is None:
-        _, axes = plt.subplots(1, len(groups), figsize=(2.6 * len(groups), 3.0), squeeze=False)
-    axes = np.asarray(axes).reshape(-1)
+    axes = _grid(len(groups), 2.4) if axes is None else np.asarray(axes).reshape(-1)
 
     def flat(d: dict[str, Tensor], names: list[str]) -> np.ndarray:
         return flatten(d, names).numpy()
@@ -160,7 +208,7 @@ def plot_monte_carlo(
         handles, labels = ax.get_legend_handles_labels()
         ax.get_legend().remove()
     axes[0].set_ylabel("diagonal Fisher")
-    axes[0].figure.legend(handles, labels, loc="outside lower center", ncols=3, fontsize=8)
+    axes[0].figure.legend(handles, labels, loc="outside lower center", ncols=3)
     return axes
 
 
@@ -168,7 +216,8 @@ def plot_calibration(table: Any, activation: str | None = None, *, group: str = 
     r"""Root mean square of the standardised Monte-Carlo errors per layer and epoch (``mc_*_rms_z``).
 
     Each parameter's :math:`z_i^2` has expectation exactly 1 when the standard errors are right, so the
-    curves should scatter around 1 (the grey line).
+    curves should scatter around 1 (the grey line). Colour stands for the estimator, line style for the layer;
+    the legend is to the right of the panel.
 
     Returns:
         The axes.
@@ -177,8 +226,7 @@ def plot_calibration(table: Any, activation: str | None = None, *, group: str = 
 
     sub, layers = _layers(table, activation, group)
     if ax is None:
-        _, ax = plt.subplots(figsize=(5.0, 2.8))
-    styles = ["-", "--", "-.", ":", (0, (5, 1, 1, 1))]
+        _, ax = plt.subplots(figsize=(7.0, 2.9))
     for j, layer in enumerate(layers):
         d = sub[sub["layer"] == layer].sort_values("epoch")
         for k in ("i1", "i2"):
@@ -186,11 +234,14 @@ def plot_calibration(table: Any, activation: str | None = None, *, group: str = 
                 d["epoch"],
                 d[f"mc_{k}_rms_z"],
                 color=estimator_color(k),
-                ls=styles[j % len(styles)],
+                ls=_STYLES[j % len(_STYLES)],
                 lw=1.2,
-                label=f"layer {layer}" if k == "i1" else None,
             )
     ax.axhline(1.0, color="0.5", lw=0.8)
     ax.set(xlabel="epoch", ylabel=r"RMS of $z_i$ over the layer", ylim=(0, None))
-    ax.legend(ncols=2, fontsize=8, title=r"orange $\hat{\mathcal{I}}_1$, blue $\hat{\mathcal{I}}_2$", title_fontsize=8)
+    _integer_epochs(ax)
+    estimators = [
+        Line2D([], [], color=estimator_color(k), label=rf"$\hat{{\mathcal{{I}}}}_{k[1]}$") for k in ("i1", "i2")
+    ]
+    ax.legend(handles=estimators + _layer_handles(layers), loc="upper left", bbox_to_anchor=(1.02, 1.0))
     return ax

@@ -1,8 +1,9 @@
 r"""Figures of chapter "Natural gradient with estimated Fisher information": loss curves, paths and label noise.
 
 :func:`plot_ngd_runs` draws the runs of :func:`fishertut.lab.natural_gradient.natural_gradient_descent` with the
-exact diagonal Fisher, Î1 and Î2 on the toy problems of :func:`fishertut.lab.natural_gradient.toy_problem`, in the
-layout of the paper's Figure 1.
+exact diagonal Fisher, Î1 and Î2 on the toy problems of :func:`fishertut.lab.natural_gradient.toy_problem` (the
+loss curves and the label variance of the paper's Figure 1), :func:`plot_ngd_paths` the paths of the parameters
+over the loss surface (the paper's insets, here full panels so that they can be read).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch
 from ..natural_gradient import NGDRun, ToyProblem, negative_log_likelihood
 from .style import estimator_color
 
-__all__ = ["loss_grid", "plot_ngd_runs"]
+__all__ = ["loss_grid", "plot_ngd_paths", "plot_ngd_runs"]
 
 
 def loss_grid(
@@ -38,27 +39,16 @@ def loss_grid(
     return w1s, w2s, out
 
 
-def plot_ngd_runs(
-    runs: Mapping[str, Mapping[str, NGDRun]],
-    problems: Mapping[str, ToyProblem],
-    *,
-    axes: Any = None,
-    lim: tuple[tuple[float, float], tuple[float, float]] = ((-2.6, 1.8), (-2.8, 2.6)),
-    path_epochs: int = 2,
-) -> Any:
-    r"""The paper's Figure 1 for our problems: test loss, parameter paths, and the label variance per step.
+def plot_ngd_runs(runs: Mapping[str, Mapping[str, NGDRun]], *, axes: Any = None) -> Any:
+    r"""Test loss and label variance per step of the exact, Î1 and Î2 runs, one column per task.
 
-    One column per task. Top: test loss against epochs for the exact, Î1 and Î2 runs; inset: the path of
-    :math:`(w_1, w_2)` during the first ``path_epochs`` epochs over contour lines of the test loss (at the exact
-    run's final bias), from the start (square) towards the generating parameters (star). Bottom: the variance
-    over the sampled labels of Î1 on each step's batch (Î2's is zero at every step).
+    Top: test loss against epochs for the exact, Î1 and Î2 runs (log scale). Bottom: the variance over the
+    sampled labels of Î1 on each step's batch (Î2's is zero at every step, which the panel says in words).
+    Epoch ticks are integers.
 
     Args:
         runs: ``{task: {"exact": run, "i1": run, "i2": run}}``.
-        problems: ``{task: problem}``, the same tasks.
-        axes: a ``(2, len(runs))`` array of axes; default: a new figure.
-        lim: ``((w1_min, w1_max), (w2_min, w2_max))`` of the insets.
-        path_epochs: epochs of the paths drawn in the insets.
+        axes: a ``(2, len(runs))`` array of axes; default: a new figure 7 in wide.
 
     Returns:
         The axes array.
@@ -66,25 +56,68 @@ def plot_ngd_runs(
     import matplotlib.pyplot as plt
 
     if axes is None:
-        _, axes = plt.subplots(2, len(runs), figsize=(10.4, 6.2), height_ratios=[2, 1], sharex="col", squeeze=False)
+        _, axes = plt.subplots(2, len(runs), figsize=(7.0, 4.8), height_ratios=[3, 2], sharex="col", squeeze=False)
     axes = np.asarray(axes).reshape(2, len(runs))
+    styles = {
+        "exact": {"lw": 2.6, "label": "exact"},
+        "i1": {"lw": 1.1, "label": r"$\hat{\mathcal{I}}_1$"},
+        "i2": {"lw": 1.3, "ls": "--", "label": r"$\hat{\mathcal{I}}_2$"},
+    }
     for col, (task, rs) in enumerate(runs.items()):
-        prob, ax = problems[task], axes[0, col]
-        ax.plot(rs["exact"].epoch, rs["exact"].test_loss, color=estimator_color("exact"), lw=2.6, label="exact")
-        ax.plot(rs["i1"].epoch, rs["i1"].test_loss, color=estimator_color("i1"), lw=1.1, label=r"$\hat{\mathcal{I}}_1$")
-        ax.plot(
-            rs["i2"].epoch,
-            rs["i2"].test_loss,
-            color=estimator_color("i2"),
-            lw=1.3,
-            ls="--",
-            label=r"$\hat{\mathcal{I}}_2$",
-        )
+        ax = axes[0, col]
+        for est, style in styles.items():
+            ax.plot(rs[est].epoch, rs[est].test_loss, color=estimator_color(est), **style)
         ax.set(yscale="log", title=task, ylabel="test loss" if col == 0 else None)
-        ax.legend(loc="upper left")
-        inset = ax.inset_axes([0.42, 0.36, 0.55, 0.6])
+        ax.legend(loc="upper right")
+        ax = axes[1, col]
+        ax.plot(rs["i1"].epoch[1:], rs["i1"].label_variance["i1"], color=estimator_color("i1"), lw=0.8)
+        ax.set(yscale="log", xlabel="epoch", ylabel="label variance" if col == 0 else None)
+        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        ax.text(
+            0.98,
+            0.06,
+            r"$\hat{\mathcal{I}}_2$: 0 at every step",
+            transform=ax.transAxes,
+            ha="right",
+            color=estimator_color("i2"),
+        )
+    return axes
+
+
+def plot_ngd_paths(
+    runs: Mapping[str, Mapping[str, NGDRun]],
+    problems: Mapping[str, ToyProblem],
+    *,
+    axes: Any = None,
+    lim: tuple[tuple[float, float], tuple[float, float]] = ((-2.6, 1.8), (-2.8, 2.6)),
+    path_epochs: int = 2,
+) -> Any:
+    r"""Paths of :math:`(w_1, w_2)` of the exact and Î1 runs over contour lines of the test loss, one panel per task.
+
+    The paths cover the first ``path_epochs`` epochs; the contours are those of the test loss at the exact run's
+    final bias (:func:`loss_grid`). A square marks the start, a star the generating parameters. The Î2 run is not
+    drawn: it coincides with the exact one on these linear models.
+
+    Args:
+        runs: ``{task: {"exact": run, "i1": run, ...}}``.
+        problems: ``{task: problem}``, the same tasks.
+        axes: ``(len(runs),)`` axes; default: a new figure 7 in wide.
+        lim: ``((w1_min, w1_max), (w2_min, w2_max))`` of the panels.
+        path_epochs: epochs of the paths drawn.
+
+    Returns:
+        The axes array.
+    """
+    import matplotlib.pyplot as plt
+
+    if axes is None:
+        _, axes = plt.subplots(1, len(runs), figsize=(7.0, 3.3), squeeze=False)
+    axes = np.asarray(axes).reshape(-1)
+    for ax, (task, rs) in zip(axes, runs.items()):
+        prob = problems[task]
         g1, g2, grid = loss_grid(prob, float(rs["exact"].params[-1, 2]), lim)
-        inset.contour(
+        ax.contour(
             g1,
             g2,
             grid,
@@ -94,34 +127,15 @@ def plot_ngd_runs(
             linestyles="solid",
         )
         first = path_epochs * rs["exact"].settings["steps_per_epoch"] + 1
+        labels = {"exact": "exact", "i1": r"$\hat{\mathcal{I}}_1$"}
         for est, lw in (("exact", 2.0), ("i1", 0.9)):
             path = rs[est].params[:first]
-            inset.plot(path[:, 0], path[:, 1], color=estimator_color(est), lw=lw)
-        inset.plot(*prob.theta_init[:2], "s", color="0.3", ms=5)
-        inset.plot(*prob.theta_star[:2], "*", color="0.1", ms=9)
-        inset.set(xlabel="$w_1$", ylabel="$w_2$", xlim=lim[0], ylim=lim[1])
-        inset.grid(False)
-        for lab in (inset.xaxis.label, inset.yaxis.label):
-            lab.set_fontsize(8)
-        inset.tick_params(labelsize=7)
-        ax = axes[1, col]
-        step_epochs = rs["i1"].epoch[1:]
-        ax.plot(
-            step_epochs,
-            rs["i1"].label_variance["i1"],
-            color=estimator_color("i1"),
-            lw=0.8,
-            label=r"$\hat{\mathcal{I}}_1$",
-        )
-        ax.set(yscale="log", xlabel="epoch", ylabel="label variance" if col == 0 else None)
-        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-        ax.text(
-            0.98,
-            0.06,
-            r"$\hat{\mathcal{I}}_2$: 0 at every step",
-            transform=ax.transAxes,
-            ha="right",
-            color=estimator_color("i2"),
-            fontsize=9,
-        )
+            ax.plot(path[:, 0], path[:, 1], color=estimator_color(est), lw=lw, label=labels[est])
+        ax.plot(*prob.theta_init[:2], "s", color="0.3", ms=6, label="start")
+        ax.plot(*prob.theta_star[:2], "*", color="0.1", ms=11, label="generating")
+        ax.set(title=task, xlabel="$w_1$", xlim=lim[0], ylim=lim[1])
+        ax.grid(False)
+    axes[0].set_ylabel("$w_2$")
+    handles, labels = axes[0].get_legend_handles_labels()
+    axes[0].figure.legend(handles, labels, loc="outside lower center", ncols=4)
     return axes
