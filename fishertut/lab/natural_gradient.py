@@ -297,13 +297,19 @@ def natural_gradient_descent(
                 fim = fisher_diagonal(model, xb, family, "exact")
             else:
                 fim = fisher_diagonal(
-                    model, xb, family, estimator, samples_per_input=samples_per_input, generator=label_gen
+                    model,
+                    xb,
+                    family,
+                    estimator,
+                    samples_per_input=samples_per_input,
+                    generator=label_gen,
                 )
             if track_variance:
                 rep = variance_report(model, xb, family)
                 for k in ("i1", "i2"):
                     cond = rep.conditional_variance(k)
-                    var[k].append(float(sum(cond[nm].sum() for nm in names)) / (len(idx) * samples_per_input))
+                    total = float(sum(cond[nm].sum() for nm in names))
+                    var[k].append(total / (len(idx) * samples_per_input))
             model.zero_grad(set_to_none=True)
             loss = negative_log_likelihood(model, family, xb, yb)
             grads = torch.autograd.grad(loss, [params[nm] for nm in names])
