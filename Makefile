@@ -137,7 +137,7 @@ lab: $(STAMP) $(LAB_OVERRIDES)
 bench: $(STAMP)
 	$(PY) -m benchmarks.run
 	$(PY) -m benchmarks.cnn
-	$(PY) -m benchmarks.estimator_rows | tee benchmarks/RESULTS-estimators.md
+	$(PY) -m benchmarks.estimator_rows
 
 # --- cleaning ----------------------------------------------------------------------
 
