@@ -2,6 +2,8 @@
 #
 #   make book    build the book, every chapter executed  -> _build/html/index.html
 #   make test    lint (ruff) + unit tests + every chapter run as a notebook (nbval)
+#   make check   make test, make book, then every built page checked in headless Chromium, offline
+#   make browser-check   only the last step, on the book already built
 #   make lab     JupyterLab on book/ (.md chapters open as notebooks)
 #   make bench   run the benchmarks
 #   make clean   remove build outputs and caches (keeps .venv); distclean also .venv
@@ -38,10 +40,10 @@ CHAPTERS = $(shell grep -l '^ *format_name: *myst' book/*.md 2>/dev/null)
 LIBHASH = $(shell cat pyproject.toml requirements.txt $$(find fishertut -name '*.py' | LC_ALL=C sort) 2>/dev/null | sha256sum | cut -c1-16)
 LIBSTAMP := $(BUILD)/.libhash
 
-.PHONY: help venv book test lint unit nbval nbval-convert lab bench clean distclean
+.PHONY: help venv book test lint unit nbval nbval-convert check browser-check lab bench clean distclean
 
 help:
-	@sed -n '3,8p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '3,10p' Makefile | sed 's/^# \{0,1\}//'
 
 # --- environment -------------------------------------------------------------------
 
@@ -108,6 +110,20 @@ nbval: nbval-convert
 	MPLBACKEND=Agg $(PY) -m pytest --nbval-lax --nbval-current-env \
 	  --nbval-cell-timeout=$(NBVAL_CELL_TIMEOUT) -p no:cacheprovider \
 	  $(NBVAL_ARGS) $(NBVAL_DIR)
+
+# --- the book as readers see it ----------------------------------------------------
+
+# Every page of _build/html in Debian's chromium (apt-get install chromium), network cut off, 1280 px:
+# maths typeset, nothing wider than its column, no warning in an output, images loaded, no internal
+# references, an .ipynb download per chapter (tools/check_book.py). Not part of `make test`, which needs
+# no system package.
+check:
+	$(MAKE) --no-print-directory test
+	$(MAKE) --no-print-directory book
+	$(MAKE) --no-print-directory browser-check
+
+browser-check: $(STAMP)
+	$(PY) tools/check_book.py --html $(BUILD)/html
 
 # --- interactive, benchmarks -------------------------------------------------------
 

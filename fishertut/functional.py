@@ -16,6 +16,7 @@ See chapter "The two estimators" (section "What each costs").
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 
 import torch
@@ -27,6 +28,27 @@ from .inspection import inplace_disabled
 from .terms import UnitTerms
 
 __all__ = ["FunctionalEngine"]
+
+
+def _load_forward_ad_decompositions() -> None:
+    """Import torch's forward-mode AD decompositions now, without the deprecation warning they raise.
+
+    The first ``jvp`` (here, or ``torch.func.hessian`` anywhere) imports
+    ``torch._decomp.decompositions_for_jvp``, which compiles its rules with ``torch.jit.script`` and so
+    emits torch's own ``FutureWarning: torch.jit.script is deprecated`` once. It concerns torch's internals,
+    not the caller's code, so it is ignored for this import only; every other warning still surfaces.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore",
+            message=r"`torch\.jit\.script` is (deprecated|not supported in Python)",
+            category=FutureWarning,
+            module=r"torch\.jit\._script",
+        )
+        import torch._decomp.decompositions_for_jvp  # noqa: F401
+
+
+_load_forward_ad_decompositions()
 
 
 class FunctionalEngine:
