@@ -140,6 +140,7 @@ lab: $(STAMP) $(LAB_OVERRIDES)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.run
+	$(PY) -m benchmarks.cnn
 
 # --- cleaning ----------------------------------------------------------------------
 

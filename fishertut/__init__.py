@@ -6,6 +6,7 @@ After Soen & Sun, "Trade-Offs of Diagonal Fisher Information Matrix Estimators" 
 >>> fam = ft.Categorical()
 >>> F = ft.fisher_diagonal(model, x, fam)                 # doctest: +SKIP
 >>> rep = ft.variance_report(model, x, fam)               # doctest: +SKIP
+>>> est = ft.estimate(model, x, fam, rtol=0.1, delta=0.05)  # doctest: +SKIP
 
 The core (this package's modules) holds the estimators and everything they need; :mod:`fishertut.lab` holds
 what the book's chapters use (data, trained networks, Monte Carlo, plots) and is never imported by the core.
@@ -16,6 +17,7 @@ from .errors import UnsupportedModelError
 from .families import Categorical, ExponentialFamily, Gaussian, OutputSpectrum
 from .groups import flatten, layer_groups
 from .pooling import combine_by_group, layer_summary, recommend_estimator
+from .precision import Estimate, PlanEntry, estimate
 from .report import Bounds, ConditionalStatistics, EstimatorTerms, FisherDiagonal, VarianceReport
 
 __all__ = [
@@ -27,6 +29,9 @@ __all__ = [
     "variance_report",
     "per_input_statistics",
     "estimator_terms",
+    "estimate",
+    "Estimate",
+    "PlanEntry",
     "FisherDiagonal",
     "VarianceReport",
     "Bounds",

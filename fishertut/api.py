@@ -3,7 +3,10 @@ r"""Public entry points.
 :func:`fisher_diagonal`, :func:`variance_report`, :func:`per_input_statistics`, :func:`estimator_terms`.
 
 Each streams over the batches of ``inputs``, runs one engine per batch (layer-wise for supported
-``nn.Sequential`` MLPs, ``torch.func`` otherwise) and reduces unit statistics (see :mod:`fishertut.terms`):
+``nn.Sequential`` MLPs, the graph engine for supported convolutional and residual networks, ``torch.func``
+otherwise) and reduces unit statistics (see :mod:`fishertut.terms`). Parameters that the traced graph proves
+piecewise linear (:func:`fishertut.graph.piecewise_linear_parameters`) have :math:`u \equiv 0`: no engine
+computes their second derivatives, and every result lists them in ``piecewise_linear``.
 
 ==============  ======================================================  ======  =========================
 statistic       unit value per input (``J`` = first, ``G`` = second       degree  used by
@@ -24,15 +27,13 @@ See chapters "The two estimators" (what each estimator computes) and "The varian
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 import torch
 from torch import Tensor, nn
 
-from .arguments import check_count, coerce_targets
-from .batches import iterate_batches
+from .arguments import check_count
 from .families import ExponentialFamily, OutputSpectrum
-from .guards import PROBE_ROWS, check_independent_rows, check_output_kind, run_forward, warn_if_probabilities
+from .minibatch import check_minibatch, hutchinson_channels, hutchinson_unit_variance, one_backward_diagonal
+from .passes import Inputs, Run, all_reduce, identity_channels, labels_and_residuals, shaped
 from .report import (
     ESTIMATORS,
     Bounds,
@@ -42,134 +43,24 @@ from .report import (
     VarianceReport,
     check_estimator,
 )
-from .selection import Engine, check_path, select_engine
 from .terms import PerInputCollector, SumCollector, UnitTerms
-from .validation import Checks, check_batch, check_generator, check_model
 
 __all__ = ["fisher_diagonal", "variance_report", "per_input_statistics", "estimator_terms"]
-
-_ELEMENT_BUDGET = 1 << 25
-Inputs = Tensor | Iterable
-
-
-class _Run:
-    """One pass over the data: validation, engine choice, batching, labels, and per-batch callbacks.
-
-    The engine is chosen once, on the first batch (:func:`fishertut.selection.select_engine`). Its first
-    :data:`~fishertut.guards.PROBE_ROWS` rows (at most ``batch_size``) go through the engine as a chunk of their
-    own: their outputs give the number of outputs ``C`` (which sizes the later chunks) and feed the first-batch
-    guards; no forward pass is spent on learning ``C`` alone.
-    """
-
-    def __init__(self, model: nn.Module, family: ExponentialFamily, path: str, batch_size: int | None,
-                 generator: torch.Generator | None, curvature: bool) -> None:
-        if not isinstance(family, ExponentialFamily):
-            raise TypeError(f"family must be a fishertut family such as ft.Categorical() or ft.Gaussian(sigma), "
-                            f"got {type(family).__name__}")
-        self.device, self.dtype = check_model(model)
-        check_generator(generator, self.device)
-        self.batch_size = None if batch_size is None else check_count(batch_size, "batch_size")
-        self.model, self.family, self.path = model, family, check_path(path)
-        self.curvature = curvature
-        self.engine: Engine | None = None
-        self.num_inputs = 0
-        self.shapes = {n: p.shape for n, p in model.named_parameters() if p.requires_grad}
-
-    def _forward(self, xb: Tensor, checks: Checks) -> tuple[Tensor, object]:
-        h, tape = run_forward(self.engine.forward, xb, self.model, self.dtype)
-        check_output_kind(h, xb.shape[0], self.dtype, self.family, checks)
-        if not checks.eager:
-            # a non-finite output is reported at the end of the pass; meanwhile it must not derail the maths
-            h = torch.nan_to_num(h, nan=0.0, posinf=0.0, neginf=0.0)
-        return h, tape
-
-    def _first_chunk(self, x: Tensor, checks: Checks) -> tuple[Tensor, Tensor, object]:
-        self.engine = select_engine(self.model, x, self.path)
-        xb = x[:PROBE_ROWS if self.batch_size is None else min(PROBE_ROWS, self.batch_size)]
-        h, tape = self._forward(xb, checks)
-        check_independent_rows(self.model, xb, h)
-        warn_if_probabilities(self.model, h, self.family)
-        if self.batch_size is None:
-            per_input = self.engine.per_input_elements(2 * h.shape[1], self.curvature)
-            self.batch_size = max(1, min(4096, _ELEMENT_BUDGET // per_input))
-        return xb, h, tape
-
-    def batches(self, inputs: Inputs, targets: object) -> Iterable[tuple[Tensor, Tensor, object, object]]:
-        """Yield ``(x, h, tape, y)`` per chunk, with validated outputs and (if asked) checked labels.
-
-        Value checks (NaN/Inf, label range) are read at once for the first chunk and, for the others,
-        collected on the device and read once at the end (no host-device round trip per batch).
-        """
-        checks = Checks()
-        targets = coerce_targets(targets, self.device, self.dtype)
-        for x, y in iterate_batches(inputs, targets):
-            x = check_batch(x, self.device, self.dtype, checks)
-            if x.shape[0] == 0:
-                continue
-            start, labels = 0, None
-            while start < x.shape[0]:
-                if self.engine is None:
-                    xb, h, tape = self._first_chunk(x, checks)
-                else:
-                    xb = x[start:start + self.batch_size]
-                    h, tape = self._forward(xb, checks)
-                if y is not None and labels is None:  # the whole batch's labels, against outputs of its shape
-                    labels = self.family.check_targets(y, h.new_zeros(()).expand(x.shape[0], h.shape[1]), checks)
-                yb = None if labels is None else labels[start:start + xb.shape[0]]
-                start += xb.shape[0]
-                self.num_inputs += xb.shape[0]
-                yield xb, h, tape, yb
-                checks.defer()
-        checks.flush()
-        if self.num_inputs == 0:
-            raise ValueError("inputs is empty: it yielded no rows")
-
-    def units(self, tape: object, channels: Tensor, curvature: Tensor | None) -> Iterable[UnitTerms]:
-        with torch.no_grad():
-            yield from self.engine.backward(tape, channels, curvature)
-
-
-def _identity(h: Tensor) -> Tensor:
-    c = h.shape[1]
-    return torch.eye(c, dtype=h.dtype, device=h.device).expand(h.shape[0], c, c)
-
-
-def _labels(run: _Run, h: Tensor, y: Tensor | None, samples: int,
-            generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
-    """Given or sampled labels ``(N, S, ...)`` and their residuals ``(N, S, C)``."""
-    if y is None:
-        return run.family.sample_with_residual(h, samples, generator)
-    return y, run.family.residual(h, y)
-
-
-def _all_reduce(collector: SumCollector, num_inputs: int, process_group: object | None) -> int:
-    if process_group is None:
-        return num_inputs
-    import torch.distributed as dist
-
-    keys, flat = collector.flat()
-    flat = torch.cat([flat, flat.new_tensor([float(num_inputs)])])
-    dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=process_group)
-    collector.load_flat(keys, flat[:-1])
-    return int(round(flat[-1].item()))
-
-
-def _shaped(run: _Run, sums: dict[tuple[str, str], Tensor], stat: str, scale: float,
-            dtype: torch.dtype | None = None) -> dict[str, Tensor]:
-    """Per-parameter ``scale * sum`` of one statistic, shaped like the parameters, in ``dtype`` (the model's)."""
-    return {n: (sums[(stat, n)] * scale).reshape(shape).to(dtype or run.dtype) for n, shape in run.shapes.items()}
-
 
 def fisher_diagonal(model: nn.Module, inputs: Inputs, family: ExponentialFamily, estimator: str = "exact",
                     targets: Tensor | str | None = None, samples_per_input: int = 1,
                     generator: torch.Generator | None = None, batch_size: int | None = None,
-                    path: str = "auto", process_group: object | None = None) -> FisherDiagonal:
-    r"""Diagonal of the Fisher information matrix, exactly or by one of the two estimators.
+                    path: str = "auto", process_group: object | None = None, minibatch: int = 1) -> FisherDiagonal:
+    r"""Diagonal of the Fisher information matrix, exactly or by one of the estimators.
 
     * ``"exact"``: :math:`\frac1N\sum_n v_i^\top \Lambda(x_n) v_i` (eq. eq-expfam-diag);
     * ``"i1"``: :math:`\frac1{NS}\sum_{n,s} (\partial_{\theta_i}\log p(y_{ns}|x_n))^2`;
     * ``"i2"``: :math:`\frac1{NS}\sum_{n,s} -\partial^2_{\theta_i}\log p(y_{ns}|x_n)
-      = \frac1{NS}\sum_{n,s} (v_i^\top\Lambda v_i - \varepsilon_{ns}^\top u_i)` (eq. eq-est-diag).
+      = \frac1{NS}\sum_{n,s} (v_i^\top\Lambda v_i - \varepsilon_{ns}^\top u_i)` (eq. eq-est-diag);
+    * ``"hutchinson"``: :math:`\frac1{NS}\sum_{n,s} (\xi_{ns}^\top A_n^\top v_i)^2`, :math:`A_nA_n^\top = \Lambda(x_n)`.
+
+    ``minibatch=B > 1`` sums ``B`` inputs before squaring, for ``"i1"`` (GNB) and ``"hutchinson"``: one backward
+    pass per minibatch, any model (:mod:`fishertut.minibatch`: formulas, cost); ``"i2"`` is unchanged by it.
 
     Labels :math:`y_{ns}` are drawn from the model, ``samples_per_input`` per input, from ``generator``,
     unless ``targets`` gives them; with data labels ``"i1"`` is the empirical Fisher (chapter "The empirical Fisher").
@@ -185,7 +76,7 @@ def fisher_diagonal(model: nn.Module, inputs: Inputs, family: ExponentialFamily,
         inputs: a tensor ``(N, ...)`` or an iterable of tensors or ``(x, y)`` pairs (e.g. a ``DataLoader``);
             one ``(x, y)`` batch is ``[(x, y)]``, not the bare tuple.
         family: :class:`~fishertut.Categorical` or :class:`~fishertut.Gaussian`.
-        estimator: ``"exact"``, ``"i1"`` or ``"i2"``.
+        estimator: ``"exact"``, ``"i1"``, ``"i2"`` or ``"hutchinson"``.
         targets: ``None`` (labels from the model), labels aligned with the rows of ``inputs`` in iteration
             order (a tensor, list or numpy array; not with a shuffling ``DataLoader``), or ``"data"`` for the
             ``y`` of ``(x, y)`` batches. Not allowed with ``"exact"``.
@@ -193,10 +84,13 @@ def fisher_diagonal(model: nn.Module, inputs: Inputs, family: ExponentialFamily,
         generator: random source for the labels (on the model's device), for reproducibility. The labels of
             an input do not depend on how the inputs are batched, on the engine, or on the function.
         batch_size: rows per engine call; default: sized to a fixed memory budget.
-        path: ``"auto"`` (layer-wise engine when the model qualifies, else generic), ``"layerwise"`` or
-            ``"generic"``.
+        path: ``"auto"`` (the layer-wise engine for the MLPs it takes, else the graph engine for the
+            convolutional and residual networks it takes, else generic), or ``"layerwise"``, ``"graph"``,
+            ``"generic"`` to force one (a forced fast path raises :class:`UnsupportedModelError` naming the layer
+            it cannot take).
         process_group: a ``torch.distributed`` group whose ranks each hold part of the inputs; the sums are
             all-reduced so every rank returns the result over all inputs.
+        minibatch: inputs summed before squaring (a statistical choice; ``batch_size`` only sets memory).
 
     Returns:
         :class:`FisherDiagonal`: ``{parameter name: tensor shaped like the parameter}``, in the model's dtype.
@@ -207,7 +101,10 @@ def fisher_diagonal(model: nn.Module, inputs: Inputs, family: ExponentialFamily,
         raise ValueError("targets are not used by estimator='exact' (it averages over all labels); pass targets=None")
     if targets is not None and samples != 1:
         raise ValueError(f"samples_per_input must be 1 when targets are given, got {samples}")
-    run = _Run(model, family, path, batch_size, generator, curvature=estimator == "i2")
+    if check_minibatch(estimator, minibatch, targets) > 1:
+        return one_backward_diagonal(model, inputs, family, estimator, minibatch, samples, targets, generator,
+                                     batch_size)
+    run = Run(model, family, path, batch_size, generator, curvature=estimator == "i2")
     col = SumCollector()
     for _, h, tape, y in run.batches(inputs, targets):
         # channels S with S^T S = Lambda turn v^T Lambda v into ||S v||^2
@@ -215,20 +112,26 @@ def fisher_diagonal(model: nn.Module, inputs: Inputs, family: ExponentialFamily,
             for t in run.units(tape, family.covariance_factor(h), None):
                 col.add([("fisher", t.jac.square().sum(1), 2)], t)
             continue
-        _, eps = _labels(run, h, y, samples, generator)
-        if estimator == "i1":
+        hutch = estimator == "hutchinson"
+        if hutch:
+            eps = hutchinson_channels(family, h, samples, generator)
+        else:
+            eps = labels_and_residuals(run, h, y, samples, generator)[1]
+        if estimator in ("i1", "hutchinson"):
             for t in run.units(tape, eps, None):
                 col.add([("i1", t.jac.square().sum(1), 2)], t)
         else:
             # only the sum over labels of the label noise enters: one curvature channel r = sum_s eps_s
             for t in run.units(tape, family.covariance_factor(h), eps.sum(1, keepdim=True)):
-                col.add([("i2", samples * t.jac.square().sum(1) - t.curv[:, 0], 2)], t)
-    n = _all_reduce(col, run.num_inputs, process_group)
-    stat = "fisher" if estimator == "exact" else estimator
+                i2 = samples * t.jac.square().sum(1)
+                col.add([("i2", i2 if t.curv_zero else i2 - t.curv[:, 0], 2)], t)
+    n = all_reduce(col, run.num_inputs, process_group)
+    stat = {"exact": "fisher", "hutchinson": "i1"}.get(estimator, estimator)
     per = 1 if estimator == "exact" else samples
-    return FisherDiagonal(_shaped(run, col.sums, stat, 1.0 / (n * per)), estimator=estimator,
+    return FisherDiagonal(shaped(run, col.sums, stat, 1.0 / (n * per)), estimator=estimator,
                           path=run.engine.name, num_inputs=n, samples_per_input=per,
-                          labels=None if estimator == "exact" else ("model" if targets is None else "given"))
+                          labels=None if estimator == "exact" else ("model" if targets is None else "given"),
+                          piecewise_linear=run.piecewise_linear)
 
 
 def _conditional_stats(family: ExponentialFamily, h: Tensor, t: UnitTerms, spectrum: OutputSpectrum,
@@ -237,23 +140,24 @@ def _conditional_stats(family: ExponentialFamily, h: Tensor, t: UnitTerms, spect
     jac, curv = t.jac, t.curv
     fisher = family.quad(h, jac)
     pj = family.project(jac).square().sum(1).square()
-    pg = family.project(curv).square().sum(1)
+    pg = torch.zeros_like(fisher) if t.curv_zero else family.project(curv).square().sum(1)
     stats = [("fisher", fisher, 2),
              ("var_i1", family.fourth_cumulant_form(h, jac), 4),
-             ("var_i2", family.quad(h, curv), 4),
+             ("var_i2", pg if t.curv_zero else family.quad(h, curv), 4),
              ("v1_lower", spectrum.m_min[:, None] * pj, 4),
              ("v1_upper", spectrum.m_max[:, None] * pj, 4),
              ("v2_lower", spectrum.cov_min[:, None] * pg, 4),
-             ("v2_upper", spectrum.cov_max[:, None] * pg, 4)]
+             ("v2_upper", spectrum.cov_max[:, None] * pg, 4),
+             ("var_hutchinson", hutchinson_unit_variance(family, h, jac), 4)]
     if with_square:
         stats.append(("fisher_sq", fisher.to(torch.float64).square(), 4))  # squared in float64: var_x cancels
     return stats
 
 
-def _conditional_pass(run: _Run, inputs: Inputs, col: SumCollector | PerInputCollector, with_square: bool) -> None:
+def _conditional_pass(run: Run, inputs: Inputs, col: SumCollector | PerInputCollector, with_square: bool) -> None:
     """One pass over ``inputs`` adding the report's unit statistics (per class, with curvature) to ``col``."""
     for _, h, tape, _ in run.batches(inputs, None):
-        eye = _identity(h)
+        eye = identity_channels(h)
         spectrum = run.family.spectrum(h)
         for t in run.units(tape, eye, eye):
             col.add(_conditional_stats(run.family, h, t, spectrum, with_square=with_square), t)
@@ -277,18 +181,19 @@ def variance_report(model: nn.Module, inputs: Inputs, family: ExponentialFamily,
         path: as in :func:`fisher_diagonal`.
         process_group: as in :func:`fisher_diagonal`.
     """
-    run = _Run(model, family, path, batch_size, None, curvature=True)
-    col = SumCollector(float64_stats=frozenset({"fisher", "fisher_sq"}))
+    run = Run(model, family, path, batch_size, None, curvature=True)
+    col = SumCollector(float64_stats=frozenset({"fisher", "fisher_sq", "var_hutchinson"}))
     _conditional_pass(run, inputs, col, with_square=True)
-    n = _all_reduce(col, run.num_inputs, process_group)
-    get = lambda stat: _shaped(run, col.sums, stat, 1.0 / n)  # noqa: E731
+    n = all_reduce(col, run.num_inputs, process_group)
+    get = lambda stat: shaped(run, col.sums, stat, 1.0 / n)  # noqa: E731
     # var_x = E[I^2] - E[I]^2 cancels: form it from the float64 sums, then cast
-    fisher64, fisher_sq64 = (_shaped(run, col.sums, s, 1.0 / n, torch.float64) for s in ("fisher", "fisher_sq"))
+    fisher64, fisher_sq64 = (shaped(run, col.sums, s, 1.0 / n, torch.float64) for s in ("fisher", "fisher_sq"))
     var_x = {k: (fisher_sq64[k] - fisher64[k].square()).clamp_min(0).to(run.dtype) for k in fisher64}
     fisher = get("fisher")
     bounds = Bounds(get("v1_lower"), get("v1_upper"), get("v2_lower"), get("v2_upper"))
     return VarianceReport(fisher=fisher, var_i1=get("var_i1"), var_i2=get("var_i2"), var_x=var_x, bounds=bounds,
-                          num_inputs=n, path=run.engine.name, family=family)
+                          num_inputs=n, path=run.engine.name, family=family, var_hutchinson=get("var_hutchinson"),
+                          piecewise_linear=run.piecewise_linear)
 
 
 def per_input_statistics(model: nn.Module, inputs: Inputs, family: ExponentialFamily,
@@ -298,7 +203,7 @@ def per_input_statistics(model: nn.Module, inputs: Inputs, family: ExponentialFa
     Materialises ``N × P`` values: meant for small models or few inputs (plots of per-input behaviour).
     Frozen parameters (``requires_grad=False``) are left out. Arguments as in :func:`variance_report`.
     """
-    run = _Run(model, family, path, batch_size, None, curvature=True)
+    run = Run(model, family, path, batch_size, None, curvature=True)
     col = PerInputCollector()
     _conditional_pass(run, inputs, col, with_square=False)
     parts = col.result()
@@ -306,7 +211,8 @@ def per_input_statistics(model: nn.Module, inputs: Inputs, family: ExponentialFa
                         for n, shape in run.shapes.items()}
     return ConditionalStatistics(fisher=get("fisher"), var_i1=get("var_i1"), var_i2=get("var_i2"),
                                  bounds=Bounds(get("v1_lower"), get("v1_upper"), get("v2_lower"), get("v2_upper")),
-                                 path=run.engine.name)
+                                 path=run.engine.name, var_hutchinson=get("var_hutchinson"),
+                                 piecewise_linear=run.piecewise_linear)
 
 
 def estimator_terms(model: nn.Module, inputs: Inputs, family: ExponentialFamily, samples_per_input: int = 1,
@@ -323,17 +229,18 @@ def estimator_terms(model: nn.Module, inputs: Inputs, family: ExponentialFamily,
     samples = check_count(samples_per_input, "samples_per_input")
     if targets is not None and samples != 1:
         raise ValueError(f"samples_per_input must be 1 when targets are given, got {samples}")
-    run = _Run(model, family, path, batch_size, generator, curvature=True)
+    run = Run(model, family, path, batch_size, generator, curvature=True)
     col = PerInputCollector()
     labels = []
     for _, h, tape, y in run.batches(inputs, targets):
-        y, eps = _labels(run, h, y, samples, generator)
+        y, eps = labels_and_residuals(run, h, y, samples, generator)
         labels.append(y)
-        for t in run.units(tape, _identity(h), eps):
+        for t in run.units(tape, identity_channels(h), eps):
             col.add([("i1", (eps @ t.jac).square(), 2),
                      ("i2", family.quad(h, t.jac).unsqueeze(1) - t.curv, 2)], t)
     parts = col.result()
     n = run.num_inputs
     get = lambda stat: {k: parts[(stat, k)].reshape(n, samples, *shape).to(run.dtype)  # noqa: E731
                         for k, shape in run.shapes.items()}
-    return EstimatorTerms(i1=get("i1"), i2=get("i2"), labels=torch.cat(labels, 0), path=run.engine.name)
+    return EstimatorTerms(i1=get("i1"), i2=get("i2"), labels=torch.cat(labels, 0), path=run.engine.name,
+                          piecewise_linear=run.piecewise_linear)

@@ -4,7 +4,9 @@ Per input, :math:`v_i = \partial h/\partial\theta_i` for all parameters comes fr
 backward passes), and :math:`u_i = \partial^2 h/\partial\theta_i^2` from a forward-over-forward directional
 derivative :math:`\frac{d^2}{ds^2} h(\theta + s e_i)|_{s=0}` per coordinate (``vmap``-ed in chunks of the
 basis). That is :math:`O(P)` passes per input: exact for any graph, practical for small models (tens of
-thousands of parameters); the layer-wise engine is the fast path for MLPs. Memory per batch is
+thousands of parameters); the layer-wise and graph engines are the fast paths. Parameters that the traced
+graph proves piecewise linear (:func:`fishertut.graph.piecewise_linear_parameters`) skip the second
+derivatives: their :math:`u` is exactly 0. Memory per batch is
 ``N × C × P`` for the Jacobian, so batches are sized to a budget.
 
 The model's own forward runs, so hooks, parametrizations (the Fisher is then with respect to the
@@ -22,12 +24,18 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, jacrev, jvp, vmap
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .errors import UnsupportedModelError
+from .graph import piecewise_linear_parameters
 from .inspection import inplace_disabled
 from .terms import UnitTerms
 
 __all__ = ["FunctionalEngine"]
+
+# Attention (``scaled_dot_product_attention``, e.g. in ``nn.MultiheadAttention``) runs through PyTorch's
+# composite math kernel here: the fused CPU kernel has neither a forward-mode rule nor a double backward.
+_ATTENTION_KERNELS = [SDPBackend.MATH]
 
 
 def _load_forward_ad_decompositions() -> None:
@@ -69,6 +77,7 @@ class FunctionalEngine:
         self.forward_mode = True
         self.params = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
         self.aliases = _aliases(model, self.params)
+        self.piecewise_linear = piecewise_linear_parameters(model)
 
     def per_input_elements(self, channels: int, curvature: bool) -> int:
         """Peak number of tensor elements per input (the Jacobian, and the second derivatives if asked)."""
@@ -128,14 +137,16 @@ class FunctionalEngine:
         """
         x = tape
         try:
-            with inplace_disabled(self.model):
+            with inplace_disabled(self.model), sdpa_kernel(_ATTENTION_KERNELS):
                 jac = vmap(jacrev(self._output), in_dims=(None, 0))(self.params, x)
                 for name in self.params:
                     j = jac[name].flatten(2)
-                    curv = None
-                    if curvature_channels is not None:
+                    curv, zero = None, curvature_channels is not None and name in self.piecewise_linear
+                    if zero:
+                        curv = j.new_zeros(()).expand(j.shape[0], curvature_channels.shape[1], j.shape[2])
+                    elif curvature_channels is not None:
                         curv = curvature_channels @ self._second_derivatives(name, x)
-                    yield UnitTerms(jac=channels @ j, curv=curv, targets=[(name, None)])
+                    yield UnitTerms(jac=channels @ j, curv=curv, targets=[(name, None)], curv_zero=zero)
         except RuntimeError as err:
             raise UnsupportedModelError(
                 f"the generic path could not differentiate {type(self.model).__name__} with torch.func "

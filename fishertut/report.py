@@ -25,35 +25,43 @@ import torch
 from torch import Tensor
 
 from .arguments import check_count
+from .variances import minibatch_variance
 
 __all__ = ["FisherDiagonal", "Bounds", "VarianceReport", "ConditionalStatistics", "EstimatorTerms"]
 
-ESTIMATORS = ("exact", "i1", "i2")
+ESTIMATORS = ("exact", "i1", "i2", "hutchinson")
 
 
 class FisherDiagonal(dict):
-    """``{parameter name: tensor shaped like the parameter}``, with how it was computed.
+    r"""``{parameter name: tensor shaped like the parameter}``, with how it was computed.
 
     Attributes:
-        estimator: ``"exact"``, ``"i1"`` or ``"i2"``.
-        path: the engine used, ``"layerwise"`` or ``"generic"``.
+        estimator: ``"exact"``, ``"i1"``, ``"i2"`` or ``"hutchinson"``.
+        path: the engine used, ``"layerwise"``, ``"graph"`` or ``"generic"``, or ``"autograd"`` (one backward per
+            minibatch).
         num_inputs: number of inputs :math:`N`.
         samples_per_input: labels per input (1 for ``"exact"`` and for data labels).
         labels: ``"model"`` (sampled), ``"given"`` (targets), or ``None`` for ``"exact"``.
+        minibatch: inputs summed before squaring (1: per-input estimators).
+        piecewise_linear: parameters proven from the traced graph to have :math:`u \equiv 0` (every operation
+            between them and the output piecewise linear); their second derivatives were never computed.
     """
 
     def __init__(self, values: dict[str, Tensor], *, estimator: str, path: str, num_inputs: int,
-                 samples_per_input: int, labels: str | None) -> None:
+                 samples_per_input: int, labels: str | None, minibatch: int = 1,
+                 piecewise_linear: frozenset[str] = frozenset()) -> None:
         super().__init__(values)
         self.estimator = estimator
         self.path = path
         self.num_inputs = num_inputs
         self.samples_per_input = samples_per_input
         self.labels = labels
+        self.minibatch = minibatch
+        self.piecewise_linear = piecewise_linear
 
     def __repr__(self) -> str:
         return (f"FisherDiagonal(estimator={self.estimator!r}, path={self.path!r}, num_inputs={self.num_inputs}, "
-                f"samples_per_input={self.samples_per_input}, parameters={list(self)})")
+                f"samples_per_input={self.samples_per_input}, minibatch={self.minibatch}, parameters={list(self)})")
 
 
 @dataclass
@@ -86,13 +94,17 @@ def check_estimator(estimator: str, allowed: tuple[str, ...] = ("i1", "i2")) -> 
 
 @dataclass
 class VarianceReport:
-    """Exact FIM diagonal, conditional variances of Î1 and Î2, input variance and bounds (module docstring).
+    r"""Exact FIM diagonal, conditional variances of Î1 and Î2, input variance and bounds (module docstring).
 
     Attributes:
         fisher, var_i1, var_i2, var_x: ``{parameter name: tensor shaped like the parameter}``.
+        var_hutchinson: mean over inputs of the Rademacher Hutchinson term's variance
+            :math:`2(\|a\|^4 - \sum_k a_k^4)` (:mod:`fishertut.minibatch`).
         bounds: :class:`Bounds`.
         num_inputs: the number of inputs the averages run over.
         path: the engine used.
+        piecewise_linear: parameters proven from the traced graph to have :math:`u \equiv 0` (so
+            ``var_i2`` is 0 there); their second derivatives were never computed.
     """
 
     fisher: dict[str, Tensor]
@@ -103,25 +115,38 @@ class VarianceReport:
     num_inputs: int
     path: str
     family: object = field(repr=False, default=None)
+    var_hutchinson: dict[str, Tensor] = field(default_factory=dict)
+    piecewise_linear: frozenset[str] = frozenset()
 
     def conditional_variance(self, estimator: str) -> dict[str, Tensor]:
-        """``var_i1`` or ``var_i2``."""
-        check_estimator(estimator)
-        return self.var_i1 if estimator == "i1" else self.var_i2
+        """``var_i1``, ``var_i2`` or ``var_hutchinson``."""
+        check_estimator(estimator, ("i1", "i2", "hutchinson"))
+        return {"i1": self.var_i1, "i2": self.var_i2, "hutchinson": self.var_hutchinson}[estimator]
 
-    def estimator_variance(self, estimator: str, num_inputs: int | None = None,
-                           samples_per_input: int = 1) -> dict[str, Tensor]:
-        r""":math:`\mathrm{Var}(\hat I_k) = \mathrm{var\_x}/N + \mathrm{var\_ik}/(N S)` (eq. eq-ilv-total-variance).
+    def estimator_variance(self, estimator: str, num_inputs: int | None = None, samples_per_input: int = 1,
+                           minibatch: int = 1, inputs: str = "drawn") -> dict[str, Tensor]:
+        r"""Exact variance of an estimate of the mean Fisher (:mod:`fishertut.variances`).
+
+        With ``minibatch=1``: :math:`\mathrm{Var}(\hat I_k) = \mathrm{var\_x}/N + \mathrm{var\_ik}/(N S)`
+        (eq. eq-ilv-total-variance).
+        With ``B = minibatch`` inputs summed before squaring (GNB for ``"i1"``, Hutchinson) and ``B | N``:
+        :math:`\mathrm{var\_x}/N + (\mathrm{var\_ik} + 2(B-1)\mathcal I^2)/(NS)`. ``"i2"`` ignores ``minibatch``.
 
         Args:
-            estimator: ``"i1"`` or ``"i2"``.
-            num_inputs: :math:`N`, inputs drawn i.i.d. from the report's inputs (default: ``num_inputs``).
-            samples_per_input: :math:`S`, labels per input.
+            estimator: ``"i1"``, ``"i2"`` or ``"hutchinson"``.
+            num_inputs: :math:`N` (default: the report's ``num_inputs``).
+            samples_per_input: :math:`S`, labels (or sign vectors) per input, or per minibatch.
+            minibatch: :math:`B`, inputs summed before squaring.
+            inputs: ``"drawn"``: the inputs are drawn i.i.d. from the report's inputs (input term included;
+                any grouping is then equivalent); ``"given"``: the report's own inputs, grouped by a uniformly
+                random partition into minibatches (the variance over labels, averaged over partitions).
         """
         cond = self.conditional_variance(estimator)
         n = check_count(self.num_inputs if num_inputs is None else num_inputs, "num_inputs")
         s = check_count(samples_per_input, "samples_per_input")
-        return {k: self.var_x[k] / n + cond[k] / (n * s) for k in self.fisher}
+        b = 1 if estimator == "i2" else check_count(minibatch, "minibatch")
+        return {k: minibatch_variance(self.fisher[k], self.var_x[k], cond[k], n, s, b, inputs, self.num_inputs)
+                for k in self.fisher}
 
     def sample_size(self, epsilon: float, delta: float = 0.05, estimator: str = "i1",
                     samples_per_input: int = 1, relative: bool = True) -> dict[str, Tensor]:
@@ -152,8 +177,9 @@ class VarianceReport:
 class ConditionalStatistics:
     r"""Per-input values: each dict maps a parameter name to a tensor ``(N, *parameter.shape)``.
 
-    ``fisher[k][n]`` is :math:`I(\theta|x_n)`; ``var_i1``, ``var_i2`` are :math:`V_1, V_2(\theta|x_n)`;
-    ``bounds`` holds the per-input bounds.
+    ``fisher[k][n]`` is :math:`I(\theta|x_n)`; ``var_i1``, ``var_i2`` are :math:`V_1, V_2(\theta|x_n)` and
+    ``var_hutchinson`` the Hutchinson term's variance; ``bounds`` holds the per-input bounds;
+    ``piecewise_linear`` the parameters proven to have :math:`u \equiv 0`.
     """
 
     fisher: dict[str, Tensor]
@@ -161,6 +187,8 @@ class ConditionalStatistics:
     var_i2: dict[str, Tensor]
     bounds: Bounds
     path: str
+    var_hutchinson: dict[str, Tensor] = field(default_factory=dict)
+    piecewise_linear: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -169,10 +197,11 @@ class EstimatorTerms:
 
     ``i1[k][n, s]`` is :math:`(\partial_{\theta}\log p(y_{ns}|x_n))^2` and ``i2[k][n, s]`` is
     :math:`-\partial^2_{\theta}\log p(y_{ns}|x_n)`; ``labels`` are the :math:`y_{ns}`. The estimators are the
-    means over ``(n, s)``.
+    means over ``(n, s)``. ``piecewise_linear``: the parameters proven to have :math:`u \equiv 0`.
     """
 
     i1: dict[str, Tensor]
     i2: dict[str, Tensor]
     labels: Tensor
     path: str
+    piecewise_linear: frozenset[str] = frozenset()

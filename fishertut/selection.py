@@ -2,8 +2,10 @@
 
 Rules, in order: backward hooks are refused on every path (see :mod:`fishertut.inspection`);
 ``path="generic"`` takes the ``torch.func`` engine; otherwise the layer-wise engine if it can honour the
-model and the batch exactly, else ``path="auto"`` falls back to the generic engine and
-``path="layerwise"`` raises :class:`~fishertut.UnsupportedModelError` with the reason.
+model and the batch exactly (``path="layerwise"`` raises :class:`~fishertut.UnsupportedModelError` with
+the reason if not), else the graph engine (:mod:`fishertut.graph_engine`) if it can (``path="graph"``
+tries only it, and raises naming the layer it cannot take), else ``path="auto"`` falls back to the generic
+engine.
 """
 
 from __future__ import annotations
@@ -12,13 +14,14 @@ from torch import Tensor, nn
 
 from .errors import UnsupportedModelError
 from .functional import FunctionalEngine
+from .graph_engine import GraphEngine
 from .inspection import backward_hook_reason
 from .layerwise import LayerwiseEngine
 
 __all__ = ["PATHS", "Engine", "check_path", "select_engine"]
 
-PATHS = ("auto", "layerwise", "generic")
-Engine = LayerwiseEngine | FunctionalEngine
+PATHS = ("auto", "layerwise", "graph", "generic")
+Engine = LayerwiseEngine | GraphEngine | FunctionalEngine
 
 
 def check_path(path: object) -> str:
@@ -32,7 +35,7 @@ def select_engine(model: nn.Module, x: Tensor, path: str) -> Engine:
     """The engine for ``model`` on batches like ``x`` (the first batch), or an exception saying why none fits.
 
     Raises:
-        UnsupportedModelError: the model has backward hooks, or ``path="layerwise"`` and the layer-wise
+        UnsupportedModelError: the model has backward hooks, or ``path="layerwise"``/``"graph"`` and that
             engine cannot honour the model or inputs shaped like ``x``.
     """
     reason = backward_hook_reason(model)
@@ -40,12 +43,15 @@ def select_engine(model: nn.Module, x: Tensor, path: str) -> Engine:
         raise UnsupportedModelError(reason)
     if check_path(path) == "generic":
         return FunctionalEngine(model)
-    reason = LayerwiseEngine.unsupported_reason(model)
-    if reason is None:
-        engine = LayerwiseEngine(model)
-        reason = engine.input_reason(x)
+    for name, kind in (("layerwise", LayerwiseEngine), ("graph", GraphEngine)):
+        if path not in ("auto", name):
+            continue
+        reason = kind.unsupported_reason(model)
         if reason is None:
-            return engine
-    if path == "layerwise":
-        raise UnsupportedModelError(reason)
+            engine = kind(model)
+            reason = engine.input_reason(x)
+            if reason is None:
+                return engine
+        if path == name:
+            raise UnsupportedModelError(reason)
     return FunctionalEngine(model)

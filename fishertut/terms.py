@@ -30,11 +30,14 @@ class UnitTerms:
         curv: ``(N, K2, n)`` diagonal second derivatives of the curvature channels, or ``None``.
         targets: ``(parameter name, activations a (N, m) or None)``: a weight gets ``a``, a bias or a
             generic parameter ``None`` (its statistic is the unit statistic itself).
+        curv_zero: ``curv`` is known to be exactly zero (piecewise-linear parameters), so statistics of it
+            need not be computed.
     """
 
     jac: Tensor
     curv: Tensor | None
     targets: list[tuple[str, Tensor | None]]
+    curv_zero: bool = False
     _powers: dict[tuple[int, int], Tensor] = field(default_factory=dict, repr=False)
 
     def activation_power(self, index: int, power: int) -> Tensor | None:

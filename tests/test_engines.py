@@ -26,7 +26,7 @@ class Residual(nn.Module):
 def test_generic_path_on_a_residual_module_matches_the_oracle():
     torch.manual_seed(0)
     problem = Problem("residual", Residual().double().eval(), torch.randn(3, 3, dtype=torch.float64), "categorical")
-    rep = ft.variance_report(problem.model, problem.x, problem.fishertut_family())
+    rep = ft.variance_report(problem.model, problem.x, problem.fishertut_family(), path="generic")
     assert rep.path == "generic"
     ref = oracle.conditional(problem)
     assert_dicts_close(rep.fisher, mean0(ref["fisher"]), what="fisher")
@@ -39,7 +39,7 @@ def test_generic_path_on_a_conv_net_and_image_inputs():
     model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Tanh(), nn.Flatten(), nn.Linear(2 * 4 * 4, 3)).double().eval()
     x = torch.randn(2, 1, 6, 6, dtype=torch.float64)
     problem = Problem("conv", model, x, "categorical")
-    F = ft.fisher_diagonal(model, x, ft.Categorical())
+    F = ft.fisher_diagonal(model, x, ft.Categorical(), path="generic")
     assert F.path == "generic"
     assert_dicts_close(F, mean0(oracle.conditional(problem)["fisher"]), what="fisher")
 

@@ -522,11 +522,11 @@ def test_docstrings_say_frozen_parameters_are_left_out(function):
 
 
 def test_engine_is_chosen_once_and_every_forward_pass_is_used(monkeypatch):
-    import fishertut.api as api
+    import fishertut.passes as passes
     from fishertut.layerwise import LayerwiseEngine
 
     chosen, rows = [], []
-    select, forward = api.select_engine, LayerwiseEngine.forward
+    select, forward = passes.select_engine, LayerwiseEngine.forward
 
     def counting_select(model, x, path):
         chosen.append(tuple(x.shape))
@@ -536,7 +536,7 @@ def test_engine_is_chosen_once_and_every_forward_pass_is_used(monkeypatch):
         rows.append(x.shape[0])
         return forward(self, x)
 
-    monkeypatch.setattr(api, "select_engine", counting_select)
+    monkeypatch.setattr(passes, "select_engine", counting_select)
     monkeypatch.setattr(LayerwiseEngine, "forward", counting_forward)
     x = _inputs(n=12)
     rep = ft.variance_report(_mlp(), [x[:5], x[5:]], ft.Categorical(), batch_size=3)
