@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from .activations import ActivationDerivatives
 
-__all__ = ["NodeOp", "Activation", "Identity", "Add", "Reshape", "MaxPool", "LinearMap", "fold"]
+__all__ = ["NodeOp", "Activation", "Identity", "Add", "ShapeOnly", "Reshape", "MaxPool", "LinearMap", "fold"]
 
 
 def fold(t: Tensor) -> Tensor:
@@ -94,8 +94,8 @@ class Add(NodeOp):
         return self.combine(*xs)
 
 
-class Reshape(NodeOp):
-    """Flatten: a reshape of the non-batch axes (keeps diagonal Jacobians diagonal)."""
+class ShapeOnly(NodeOp):
+    """A parameter-free operation ``fn`` whose backward needs only the input's shape."""
 
     def __init__(self, fn: Callable[[Tensor], Tensor]) -> None:
         self.fn = fn
@@ -107,6 +107,10 @@ class Reshape(NodeOp):
     def save(self, xs: tuple[Tensor, ...], out: Tensor) -> object:
         """What the backward needs."""
         return xs[0].shape
+
+
+class Reshape(ShapeOnly):
+    """Flatten: a reshape of the non-batch axes (keeps diagonal Jacobians diagonal)."""
 
     def vjp(self, saved: object, t: Tensor, index: int) -> Tensor:
         """Cotangents ``(N, m, *out)`` to ``(N, m, *in)``."""
@@ -144,19 +148,8 @@ class MaxPool(NodeOp):
         return out.view(n, m, *shape[1:])
 
 
-class LinearMap(NodeOp):
+class LinearMap(ShapeOnly):
     """A parameter-free linear map (average pooling): its backward is autograd's, on a folded batch."""
-
-    def __init__(self, fn: Callable[[Tensor], Tensor]) -> None:
-        self.fn = fn
-
-    def forward(self, x: Tensor) -> Tensor:
-        """The operation on a batch."""
-        return self.fn(x)
-
-    def save(self, xs: tuple[Tensor, ...], out: Tensor) -> object:
-        """What the backward needs."""
-        return xs[0].shape
 
     def vjp(self, saved: object, t: Tensor, index: int) -> Tensor:
         """Cotangents ``(N, m, *out)`` to ``(N, m, *in)``."""
