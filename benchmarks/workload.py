@@ -113,18 +113,7 @@ def fishertut_i2(p: Problem) -> Params:
 def fishertut_report(p: Problem) -> dict[str, Params]:
     """The full :func:`fishertut.variance_report`, as ``{field: {parameter: tensor}}`` (``REPORT_FIELDS``)."""
     rep = ft.variance_report(p.model, p.x, p.family)
-    b = rep.bounds
-    out = {
-        "fisher": rep.fisher,
-        "var_i1": rep.var_i1,
-        "var_i2": rep.var_i2,
-        "var_x": rep.var_x,
-        "v1_lower": b.v1_lower,
-        "v1_upper": b.v1_upper,
-        "v2_lower": b.v2_lower,
-        "v2_upper": b.v2_upper,
-    }
-    return {k: _plain(v) for k, v in out.items()}
+    return {k: _plain(v) for k, v in rep.statistics().items()}
 
 
 def fishertut_i2_terms(p: Problem) -> Params:

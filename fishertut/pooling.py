@@ -62,17 +62,7 @@ def layer_summary(report: VarianceReport, groups: Groups | None = None) -> Any:
     import pandas as pd
 
     groups = layer_groups(list(report.fisher)) if groups is None else groups
-    b = report.bounds
-    stats = {
-        "fisher": report.fisher,
-        "var_x": report.var_x,
-        "var_i1": report.var_i1,
-        "var_i2": report.var_i2,
-        "v1_lower": b.v1_lower,
-        "v1_upper": b.v1_upper,
-        "v2_lower": b.v2_lower,
-        "v2_upper": b.v2_upper,
-    }
+    stats = report.statistics()
     rows = {}
     for group, names in groups.items():
         row: dict[str, float] = {k: float(flatten(v, names).mean()) for k, v in stats.items()}

@@ -129,6 +129,20 @@ class VarianceReport:
     var_hutchinson: dict[str, Tensor] = field(default_factory=dict)
     piecewise_linear: frozenset[str] = frozenset()
 
+    def statistics(self) -> dict[str, dict[str, Tensor]]:
+        """The per-parameter fields by name: ``fisher``, ``var_x``, ``var_i1``, ``var_i2`` and the four bounds."""
+        b = self.bounds
+        return {
+            "fisher": self.fisher,
+            "var_x": self.var_x,
+            "var_i1": self.var_i1,
+            "var_i2": self.var_i2,
+            "v1_lower": b.v1_lower,
+            "v1_upper": b.v1_upper,
+            "v2_lower": b.v2_lower,
+            "v2_upper": b.v2_upper,
+        }
+
     def conditional_variance(self, estimator: str) -> dict[str, Tensor]:
         """``var_i1``, ``var_i2`` or ``var_hutchinson``."""
         check_estimator(estimator, ("i1", "i2", "hutchinson"))

@@ -169,3 +169,11 @@ def test_combine_by_group() -> None:
     assert out["a"] is est["i2"]["a"] and out["b"] is est["i1"]["b"]
     with pytest.raises(KeyError):
         ft.combine_by_group({"i1": est["i1"]}, {"g1": "i2"}, {"g1": ["a"]})
+
+
+def test_report_statistics_names_every_per_parameter_field():
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2)).double()
+    rep = ft.variance_report(model, torch.randn(5, 3, dtype=torch.float64), ft.Categorical())
+    stats = rep.statistics()
+    assert list(stats) == ["fisher", "var_x", "var_i1", "var_i2", "v1_lower", "v1_upper", "v2_lower", "v2_upper"]
+    assert stats["var_x"] is rep.var_x and stats["v2_upper"] is rep.bounds.v2_upper
