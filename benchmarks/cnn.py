@@ -30,7 +30,8 @@ The ResNet's peak memory is the peak resident set size of a fresh process runnin
 size after setup. The pre-LN transformer block (LayerNorm, ``nn.MultiheadAttention`` with 4 heads, GELU MLP
 of width 64, residual additions; width 32, 16 tokens, a Linear head on the flattened tokens; 13.9k
 parameters) runs on the generic engine: its first-order quantities are one batched backward over the ``C``
-outputs per input, its second derivatives one forward-over-forward pass per parameter and input.
+outputs per input, its second derivatives one forward-over-forward pass per parameter and input, with LayerNorm and attention
+run as composites (:mod:`fishertut.composites`).
 
 Usage::
 
@@ -71,7 +72,7 @@ def transformer_rows(n: int, n_exact: int = 64) -> list[dict[str, object]]:
     torch.manual_seed(0)
     model = PreLNBlock().eval()
     x = torch.randn(max(n, n_exact), 16, 32, generator=torch.Generator().manual_seed(1))
-    ft.fisher_diagonal(model, x[:2], ft.Categorical())  # warm-up
+    ft.variance_report(model, x[:1], ft.Categorical())  # warm-up: first and second derivatives
     rows = []
     for what, m in (("exact", n_exact), ("report", n)):
         t = time.perf_counter()
@@ -282,7 +283,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n", type=int, default=1000, help="LeNet inputs")
     parser.add_argument("--peer-n", type=int, default=64, help="inputs BackPACK's Hessians are timed on")
     parser.add_argument("--resnet-n", type=int, default=256)
-    parser.add_argument("--transformer-n", type=int, default=1, help="inputs of the pre-LN block's report")
+    parser.add_argument("--transformer-n", type=int, default=16, help="inputs of the pre-LN block's report")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--write-results", action="store_true")
     args = parser.parse_args(argv)

@@ -20,16 +20,16 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
 
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, jacrev, jvp, vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from .composites import composites
 from .errors import UnsupportedModelError
 from .graph import piecewise_linear_parameters
-from .inspection import inplace_disabled, occurrences
+from .inspection import inplace_disabled
 from .terms import UnitTerms
 
 __all__ = ["FunctionalEngine"]
@@ -37,34 +37,6 @@ __all__ = ["FunctionalEngine"]
 # Attention (``scaled_dot_product_attention``, e.g. in ``nn.MultiheadAttention``) runs through PyTorch's
 # composite math kernel here: the fused CPU kernel has neither a forward-mode rule nor a double backward.
 _ATTENTION_KERNELS = [SDPBackend.MATH]
-
-
-def _prelu(module: nn.PReLU, x: Tensor) -> Tensor:
-    r"""``nn.PReLU`` as a composite: :math:`x` where :math:`x > 0`, else :math:`a_c x` (channel axis 1; 0 if 1-D)."""
-    a = module.weight
-    if a.numel() > 1:
-        shape = [1] * x.dim()
-        shape[1 if x.dim() >= 2 else 0] = -1
-        a = a.view(shape)
-    return torch.where(x > 0, x, a * x)
-
-
-@contextmanager
-def _prelu_composite(model: nn.Module) -> Iterator[None]:
-    """Within the block, every ``nn.PReLU`` runs as :func:`_prelu` (the same values and derivatives).
-
-    PyTorch's batching rule for the backward of ``prelu`` fails inside ``vmap`` when the input has positions
-    besides its channels (e.g. images). The module itself is still called, so its hooks run.
-    """
-    swapped = [m for _, m in occurrences(model) if type(m) is nn.PReLU and "forward" not in vars(m)]
-    for m in swapped:
-        m.forward = lambda x, m=m: _prelu(m, x)
-    try:
-        yield
-    finally:
-        for m in swapped:
-            if "forward" in vars(m):
-                del m.forward
 
 
 def _load_forward_ad_decompositions() -> None:
@@ -104,6 +76,7 @@ class FunctionalEngine:
         self.chunk_size = chunk_size
         self.element_budget = element_budget
         self.forward_mode = True
+        self._mode_checked = False
         self.params = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
         self.aliases = _aliases(model, self.params)
         self.piecewise_linear = piecewise_linear_parameters(model)
@@ -121,6 +94,33 @@ class FunctionalEngine:
         """The outputs ``h`` of the batch and the tape (the batch itself)."""
         with inplace_disabled(self.model):
             return self.model(x), x
+
+    def _forward_mode_agrees(self, xi: Tensor) -> bool:
+        r"""Whether forward-over-forward gives the reverse-mode second derivative along one random direction.
+
+        For a seeded random direction :math:`e` over all parameters and the input ``xi`` ``(1, ...)``, compares
+        :math:`\frac{d^2}{ds^2}h(\theta+se)` from two nested ``jvp`` with :math:`e^\top\nabla_\theta(J e)` from two
+        nested ``jacrev``, for every output. A fused kernel with a wrong second-order forward-mode rule (PyTorch's
+        LayerNorm and instance norm have one) makes them differ at O(1), not by rounding; then the engine uses
+        reverse mode for every parameter.
+        """
+        gen = torch.Generator().manual_seed(0)
+        e = {n: torch.randn(p.shape, generator=gen, dtype=p.dtype).to(p.device) for n, p in self.params.items()}
+
+        def out(ps: dict[str, Tensor]) -> Tensor:
+            return self._output(ps, xi[0])
+
+        def along(ps: dict[str, Tensor]) -> Tensor:
+            jac = jacrev(out)(ps)
+            return sum((jac[n] * e[n]).flatten(1).sum(1) for n in ps)
+
+        first = along(self.params)
+        forward = jvp(lambda ps: jvp(out, (ps,), (e,))[1], (self.params,), (e,))[1]
+        hess = jacrev(along)(self.params)
+        reverse = sum((hess[n] * e[n]).flatten(1).sum(1) for n in hess)
+        scale = max(float(t.detach().abs().max()) for t in (forward, reverse, first))
+        tol = 10 * torch.finfo(forward.dtype).eps ** 0.5 * max(scale, torch.finfo(forward.dtype).tiny)
+        return bool((forward - reverse).detach().abs().max() <= tol)
 
     def _second_derivatives(self, name: str, x: Tensor) -> Tensor:
         r""":math:`\partial^2 h/\partial\theta_i^2` for every entry ``i`` of parameter ``name``: ``(N, C, numel)``.
@@ -165,8 +165,14 @@ class FunctionalEngine:
         """
         x = tape
         try:
-            with inplace_disabled(self.model), _prelu_composite(self.model), sdpa_kernel(_ATTENTION_KERNELS):
+            with inplace_disabled(self.model), composites(self.model), sdpa_kernel(_ATTENTION_KERNELS):
                 jac = vmap(jacrev(self._output), in_dims=(None, 0))(self.params, x)
+                if curvature_channels is not None and self.forward_mode and not self._mode_checked:
+                    self._mode_checked = True
+                    try:
+                        self.forward_mode = self._forward_mode_agrees(x[:1])
+                    except NotImplementedError:
+                        self.forward_mode = False
                 for name in self.params:
                     j = jac[name].flatten(2)
                     curv, zero = None, curvature_channels is not None and name in self.piecewise_linear

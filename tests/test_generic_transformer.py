@@ -4,6 +4,8 @@ LayerNorm, ``nn.MultiheadAttention``, a GELU MLP and residual additions: the rep
 oracle, and the piecewise-linear parameters.
 """
 
+import warnings
+
 import torch
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -45,3 +47,19 @@ def test_pre_ln_transformer_block_on_the_generic_engine(one_thread):
     # only what lies after the last curved operation (the GELU, LayerNorm, attention) is piecewise linear
     assert piecewise_linear_parameters(model) == {"mlp.2.weight", "mlp.2.bias", "head.weight", "head.bias"}
     assert rep.piecewise_linear == piecewise_linear_parameters(model)
+
+
+def test_attention_runs_without_the_fused_kernel_and_without_warnings(one_thread):
+    # In float32 eval mode PyTorch would take its fused attention kernel, which vmap can only loop over
+    # (with a UserWarning); the engine turns that fast path off while it works and restores the setting.
+    torch.manual_seed(0)
+    model = PreLNBlock().eval()
+    x = torch.randn(2, 3, 4, generator=torch.Generator().manual_seed(1))
+    assert torch.backends.mha.get_fastpath_enabled()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rep = ft.variance_report(model, x, ft.Categorical())
+    assert torch.backends.mha.get_fastpath_enabled()
+    ref = ft.variance_report(model.double(), x.double(), ft.Categorical())
+    for field in ("fisher", "var_i1", "var_i2"):
+        assert_dicts_close(getattr(rep, field), getattr(ref, field), rtol=1e-4, what=field)
