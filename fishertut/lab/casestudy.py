@@ -51,11 +51,11 @@ from ..groups import flatten, layer_groups
 from ..pooling import layer_summary
 from ..report import VarianceReport
 from .bounds import bounds_hold
-from .data import MNIST, load_mnist
+from .data import MNIST, balanced_subset, load_mnist
 from .models import default_device, lenet, mlp
 from .training import train_classifier
 
-__all__ = ["DEFAULT_WIDTHS", "NETWORKS", "COLUMNS", "CaseStudy", "balanced_subset", "run_case_study"]
+__all__ = ["DEFAULT_WIDTHS", "NETWORKS", "COLUMNS", "CaseStudy", "run_case_study"]
 
 #: Widths of our 4-layer network (the paper does not give them): 4 Linear layers, 3 hidden.
 DEFAULT_WIDTHS: tuple[int, ...] = (784, 128, 64, 32, 10)
@@ -139,36 +139,6 @@ class CaseStudy:
     seconds: float = 0.0
     eval_x: Tensor | None = field(default=None, repr=False)
     eval_y: Tensor | None = field(default=None, repr=False)
-
-
-def balanced_subset(labels: Tensor, num: int, seed: int = 0) -> Tensor:
-    """Indices of ``num`` examples with the classes as balanced as possible, in a seeded random order.
-
-    The classes are visited in turn (round robin), each contributing its examples in a random order, so any
-    prefix of the result is balanced to within one example per class.
-
-    Args:
-        labels: ``(M,)`` integer class labels.
-        num: how many indices, at most ``M``.
-        seed: seeds the order (a CPU generator).
-
-    Returns:
-        ``(num,)`` int64 indices into ``labels`` (on the CPU).
-    """
-    labels = labels.detach().cpu()
-    if not 1 <= num <= labels.numel():
-        raise ValueError(f"num must be in [1, {labels.numel()}], got {num}")
-    gen = torch.Generator().manual_seed(seed)
-    per_class = []
-    for c in torch.unique(labels):
-        idx = torch.nonzero(labels == c).flatten()
-        per_class.append(idx[torch.randperm(idx.numel(), generator=gen)].tolist())
-    order: list[int] = []
-    depth = 0
-    while len(order) < num:
-        order.extend(idx[depth] for idx in per_class if depth < len(idx))
-        depth += 1
-    return torch.tensor(order[:num], dtype=torch.int64)
 
 
 def _kind(module: nn.Module) -> str:

@@ -11,7 +11,7 @@ import torch
 import fishertut as ft
 from fishertut.lab import casestudy as cs
 from fishertut.lab import plotting
-from fishertut.lab.data import MNIST
+from fishertut.lab.data import MNIST, balanced_subset
 
 WIDTHS = (784, 12, 10, 8, 10)
 
@@ -23,7 +23,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def small_data() -> MNIST:
     """1,000 training digits (100 per class) and the 1,000 test digits of the default MNIST subset."""
     d = ft.lab.data.load_mnist()
-    keep = cs.balanced_subset(d.train_y, 1000, seed=1)
+    keep = balanced_subset(d.train_y, 1000, seed=1)
     return MNIST(d.train_x[keep], d.train_y[keep], d.test_x, d.test_y, d.source)
 
 
@@ -139,16 +139,16 @@ def test_explicit_evaluation_pair(small_data: MNIST) -> None:
 
 def test_balanced_subset() -> None:
     labels = torch.tensor([0] * 5 + [1] * 3 + [2] * 7)
-    idx = cs.balanced_subset(labels, 7, seed=0)
+    idx = balanced_subset(labels, 7, seed=0)
     assert idx.unique().numel() == 7
     counts = torch.bincount(labels[idx], minlength=3).tolist()
     assert max(counts) - min(counts) <= 1
-    assert torch.equal(idx, cs.balanced_subset(labels, 7, seed=0))
-    assert not torch.equal(cs.balanced_subset(labels, 15, seed=0), cs.balanced_subset(labels, 15, seed=1))
+    assert torch.equal(idx, balanced_subset(labels, 7, seed=0))
+    assert not torch.equal(balanced_subset(labels, 15, seed=0), balanced_subset(labels, 15, seed=1))
     # A class that runs out leaves the others to fill the rest.
-    assert torch.bincount(labels[cs.balanced_subset(labels, 13, seed=0)], minlength=3).tolist() == [5, 3, 5]
+    assert torch.bincount(labels[balanced_subset(labels, 13, seed=0)], minlength=3).tolist() == [5, 3, 5]
     with pytest.raises(ValueError):
-        cs.balanced_subset(labels, 16)
+        balanced_subset(labels, 16)
 
 
 def test_plots(study: cs.CaseStudy) -> None:
