@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from matplotlib.lines import Line2D
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 from torch import Tensor
 
 from ...groups import flatten, layer_groups
@@ -59,6 +59,14 @@ def _grid(num: int, height: float) -> Any:
 
 def _integer_epochs(ax: Any) -> None:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 5, 10]))
+
+
+def _plain(value: float, _pos: Any = None) -> str:
+    """A log-axis tick label in plain numbers: 1, 2 and 5 times a power of ten, others left blank."""
+    if value <= 0:
+        return ""
+    mantissa = round(value / 10 ** np.floor(np.log10(value)), 6)
+    return f"{value:g}" if mantissa in (1.0, 2.0, 5.0) else ""
 
 
 def _layer_handles(layers: list[int], labels: dict[int, str]) -> list[Line2D]:
@@ -319,6 +327,8 @@ def plot_layer_tradeoff(table: Any, epoch: int | None = None, *, group: str = "l
                     color=estimator_color(f"i{k}"),
                 )
         ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(FuncFormatter(_plain))
+        ax.yaxis.set_minor_formatter(FuncFormatter(_plain))
         ax.set_xticks(pos, [names[layer].replace(" (", "\n(") for layer in d["layer"]])
         ax.set_title(f"{act}, epoch {epoch}")
     axes[0].set_ylabel("relative sd (sd / Fisher)")
