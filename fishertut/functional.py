@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import Tensor, nn
@@ -28,7 +29,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .errors import UnsupportedModelError
 from .graph import piecewise_linear_parameters
-from .inspection import inplace_disabled
+from .inspection import inplace_disabled, occurrences
 from .terms import UnitTerms
 
 __all__ = ["FunctionalEngine"]
@@ -36,6 +37,34 @@ __all__ = ["FunctionalEngine"]
 # Attention (``scaled_dot_product_attention``, e.g. in ``nn.MultiheadAttention``) runs through PyTorch's
 # composite math kernel here: the fused CPU kernel has neither a forward-mode rule nor a double backward.
 _ATTENTION_KERNELS = [SDPBackend.MATH]
+
+
+def _prelu(module: nn.PReLU, x: Tensor) -> Tensor:
+    r"""``nn.PReLU`` as a composite: :math:`x` where :math:`x > 0`, else :math:`a_c x` (channel axis 1; 0 if 1-D)."""
+    a = module.weight
+    if a.numel() > 1:
+        shape = [1] * x.dim()
+        shape[1 if x.dim() >= 2 else 0] = -1
+        a = a.view(shape)
+    return torch.where(x > 0, x, a * x)
+
+
+@contextmanager
+def _prelu_composite(model: nn.Module) -> Iterator[None]:
+    """Within the block, every ``nn.PReLU`` runs as :func:`_prelu` (the same values and derivatives).
+
+    PyTorch's batching rule for the backward of ``prelu`` fails inside ``vmap`` when the input has positions
+    besides its channels (e.g. images). The module itself is still called, so its hooks run.
+    """
+    swapped = [m for _, m in occurrences(model) if type(m) is nn.PReLU and "forward" not in vars(m)]
+    for m in swapped:
+        m.forward = lambda x, m=m: _prelu(m, x)
+    try:
+        yield
+    finally:
+        for m in swapped:
+            if "forward" in vars(m):
+                del m.forward
 
 
 def _load_forward_ad_decompositions() -> None:
@@ -136,7 +165,7 @@ class FunctionalEngine:
         """
         x = tape
         try:
-            with inplace_disabled(self.model), sdpa_kernel(_ATTENTION_KERNELS):
+            with inplace_disabled(self.model), _prelu_composite(self.model), sdpa_kernel(_ATTENTION_KERNELS):
                 jac = vmap(jacrev(self._output), in_dims=(None, 0))(self.params, x)
                 for name in self.params:
                     j = jac[name].flatten(2)

@@ -37,18 +37,23 @@ def _expected_inputs(model: nn.Module, dtype: torch.dtype) -> str:
 
 
 def run_forward(
-    forward: Callable[[Tensor], tuple[Tensor, object]], x: Tensor, model: nn.Module, dtype: torch.dtype
+    forward: Callable[[Tensor], tuple[Tensor, object]],
+    x: Tensor,
+    model: nn.Module,
+    dtype: torch.dtype,
+    batch_shape: torch.Size | None = None,
 ) -> tuple[Tensor, object]:
     """``forward(x)`` under ``no_grad``; an error from inside the model becomes a ``ValueError`` naming ``inputs``.
 
-    The message gives the shape and dtype of ``x`` and what the model's first layer expects; the original
-    error is chained.
+    The message gives the shape of the user's batch (``batch_shape`` when ``x`` is a chunk of it, else ``x``'s
+    own), the dtype, and what the model's first layer expects; the original error is chained.
     """
+    shape = tuple(x.shape if batch_shape is None else batch_shape)
     first = first_layer(model)
     if first is not None and isinstance(first[1], nn.Linear) and x.ndim < 2:
         raise ValueError(
             f"inputs must be shaped (N, features) with N the batch axis, got a {x.ndim}-D tensor of "
-            f"shape {tuple(x.shape)}; the model expects {_expected_inputs(model, dtype)}. "
+            f"shape {shape}; the model expects {_expected_inputs(model, dtype)}. "
             "For a single input use x.unsqueeze(0)"
         )
     try:
@@ -58,7 +63,7 @@ def run_forward(
         raise
     except (RuntimeError, TypeError, ValueError, IndexError) as err:
         raise ValueError(
-            f"inputs of shape {tuple(x.shape)} and dtype {x.dtype} could not go through the model, "
+            f"inputs of shape {shape} and dtype {x.dtype} could not go through the model, "
             f"which expects {_expected_inputs(model, dtype)}: {err}"
         ) from err
 

@@ -147,7 +147,7 @@ def _checked_output(
 def _probe(model: nn.Module, x: Tensor, family: ExponentialFamily, dtype: torch.dtype, checks: Checks) -> None:
     """The checks of the engines' first chunk: the forward pass, the output's kind, independent rows."""
     probe = x[:PROBE_ROWS]
-    h, _ = run_forward(lambda t: (model(t), None), probe, model, dtype)
+    h, _ = run_forward(lambda t: (model(t), None), probe, model, dtype, x.shape)
     check_output_kind(h, probe.shape[0], dtype, family, checks)
     check_independent_rows(model, probe, h)
     warn_if_probabilities(model, h, family)

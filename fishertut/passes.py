@@ -58,8 +58,8 @@ class Run:
         self.shapes = {n: p.shape for n, p in model.named_parameters() if p.requires_grad}
         self.piecewise_linear = piecewise_linear_parameters(model)
 
-    def _forward(self, xb: Tensor, checks: Checks) -> tuple[Tensor, object]:
-        h, tape = run_forward(self.engine.forward, xb, self.model, self.dtype)
+    def _forward(self, xb: Tensor, checks: Checks, batch: Tensor) -> tuple[Tensor, object]:
+        h, tape = run_forward(self.engine.forward, xb, self.model, self.dtype, batch.shape)
         check_output_kind(h, xb.shape[0], self.dtype, self.family, checks)
         if not checks.eager:
             # a non-finite output is reported at the end of the pass; meanwhile it must not derail the maths
@@ -69,7 +69,7 @@ class Run:
     def _first_chunk(self, x: Tensor, checks: Checks) -> tuple[Tensor, Tensor, object]:
         self.engine = select_engine(self.model, x, self.path)
         xb = x[: PROBE_ROWS if self.batch_size is None else min(PROBE_ROWS, self.batch_size)]
-        h, tape = self._forward(xb, checks)
+        h, tape = self._forward(xb, checks, x)
         check_independent_rows(self.model, xb, h)
         warn_if_probabilities(self.model, h, self.family)
         if self.batch_size is None:
@@ -95,7 +95,7 @@ class Run:
                     xb, h, tape = self._first_chunk(x, checks)
                 else:
                     xb = x[start : start + self.batch_size]
-                    h, tape = self._forward(xb, checks)
+                    h, tape = self._forward(xb, checks, x)
                 if y is not None and labels is None:  # the whole batch's labels, against outputs of its shape
                     labels = self.family.check_targets(y, h.new_zeros(()).expand(x.shape[0], h.shape[1]), checks)
                 yb = None if labels is None else labels[start : start + xb.shape[0]]

@@ -419,7 +419,8 @@ def test_model_output_of_the_wrong_kind_is_refused(kind, message):
 @pytest.mark.parametrize(
     "x,message",
     [
-        (torch.randn(3, 5, dtype=torch.float64), r"inputs of shape \(3, 5\) .* rows have 4 features"),
+        # more rows than the first chunk: the message gives the whole batch's shape
+        (torch.randn(64, 5, dtype=torch.float64), r"inputs of shape \(64, 5\) .* rows have 4 features"),
         (torch.randn(4, dtype=torch.float64), r"inputs must be shaped \(N, features\) .* 1-D tensor of shape \(4,\)"),
         (
             torch.ones(3, 4, dtype=torch.long),
@@ -572,3 +573,26 @@ def test_spectral_norm_in_training_mode_is_refused():
     model = nn.Sequential(parametrizations.spectral_norm(nn.Linear(4, 3)))
     with pytest.raises(ValueError, match=r"module '0.parametrizations.weight.0' \(_SpectralNorm\) is in training mode"):
         ft.fisher_diagonal(model.double(), _inputs(), ft.Categorical())
+
+
+# --- PReLU: its batched backward has no working vmap rule for images; the generic engine runs a composite ---------
+
+
+@pytest.mark.parametrize("num_parameters", [1, 2])
+def test_prelu_on_images_is_exact_and_leaves_the_module_as_it_was(num_parameters):
+    torch.manual_seed(3)
+    prelu = nn.PReLU(num_parameters, init=0.3)
+    counted = []
+    prelu.register_forward_hook(lambda mod, inp, out: counted.append(1))
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), prelu, nn.Flatten(), nn.Linear(2 * 4 * 4, 3)).double().eval()
+    with torch.no_grad():
+        prelu.weight.copy_(torch.linspace(0.1, 0.4, num_parameters))
+    x = torch.randn(6, 1, 6, 6, dtype=torch.float64)
+    assert_exact(model, x, "generic")
+    assert_exact(model, x, "generic", family="gaussian", sigma=0.7)
+    assert counted, "the PReLU module's own hooks run"
+    assert "forward" not in vars(prelu)
+    assert torch.equal(
+        model(x),
+        nn.functional.linear(nn.functional.prelu(model[0](x), prelu.weight).flatten(1), model[3].weight, model[3].bias),
+    )

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from statistics import NormalDist
 
 import torch
 from torch import Tensor, nn
@@ -22,7 +23,14 @@ from ..api import estimator_terms
 from ..families import Categorical
 from ..report import check_estimator
 
-__all__ = ["ClassTable", "class_table", "simulate_estimates", "empirical_variance", "sample_variance_se"]
+__all__ = [
+    "ClassTable",
+    "class_table",
+    "simulate_estimates",
+    "empirical_variance",
+    "sample_variance_se",
+    "bonferroni_z",
+]
 
 
 @dataclass
@@ -193,3 +201,21 @@ def sample_variance_se(variance: Tensor, fourth_moment: Tensor, repetitions: int
     """
     r = repetitions
     return ((fourth_moment - (r - 3) / (r - 1) * variance.square()) / r).clamp_min(0).sqrt()
+
+
+def bonferroni_z(num_tests: int, level: float = 1e-3) -> float:
+    r"""Critical :math:`|z|` for ``num_tests`` two-sided z-tests at family-wise level ``level`` (Bonferroni).
+
+    :math:`z^* = \Phi^{-1}\big(1 - \alpha/(2m)\big)`: if every standardised error is (approximately) standard
+    normal, the largest of :math:`m` of them exceeds :math:`z^*` with probability at most :math:`\alpha`, however
+    they are correlated (the union bound). The book's Monte-Carlo checks assert :math:`\max_i |z_i| < z^*`.
+
+    Args:
+        num_tests: :math:`m \ge 1`, the number of z-scores compared.
+        level: :math:`\alpha \in (0, 1)`.
+    """
+    if num_tests < 1:
+        raise ValueError(f"num_tests must be at least 1, got {num_tests}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    return NormalDist().inv_cdf(1 - level / (2 * num_tests))

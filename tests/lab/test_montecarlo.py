@@ -131,3 +131,22 @@ def test_empirical_variance_unknown_mean_closed_form() -> None:
         montecarlo.empirical_variance(x[:3])
     with pytest.raises(ValueError):
         montecarlo.empirical_variance(x[:1], mean=torch.tensor(0.0, dtype=DT))
+
+
+def test_bonferroni_z_controls_the_family_wise_level() -> None:
+    # one test: the two-sided 1e-3 quantile of the standard normal, 3.2905...
+    assert montecarlo.bonferroni_z(1) == pytest.approx(3.290526731491926, rel=1e-12)
+    # m tests at level a: P(|Z| > z*) = a/m for each, checked with the complementary error function
+    for m, level in [(10, 1e-3), (4096, 1e-3), (50_000, 0.05)]:
+        z = montecarlo.bonferroni_z(m, level)
+        assert math.erfc(z / math.sqrt(2)) == pytest.approx(level / m, rel=1e-9)
+    # independent z-scores: the largest of m exceeds z* with probability 1 - (1 - a/m)^m <= a
+    g = torch.Generator().manual_seed(0)
+    m, level, runs = 200, 0.2, 4000
+    z = montecarlo.bonferroni_z(m, level)
+    exceed = (torch.randn(runs, m, generator=g, dtype=DT).abs().amax(1) > z).double().mean()
+    expected = 1 - (1 - level / m) ** m
+    assert float(exceed) == pytest.approx(expected, abs=5 * math.sqrt(expected * (1 - expected) / runs))
+    for bad in [dict(num_tests=0), dict(num_tests=3, level=0.0), dict(num_tests=3, level=1.5)]:
+        with pytest.raises(ValueError):
+            montecarlo.bonferroni_z(**bad)
