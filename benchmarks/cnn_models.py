@@ -14,21 +14,8 @@ __all__ = ["lenet", "BasicBlock", "resnet8", "PreLNBlock", "digits"]
 
 
 def lenet(activation: str, seed: int = 0) -> nn.Sequential:
-    """The LeNet-style CNN of the module docstring, float32, eval mode."""
-    act = {"tanh": nn.Tanh, "relu": nn.ReLU}[activation]
-    torch.manual_seed(seed)
-    return nn.Sequential(
-        nn.Conv2d(1, 8, 5),
-        act(),
-        nn.MaxPool2d(2),
-        nn.Conv2d(8, 16, 5),
-        act(),
-        nn.MaxPool2d(2),
-        nn.Flatten(),
-        nn.Linear(256, 64),
-        act(),
-        nn.Linear(64, 10),
-    ).eval()
+    """The LeNet-style CNN of the module docstring (``ft.lab.models.lenet`` on images), float32, eval mode."""
+    return ft.lab.models.lenet(activation, seed=seed, dtype=torch.float32, flat_inputs=False)
 
 
 class BasicBlock(nn.Module):

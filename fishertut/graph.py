@@ -8,9 +8,9 @@ outside its layer.
 **Piecewise-linear detection.** A parameter :math:`\theta_i` of an affine layer (Linear, convolution,
 eval-mode batch norm) enters its output :math:`z` affinely. If every operation between :math:`z` and the
 network output is piecewise linear (ReLU, leaky ReLU, max pooling, average pooling, linear and convolution
-layers, eval-mode batch norm, flatten, dropout in eval mode, additions), then :math:`h` is piecewise affine in
-:math:`\theta_i` and :math:`u_i = \partial^2 h/\partial\theta_i^2 = 0` wherever it is defined (almost everywhere),
-so :math:`V_2 = 0` and the single-label term of Î2 is the exact :math:`I(\theta_i|x)`.
+layers, eval-mode batch norm, flatten and unflatten, dropout in eval mode, additions), then :math:`h` is
+piecewise affine in :math:`\theta_i` and :math:`u_i = \partial^2 h/\partial\theta_i^2 = 0` wherever it is defined
+(almost everywhere), so :math:`V_2 = 0` and the single-label term of Î2 is the exact :math:`I(\theta_i|x)`.
 :func:`piecewise_linear_parameters` reads this from the traced graph, never from numbers; anything it
 cannot classify counts as curved, so the set it returns is proven, not guessed.
 """
@@ -53,6 +53,7 @@ SUPPORTED_LAYERS = ", ".join(
         "AvgPool1d/2d",
         "AdaptiveAvgPool1d/2d",
         "Flatten",
+        "Unflatten (of a non-batch axis)",
         "Dropout (eval)",
         "Identity",
         "additions",
@@ -117,6 +118,10 @@ def _module_op(m: nn.Module, path: str) -> NodeOp:
     if type(m) is nn.Flatten:
         if m.start_dim == 0 or (m.end_dim >= 0 and m.end_dim < m.start_dim):
             raise _Unsupported(f"Flatten must keep the batch axis, got start_dim={m.start_dim}")
+        return Reshape(m)
+    if type(m) is nn.Unflatten:
+        if not isinstance(m.dim, int) or m.dim < 1:
+            raise _Unsupported(f"Unflatten must split a non-batch axis given by a positive dim, got dim={m.dim!r}")
         return Reshape(m)
     if isinstance(m, _DROPOUT) or type(m) is nn.Identity:
         if m.training and not isinstance(m, nn.Identity):

@@ -110,7 +110,7 @@ class ShapeOnly(NodeOp):
 
 
 class Reshape(ShapeOnly):
-    """Flatten: a reshape of the non-batch axes (keeps diagonal Jacobians diagonal)."""
+    """Flatten or Unflatten: a reshape of the non-batch axes (keeps diagonal Jacobians diagonal)."""
 
     def vjp(self, saved: object, t: Tensor, index: int) -> Tensor:
         """Cotangents ``(N, m, *out)`` to ``(N, m, *in)``."""

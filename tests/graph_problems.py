@@ -113,6 +113,20 @@ GRAPH_PROBLEMS = {
         ),
         (1, 10, 10),
     ),
+    "unflatten-lenet-tanh-flat-inputs": lambda: _problem(
+        "unflatten-lenet-tanh-flat-inputs",
+        lambda: nn.Sequential(
+            nn.Unflatten(1, (1, 8, 8)),
+            nn.Conv2d(1, 2, 3),
+            nn.Tanh(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(18, 4),
+            nn.Tanh(),
+            nn.Linear(4, 3),
+        ),
+        (64,),
+    ),
     "avgpool-gelu-dropout": lambda: _problem(
         "avgpool-gelu-dropout",
         lambda: nn.Sequential(

@@ -41,3 +41,11 @@ def test_resnet8_takes_the_graph_path_with_all_parameters_piecewise_linear(cnn) 
     assert rep.path == "graph"
     assert rep.piecewise_linear == {n for n, _ in model.named_parameters()}
     assert all(torch.all(v == 0) for v in rep.var_i2.values())
+
+
+def test_the_benchmark_lenet_is_the_library_one(cnn) -> None:
+    model = cnn.lenet("tanh", seed=2)
+    ref = ft.lab.models.lenet("tanh", seed=2, flat_inputs=False)
+    assert not model.training and [type(m) for m in model] == [type(m) for m in ref]
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), ref.parameters()))

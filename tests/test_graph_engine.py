@@ -59,7 +59,15 @@ def test_sampled_estimators_agree_with_the_generic_engine(pid, one_thread):
         assert_dicts_close(got["graph"], got["generic"], what=est)
 
 
-@pytest.mark.parametrize("pid", ["residual-tanh", "gauss-residual-tanh-bn-sigma0.5", "conv1d-stride2-elu-maxpool1d"])
+@pytest.mark.parametrize(
+    "pid",
+    [
+        "residual-tanh",
+        "gauss-residual-tanh-bn-sigma0.5",
+        "conv1d-stride2-elu-maxpool1d",
+        "unflatten-lenet-tanh-flat-inputs",
+    ],
+)
 def test_report_and_terms_against_the_oracle(pid, one_thread):
     problem = GRAPH_PROBLEMS[pid]()
     fam = problem.fishertut_family()
@@ -159,6 +167,13 @@ def test_forced_graph_path_refuses_naming_the_layer_and_auto_falls_back(pid, mod
     with pytest.raises(ft.UnsupportedModelError, match=needle):
         ft.fisher_diagonal(model, x, ft.Categorical(), path="graph")
     assert ft.fisher_diagonal(model, x, ft.Categorical()).path == "generic"
+
+
+def test_forced_graph_path_refuses_an_unflatten_of_the_batch_axis():
+    model = nn.Sequential(nn.Unflatten(0, (1, 2)), nn.Flatten(0, 1), nn.Linear(4, 3)).double().eval()
+    x = torch.randn(2, 4, dtype=torch.float64)
+    with pytest.raises(ft.UnsupportedModelError, match=r"Unflatten must split a non-batch axis.*dim=0"):
+        ft.fisher_diagonal(model, x, ft.Categorical(), path="graph")
 
 
 def test_forced_graph_path_refuses_a_linear_layer_on_images():

@@ -1,8 +1,9 @@
-r"""The MNIST case study (the paper's Figure 2 and appendix figures): a 4-layer MLP followed through training.
+r"""The MNIST case studies: a 4-layer MLP (the paper's Figure 2 and appendix figures) or a LeNet, through training.
 
 After every epoch (and once before training), on a fixed evaluation set :math:`x_1..x_N` of test digits,
-:func:`run_case_study` records for each layer of the network, with the layer's weights, its biases, and both
-together as parameter groups:
+:func:`run_case_study` records for each layer of the network (``network="mlp"``: four dense layers;
+``network="lenet"``: two convolutions and two dense layers, :func:`~fishertut.lab.models.lenet`), with the
+layer's weights, its biases, and both together as parameter groups:
 
 * the mean Fisher information :math:`\mathcal I(\theta_i)` over the group;
 * the conditional variances :math:`\frac1N\sum_n V_k(\theta_i|x_n)` of the single-label terms of Î1 and Î2,
@@ -26,7 +27,11 @@ square over the group of the standardised errors
 :math:`z_i = (\hat I_k(\theta_i) - \mathcal I(\theta_i))/\mathrm{se}_i`; each :math:`z_i^2` has expectation
 exactly 1.
 
-See chapter "Case study: an MNIST classifier" of the book.
+Each row also says the layer's kind (``"conv"`` or ``"dense"``), the engine that computed it (``path``) and
+whether all of the group's parameters are proven piecewise linear from the traced graph (``piecewise_linear``:
+then :math:`u \equiv 0`, :math:`V_2 = 0` and the single-label Î2 equals the Fisher information of the input).
+
+See chapters "Case study: an MNIST classifier" and "Case study: a convolutional network" of the book.
 """
 
 from __future__ import annotations
@@ -46,22 +51,33 @@ from ..groups import flatten, layer_groups
 from ..pooling import layer_summary
 from ..report import VarianceReport
 from .bounds import bounds_hold
-from .data import MNIST, load_mnist
-from .models import default_device, mlp
+from .data import MNIST, balanced_subset, load_mnist
+from .models import default_device, lenet, mlp
 from .training import train_classifier
 
-__all__ = ["DEFAULT_WIDTHS", "COLUMNS", "CaseStudy", "balanced_subset", "run_case_study"]
+__all__ = ["DEFAULT_WIDTHS", "NETWORKS", "COLUMNS", "CaseStudy", "run_case_study"]
 
 #: Widths of our 4-layer network (the paper does not give them): 4 Linear layers, 3 hidden.
 DEFAULT_WIDTHS: tuple[int, ...] = (784, 128, 64, 32, 10)
 
+#: The networks :func:`run_case_study` can train: ``"mlp"`` (:func:`~fishertut.lab.models.mlp` of ``widths``) and
+#: ``"lenet"`` (:func:`~fishertut.lab.models.lenet`, on the flat digits).
+NETWORKS: tuple[str, ...] = ("mlp", "lenet")
+
 #: Columns of :attr:`CaseStudy.table`, one row per (activation, epoch, layer, group). The pooled statistics
-#: are those of :func:`fishertut.pooling.layer_summary`.
+#: are those of :func:`fishertut.pooling.layer_summary`; ``network`` is a key of :data:`NETWORKS`, ``kind``
+#: the layer's kind (``"conv"``, ``"dense"``, or the module's class name in lower case), ``path`` the engine of
+#: the variance report (:attr:`fishertut.VarianceReport.path`) and ``piecewise_linear`` whether every parameter
+#: of the group is in :attr:`fishertut.VarianceReport.piecewise_linear`.
 COLUMNS: tuple[str, ...] = (
     "activation",
+    "network",
     "epoch",
     "layer",
+    "kind",
     "group",
+    "path",
+    "piecewise_linear",
     "num_params",
     "fisher",
     "var_x",
@@ -110,8 +126,8 @@ class CaseStudy:
         model: the trained network (eval mode).
         report: the :class:`~fishertut.VarianceReport` of the last epoch, per parameter.
         monte_carlo: the last epoch's Monte-Carlo estimates ``{"i1": ..., "i2": ...}`` (dicts of tensors).
-        settings: everything needed to rerun it (widths, activation, epochs, optimiser, sizes, seed, device,
-            dtype, data source).
+        settings: everything needed to rerun it (network, widths, activation, epochs, optimiser, sizes, seed,
+            device, dtype, data source).
         seconds: wall-clock time of the run.
     """
 
@@ -125,34 +141,13 @@ class CaseStudy:
     eval_y: Tensor | None = field(default=None, repr=False)
 
 
-def balanced_subset(labels: Tensor, num: int, seed: int = 0) -> Tensor:
-    """Indices of ``num`` examples with the classes as balanced as possible, in a seeded random order.
-
-    The classes are visited in turn (round robin), each contributing its examples in a random order, so any
-    prefix of the result is balanced to within one example per class.
-
-    Args:
-        labels: ``(M,)`` integer class labels.
-        num: how many indices, at most ``M``.
-        seed: seeds the order (a CPU generator).
-
-    Returns:
-        ``(num,)`` int64 indices into ``labels`` (on the CPU).
-    """
-    labels = labels.detach().cpu()
-    if not 1 <= num <= labels.numel():
-        raise ValueError(f"num must be in [1, {labels.numel()}], got {num}")
-    gen = torch.Generator().manual_seed(seed)
-    per_class = []
-    for c in torch.unique(labels):
-        idx = torch.nonzero(labels == c).flatten()
-        per_class.append(idx[torch.randperm(idx.numel(), generator=gen)].tolist())
-    order: list[int] = []
-    depth = 0
-    while len(order) < num:
-        order.extend(idx[depth] for idx in per_class if depth < len(idx))
-        depth += 1
-    return torch.tensor(order[:num], dtype=torch.int64)
+def _kind(module: nn.Module) -> str:
+    """``"conv"`` for a convolution, ``"dense"`` for a linear layer, else the class name in lower case."""
+    if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+        return "conv"
+    if isinstance(module, nn.Linear):
+        return "dense"
+    return type(module).__name__.lower()
 
 
 def _summarise(
@@ -165,7 +160,9 @@ def _summarise(
     """One row per (layer, group): :func:`fishertut.pooling.layer_summary` plus bounds, eFIM and Monte Carlo."""
     groups: dict[str, list[str]] = {}
     where: dict[str, tuple[int, str]] = {}
+    kinds: dict[int, str] = {}
     for li, names in enumerate(layer_groups(model).values(), start=1):
+        kinds[li] = _kind(model.get_submodule(names[0].rsplit(".", 1)[0])) if "." in names[0] else "parameter"
         members = {
             "weight": [n for n in names if n.endswith("weight")],
             "bias": [n for n in names if n.endswith("bias")],
@@ -181,7 +178,9 @@ def _summarise(
     rows = []
     for key, ns in groups.items():
         li, group = where[key]
-        row: dict[str, Any] = {"layer": li, "group": group, **summary.loc[key].to_dict()}
+        row: dict[str, Any] = {"layer": li, "kind": kinds[li], "group": group, **summary.loc[key].to_dict()}
+        row["path"] = report.path
+        row["piecewise_linear"] = all(n in report.piecewise_linear for n in ns)
         row["num_params"] = int(row["num_params"])
         hold = True
         for k, (var, lo, up) in bounds.items():
@@ -225,16 +224,20 @@ def run_case_study(
     dtype: torch.dtype = torch.float64,
     mc_inputs: int | None = None,
     mc_samples: int = 1,
+    network: str = "mlp",
 ) -> CaseStudy:
-    r"""Train an MLP on MNIST and track, per layer and epoch, the FIM, the variances of Î1 and Î2 and their bounds.
+    r"""Train a network on MNIST and track, per layer and epoch, the FIM, the variances of Î1 and Î2 and their bounds.
 
-    The network is ``ft.lab.models.mlp(widths, activation, seed=seed)`` (a linear last layer, softmax output),
-    trained with Adam (``lr``, ``batch_size``, seeded shuffling) on ``data.train_x``. Before training and
-    after every epoch the statistics of the module docstring are computed on the evaluation set.
+    The network is ``ft.lab.models.mlp(widths, activation, seed=seed)`` (``network="mlp"``) or
+    ``ft.lab.models.lenet(activation, seed=seed)`` (``network="lenet"``; it takes the flat digits), with a
+    linear last layer and softmax output, trained with Adam (``lr``, ``batch_size``, seeded shuffling) on
+    ``data.train_x``. Before training and after every epoch the statistics of the module docstring are computed
+    on the evaluation set.
 
     Args:
         activation: a key of :data:`fishertut.lab.models.ACTIVATIONS` (the paper: ``"sigmoid"``).
-        widths: ``[784, h_1, ..., 10]``; the paper has 4 Linear layers (widths not known).
+        widths: ``[784, h_1, ..., 10]`` of the MLP; the paper has 4 Linear layers (widths not known). Not used
+            by the LeNet.
         epochs: training epochs (the paper: 20).
         eval_inputs: the number of test digits to evaluate on (a class-balanced, seeded subset of
             ``data.test_x``), or an ``(x, y)`` pair of inputs and labels.
@@ -248,12 +251,15 @@ def run_case_study(
         mc_inputs: inputs per Monte-Carlo estimate, drawn with replacement from the evaluation set
             (default: the evaluation set's size).
         mc_samples: model labels per Monte-Carlo input.
+        network: a key of :data:`NETWORKS`.
 
     Returns:
         :class:`CaseStudy`; its ``table`` is a ``pandas.DataFrame`` with the :data:`COLUMNS`.
     """
     import pandas as pd
 
+    if network not in NETWORKS:
+        raise ValueError(f"network must be one of {list(NETWORKS)}, got {network!r}")
     start = time.perf_counter()
     device = torch.device(device) if device is not None else default_device()
     data = load_mnist(dtype=dtype, device=device) if data is None else data.to(dtype, device)
@@ -267,7 +273,10 @@ def run_case_study(
     n_eval = eval_x.shape[0]
     mc_inputs = n_eval if mc_inputs is None else mc_inputs
     fam = Categorical()
-    net = mlp(list(widths), activation, seed=seed, dtype=dtype, device=device)
+    if network == "mlp":
+        net = mlp(list(widths), activation, seed=seed, dtype=dtype, device=device)
+    else:
+        net = lenet(activation, seed=seed, dtype=dtype, device=device)
     gen = torch.Generator(device=device).manual_seed(seed)
     rows: list[dict[str, Any]] = []
     last: dict[str, Any] = {}
@@ -284,7 +293,7 @@ def run_case_study(
         with torch.no_grad():
             acc = float((model(test_x).argmax(1) == test_y).double().mean())
         for row in _summarise(model, report, empirical, mc, mc_var):
-            row.update(activation=activation, epoch=epoch, train_loss=train_loss, test_accuracy=acc)
+            row.update(activation=activation, network=network, epoch=epoch, train_loss=train_loss, test_accuracy=acc)
             rows.append(row)
         last.update(report=report, mc=mc)
 
@@ -307,8 +316,9 @@ def run_case_study(
     )
     table = pd.DataFrame(rows)[list(COLUMNS)]
     settings = {
+        "network": network,
         "activation": activation,
-        "widths": list(widths),
+        **({"widths": list(widths)} if network == "mlp" else {}),
         "epochs": epochs,
         "optimizer": "Adam",
         "lr": lr,

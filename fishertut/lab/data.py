@@ -11,6 +11,7 @@ Where the data come from, in order:
    split per class into the first 400 for training and the last 100 for testing: 4,000 / 1,000.
 
 Pixels are scaled to [0, 1] and flattened to 784 features; labels are ``int64`` class indices.
+:func:`balanced_subset` picks seeded class-balanced subsets (the case studies' evaluation digits).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["MNIST", "load_mnist", "ENV_ROOT"]
+__all__ = ["MNIST", "load_mnist", "balanced_subset", "ENV_ROOT"]
 
 ENV_ROOT = "FISHERTUT_MNIST_ROOT"
 
@@ -131,3 +132,33 @@ def load_mnist(
         return (t.reshape(t.shape[0], -1).to(dtype) / 255.0).to(device)
 
     return MNIST(images(tx), ty.to(device), images(vx), vy.to(device), source)
+
+
+def balanced_subset(labels: Tensor, num: int, seed: int = 0) -> Tensor:
+    """Indices of ``num`` examples with the classes as balanced as possible, in a seeded random order.
+
+    The classes are visited in turn (round robin), each contributing its examples in a random order, so any
+    prefix of the result is balanced to within one example per class.
+
+    Args:
+        labels: ``(M,)`` integer class labels.
+        num: how many indices, at most ``M``.
+        seed: seeds the order (a CPU generator).
+
+    Returns:
+        ``(num,)`` int64 indices into ``labels`` (on the CPU).
+    """
+    labels = labels.detach().cpu()
+    if not 1 <= num <= labels.numel():
+        raise ValueError(f"num must be in [1, {labels.numel()}], got {num}")
+    gen = torch.Generator().manual_seed(seed)
+    per_class = []
+    for c in torch.unique(labels):
+        idx = torch.nonzero(labels == c).flatten()
+        per_class.append(idx[torch.randperm(idx.numel(), generator=gen)].tolist())
+    order: list[int] = []
+    depth = 0
+    while len(order) < num:
+        order.extend(idx[depth] for idx in per_class if depth < len(idx))
+        depth += 1
+    return torch.tensor(order[:num], dtype=torch.int64)

@@ -1,7 +1,8 @@
-"""Networks of the book: the MLP builder, the one trained "theory network", and the default device.
+"""Networks of the book: the MLP and LeNet builders, the one trained "theory network", and the default device.
 
 * :func:`mlp`: ``Linear -> act -> ... -> Linear``, seeded (used by every chapter, the case study, the tests
   and the benchmarks);
+* :func:`lenet`: the small convolutional network of the CNN case study and of ``benchmarks/cnn.py``;
 * :func:`theory_network`: the small sigmoid MNIST classifier that the theory chapters study, trained (chapters
   "Exponential-family outputs", "The two estimators", "The variances of the two estimators", "Classification", "Bounds",
   "Input and label randomness" and "A practical guide");
@@ -19,7 +20,7 @@ from torch import nn
 from .data import MNIST, load_mnist
 from .training import train_classifier
 
-__all__ = ["ACTIVATIONS", "mlp", "default_device", "TrainedNetwork", "theory_network"]
+__all__ = ["ACTIVATIONS", "mlp", "lenet", "default_device", "TrainedNetwork", "theory_network"]
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "sigmoid": nn.Sigmoid,
@@ -71,6 +72,63 @@ def mlp(
             layers.append(nn.Linear(a, b))
             if i < len(sizes) - 2:
                 layers.append(ACTIVATIONS[activation]())
+        model = nn.Sequential(*layers).to(dtype=dtype, device=device)
+    finally:
+        if gen_state is not None:
+            torch.random.set_rng_state(gen_state)
+    return model.eval()
+
+
+def lenet(
+    activation: str = "tanh",
+    *,
+    seed: int | None = 0,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
+    flat_inputs: bool = True,
+) -> nn.Sequential:
+    """A LeNet-style convolutional network for 28×28 digits, seeded, in eval mode.
+
+    Layout (20,522 parameters): ``Conv2d(1, 8, 5) -> act -> MaxPool2d(2) -> Conv2d(8, 16, 5) -> act ->
+    MaxPool2d(2) -> Flatten -> Linear(256, 64) -> act -> Linear(64, 10)``. The feature maps are
+    ``(8, 24, 24)``, ``(8, 12, 12)``, ``(16, 8, 8)`` and ``(16, 4, 4)``: each weight of the first convolution
+    is shared by 576 output positions, each of the second by 64.
+
+    Args:
+        activation: a key of :data:`ACTIVATIONS` (the case study and the benchmark: ``"tanh"``, ``"relu"``).
+        seed: seeds PyTorch's default initialisation (``None`` leaves the global generator alone); the same seed
+            gives the same weights with and without ``flat_inputs``.
+        dtype: of the parameters.
+        device: of the parameters.
+        flat_inputs: start with ``nn.Unflatten(1, (1, 28, 28))``, so that the network takes the flat ``(N, 784)``
+            digits of :func:`~fishertut.lab.data.load_mnist` (the graph engine takes the reshape exactly); else it
+            takes images ``(N, 1, 28, 28)``.
+
+    Returns:
+        An ``nn.Sequential``; its parameters are named ``"<index>.weight"`` / ``"<index>.bias"``, the indices
+        shifted by one when ``flat_inputs``.
+    """
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+    act = ACTIVATIONS[activation]
+    gen_state = None
+    if seed is not None:
+        gen_state = torch.random.get_rng_state()
+        torch.manual_seed(seed)
+    try:
+        layers: list[nn.Module] = [nn.Unflatten(1, (1, 28, 28))] if flat_inputs else []
+        layers += [
+            nn.Conv2d(1, 8, 5),
+            act(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(8, 16, 5),
+            act(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(256, 64),
+            act(),
+            nn.Linear(64, 10),
+        ]
         model = nn.Sequential(*layers).to(dtype=dtype, device=device)
     finally:
         if gen_state is not None:

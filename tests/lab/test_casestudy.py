@@ -11,7 +11,7 @@ import torch
 import fishertut as ft
 from fishertut.lab import casestudy as cs
 from fishertut.lab import plotting
-from fishertut.lab.data import MNIST
+from fishertut.lab.data import MNIST, balanced_subset
 
 WIDTHS = (784, 12, 10, 8, 10)
 
@@ -23,7 +23,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def small_data() -> MNIST:
     """1,000 training digits (100 per class) and the 1,000 test digits of the default MNIST subset."""
     d = ft.lab.data.load_mnist()
-    keep = cs.balanced_subset(d.train_y, 1000, seed=1)
+    keep = balanced_subset(d.train_y, 1000, seed=1)
     return MNIST(d.train_x[keep], d.train_y[keep], d.test_x, d.test_y, d.source)
 
 
@@ -42,7 +42,10 @@ def test_columns_and_rows(study: cs.CaseStudy) -> None:
     assert len(t) == 2 * 4 * 3  # epochs 0 and 1, four layers, three groups
     assert sorted(t["epoch"].unique()) == [0, 1] and sorted(t["layer"].unique()) == [1, 2, 3, 4]
     assert set(t["group"]) == {"weight", "bias", "layer"}
-    assert (t["activation"] == "sigmoid").all()
+    assert (t["activation"] == "sigmoid").all() and (t["network"] == "mlp").all()
+    assert (t["kind"] == "dense").all() and (t["path"] == study.report.path).all()
+    # Only the last layer is affine up to the output: proven piecewise linear from the graph.
+    assert list(t.loc[t["epoch"] == 0].groupby("layer")["piecewise_linear"].all()) == [False, False, False, True]
     sizes = t[t["epoch"] == 0].set_index(["layer", "group"])["num_params"]
     assert sizes[(1, "weight")] == 784 * 12 and sizes[(1, "bias")] == 12 and sizes[(4, "layer")] == 8 * 10 + 10
     st = study.settings
@@ -136,16 +139,16 @@ def test_explicit_evaluation_pair(small_data: MNIST) -> None:
 
 def test_balanced_subset() -> None:
     labels = torch.tensor([0] * 5 + [1] * 3 + [2] * 7)
-    idx = cs.balanced_subset(labels, 7, seed=0)
+    idx = balanced_subset(labels, 7, seed=0)
     assert idx.unique().numel() == 7
     counts = torch.bincount(labels[idx], minlength=3).tolist()
     assert max(counts) - min(counts) <= 1
-    assert torch.equal(idx, cs.balanced_subset(labels, 7, seed=0))
-    assert not torch.equal(cs.balanced_subset(labels, 15, seed=0), cs.balanced_subset(labels, 15, seed=1))
+    assert torch.equal(idx, balanced_subset(labels, 7, seed=0))
+    assert not torch.equal(balanced_subset(labels, 15, seed=0), balanced_subset(labels, 15, seed=1))
     # A class that runs out leaves the others to fill the rest.
-    assert torch.bincount(labels[cs.balanced_subset(labels, 13, seed=0)], minlength=3).tolist() == [5, 3, 5]
+    assert torch.bincount(labels[balanced_subset(labels, 13, seed=0)], minlength=3).tolist() == [5, 3, 5]
     with pytest.raises(ValueError):
-        cs.balanced_subset(labels, 16)
+        balanced_subset(labels, 16)
 
 
 def test_plots(study: cs.CaseStudy) -> None:
@@ -166,4 +169,97 @@ def test_plots(study: cs.CaseStudy) -> None:
     assert len(axes) == 4
     ax = plotting.plot_calibration(study.table)
     assert len(ax.lines) == 2 * 4 + 1
+    plt.close("all")
+
+
+@pytest.fixture(scope="module")
+def lenets(small_data: MNIST) -> dict[str, cs.CaseStudy]:
+    """The CNN case study, one epoch on 1,000 digits, 12 evaluation digits, for tanh and ReLU."""
+    return {
+        act: cs.run_case_study(
+            act, epochs=1, eval_inputs=12, data=small_data, device="cpu", seed=0, network="lenet", mc_samples=2
+        )
+        for act in ("tanh", "relu")
+    }
+
+
+def test_lenet_rows_kinds_and_path(lenets: dict[str, cs.CaseStudy]) -> None:
+    for act, study in lenets.items():
+        t = study.table
+        assert tuple(t.columns) == cs.COLUMNS and len(t) == 2 * 4 * 3
+        assert (t["network"] == "lenet").all() and (t["path"] == "graph").all() and study.report.path == "graph"
+        kinds = t.drop_duplicates("layer").set_index("layer")["kind"]
+        assert list(kinds) == ["conv", "conv", "dense", "dense"]
+        sizes = t[t["epoch"] == 0].set_index(["layer", "group"])["num_params"]
+        assert sizes[(1, "weight")] == 8 * 25 and sizes[(2, "weight")] == 16 * 8 * 25 and sizes[(3, "bias")] == 64
+        assert study.settings["network"] == "lenet" and "widths" not in study.settings
+        assert study.eval_x.shape == (12, 784)
+        assert t["bounds_hold"].all()
+
+
+def test_lenet_piecewise_linear_and_zero_v2(lenets: dict[str, cs.CaseStudy]) -> None:
+    relu, tanh = lenets["relu"], lenets["tanh"]
+    # ReLU: every parameter proven piecewise linear from the graph, and V2 is exactly 0 everywhere.
+    assert relu.report.piecewise_linear == set(relu.report.fisher)
+    assert relu.table["piecewise_linear"].all() and (relu.table["var_i2"] == 0).all()
+    assert (relu.table["var_i1"] > 0).all() and (relu.table["mc_i2_se"] > 0).all()  # the input term remains
+    # tanh: only the last dense layer; the others bend, and their V2 is positive.
+    t = tanh.table
+    assert tanh.report.piecewise_linear == {"10.weight", "10.bias"}
+    assert (t["piecewise_linear"] == (t["layer"] == 4)).all()
+    assert (t.loc[t["layer"] < 4, "var_i2"] > 0).all() and (t.loc[t["layer"] == 4, "var_i2"] == 0).all()
+
+
+def test_lenet_pooled_values_against_the_generic_engine(lenets: dict[str, cs.CaseStudy]) -> None:
+    """The last epoch's pooled Fisher and V1, V2 equal those of the generic torch.func engine."""
+    study = lenets["tanh"]
+    ref = ft.variance_report(study.model, study.eval_x, ft.Categorical(), path="generic")
+    assert ref.path == "generic"
+    rows = study.table[study.table["epoch"] == 1].set_index(["layer", "group"])
+    for layer, names in enumerate(ft.layer_groups(study.model).values(), start=1):
+        for col, values in (("fisher", ref.fisher), ("var_i1", ref.var_i1), ("var_i2", ref.var_i2)):
+            assert math.isclose(rows.loc[(layer, "layer"), col], _pooled(values, names), rel_tol=1e-10, abs_tol=1e-300)
+
+
+def test_lenet_monte_carlo_is_calibrated(lenets: dict[str, cs.CaseStudy]) -> None:
+    for study in lenets.values():
+        t = study.table[study.table["group"] != "bias"]
+        for k in ("i1", "i2"):
+            assert ((t[f"mc_{k}_rms_z"] > 0.2) & (t[f"mc_{k}_rms_z"] < 5)).all(), t[f"mc_{k}_rms_z"]
+
+
+def test_unknown_network_is_refused(small_data: MNIST) -> None:
+    with pytest.raises(ValueError, match="network must be one of"):
+        cs.run_case_study("tanh", epochs=0, eval_inputs=5, data=small_data, device="cpu", network="resnet")
+
+
+def test_lenet_plots_label_layers_by_kind(lenets: dict[str, cs.CaseStudy]) -> None:
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    tanh = lenets["tanh"]
+    axes = plotting.plot_case_study(tanh.table)
+    assert [ax.get_title() for ax in axes] == [
+        "layer 1 (conv)",
+        "layer 2 (conv)",
+        "layer 3 (dense)",
+        r"layer 4 (dense), $V_2 = 0$",
+    ]
+    assert len(plotting.plot_monte_carlo(tanh, num_params=4)) == 4
+    ax = plotting.plot_calibration(tanh.table)
+    assert "layer 1 (conv)" in [t.get_text() for t in ax.get_legend().get_texts()]
+    both = pd.concat([s.table for s in lenets.values()], ignore_index=True)
+    axes = plotting.plot_layer_tradeoff(both)
+    assert [ax.get_title() for ax in axes] == ["tanh, epoch 1", "relu, epoch 1"]
+    last = both[(both["epoch"] == 1) & (both["group"] == "layer")]
+    for ax, act, n_i2 in zip(axes, ("tanh", "relu"), (3, 0)):
+        bars = [p.get_height() for p in ax.patches]
+        assert len(bars) == 4 + n_i2  # no Î2 bar where V2 = 0
+        assert bars[:4] == list(last[last["activation"] == act].sort_values("layer")["rel_sd_i1"])
+        assert len(ax.texts) == 4 - n_i2  # ... but a "V2 = 0" mark
+        assert [t.get_text() for t in ax.get_xticklabels()][0] == "layer 1\n(conv)"
+    assert axes[0].figure.get_size_inches()[0] <= 7.0
+    with pytest.raises(ValueError, match="no rows"):
+        plotting.plot_layer_tradeoff(both, epoch=5)
     plt.close("all")

@@ -62,3 +62,28 @@ def test_mnist_to_converts_images_not_labels() -> None:
     data = _synthetic().to(DT, "cpu")
     assert data.train_x.dtype == DT and data.test_x.dtype == DT
     assert data.train_y.dtype == torch.int64 and data.source == "synthetic"
+
+
+def test_lenet_layout_seed_and_flat_inputs() -> None:
+    import fishertut as ft
+
+    state = torch.random.get_rng_state()
+    flat = models.lenet("relu", seed=4, dtype=DT)
+    assert torch.equal(torch.random.get_rng_state(), state)  # the global generator is left alone
+    images = models.lenet("relu", seed=4, dtype=DT, flat_inputs=False)
+    assert [type(m).__name__ for m in flat] == ["Unflatten"] + [type(m).__name__ for m in images]
+    assert [type(m).__name__ for m in images] == [
+        "Conv2d", "ReLU", "MaxPool2d", "Conv2d", "ReLU", "MaxPool2d", "Flatten", "Linear", "ReLU", "Linear"
+    ]  # fmt: skip
+    assert sum(p.numel() for p in flat.parameters()) == 208 + 3216 + 16448 + 650
+    assert not flat.training and all(p.dtype == DT for p in flat.parameters())
+    for p, q in zip(flat.parameters(), images.parameters()):
+        assert torch.equal(p, q)  # the same weights with and without the reshape
+    x = torch.rand(3, 784, dtype=DT, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(flat(x), images(x.reshape(3, 1, 28, 28)))
+    # The flat-input network runs on the graph engine, and ReLU makes every parameter piecewise linear.
+    report = ft.variance_report(flat, x, ft.Categorical())
+    assert report.path == "graph"
+    assert report.piecewise_linear == {n for n, _ in flat.named_parameters()}
+    with pytest.raises(ValueError, match="activation must be one of"):
+        models.lenet("swish")

@@ -3,7 +3,8 @@
 * :mod:`~fishertut.lab.plotting.style`: :func:`set_style`, :data:`PALETTE`, :func:`estimator_color`,
   :func:`errorbar_estimates` (every chapter);
 * :mod:`~fishertut.lab.plotting.casestudy`: :func:`plot_case_study`, :func:`plot_bound_ratios`,
-  :func:`plot_monte_carlo`, :func:`plot_calibration` (chapter "Case study: an MNIST classifier");
+  :func:`plot_monte_carlo`, :func:`plot_calibration` (chapters "Case study: an MNIST classifier" and "Case study: a
+  convolutional network"), :func:`plot_layer_tradeoff` (the latter);
 * :mod:`~fishertut.lab.plotting.natural_gradient`: :func:`plot_ngd_runs`, :func:`plot_ngd_paths`,
   :func:`loss_grid` (chapter "Natural gradient with estimated Fisher information");
 * :mod:`~fishertut.lab.plotting.downstream`: :func:`plot_bands`, :func:`plot_baseline` (chapter "Does it matter
@@ -12,7 +13,7 @@
 Everything is importable from here: ``ft.lab.plotting.set_style()``, ``ft.lab.plotting.plot_case_study(...)``.
 """
 
-from .casestudy import plot_bound_ratios, plot_calibration, plot_case_study, plot_monte_carlo
+from .casestudy import plot_bound_ratios, plot_calibration, plot_case_study, plot_layer_tradeoff, plot_monte_carlo
 from .downstream import plot_bands, plot_baseline
 from .natural_gradient import loss_grid, plot_ngd_paths, plot_ngd_runs
 from .style import ESTIMATOR_COLORS, PALETTE, errorbar_estimates, estimator_color, set_style
@@ -27,6 +28,7 @@ __all__ = [
     "plot_bound_ratios",
     "plot_monte_carlo",
     "plot_calibration",
+    "plot_layer_tradeoff",
     "plot_ngd_runs",
     "plot_ngd_paths",
     "loss_grid",

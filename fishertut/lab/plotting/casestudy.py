@@ -1,8 +1,9 @@
-r"""Figures of chapter "Case study: an MNIST classifier": per-layer curves through training, Monte Carlo, calibration.
+r"""Figures of the case-study chapters: per-layer curves through training, Monte Carlo, calibration, trade-off.
 
 Every figure is 7 in wide (the book's column) with at most four panels, and integer epoch ticks. The tables are
 those of :func:`fishertut.lab.casestudy.run_case_study`, pooled per layer as in
-:mod:`fishertut.pooling`.
+:mod:`fishertut.pooling`. Where a network mixes layer kinds (a LeNet's convolutions and dense layers), the
+layers are labelled with their kind, e.g. "layer 1 (conv)".
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from matplotlib.lines import Line2D
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 from torch import Tensor
 
 from ...groups import flatten, layer_groups
@@ -20,7 +21,7 @@ from .style import errorbar_estimates, estimator_color
 if TYPE_CHECKING:
     from ..casestudy import CaseStudy
 
-__all__ = ["plot_case_study", "plot_bound_ratios", "plot_monte_carlo", "plot_calibration"]
+__all__ = ["plot_case_study", "plot_bound_ratios", "plot_monte_carlo", "plot_calibration", "plot_layer_tradeoff"]
 
 #: Line styles of the layers, where colour stands for the estimator.
 _STYLES: list[Any] = ["-", "--", "-.", ":", (0, (5, 1, 1, 1))]
@@ -37,6 +38,15 @@ def _layers(table: Any, activation: str | None, group: str) -> tuple[Any, list[i
     return sub, sorted(sub["layer"].unique())
 
 
+def _labels(table: Any) -> dict[int, str]:
+    """``{layer: "layer 1"}``, or ``"layer 1 (conv)"`` where the table holds several layer kinds."""
+    layers = sorted(table["layer"].unique())
+    if "kind" not in table or table["kind"].nunique() < 2:
+        return {layer: f"layer {layer}" for layer in layers}
+    kinds = table.drop_duplicates("layer").set_index("layer")["kind"]
+    return {layer: f"layer {layer} ({kinds[layer]})" for layer in layers}
+
+
 def _grid(num: int, height: float) -> Any:
     """``num`` axes in a grid two panels wide, 7 in wide (the book's column), ``height`` in per row."""
     import matplotlib.pyplot as plt
@@ -51,10 +61,18 @@ def _integer_epochs(ax: Any) -> None:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 5, 10]))
 
 
-def _layer_handles(layers: list[int]) -> list[Line2D]:
+def _plain(value: float, _pos: Any = None) -> str:
+    """A log-axis tick label in plain numbers: 1, 2 and 5 times a power of ten, others left blank."""
+    if value <= 0:
+        return ""
+    mantissa = round(value / 10 ** np.floor(np.log10(value)), 6)
+    return f"{value:g}" if mantissa in (1.0, 2.0, 5.0) else ""
+
+
+def _layer_handles(layers: list[int], labels: dict[int, str]) -> list[Line2D]:
     """Legend entries for the line style of each layer, in grey (colour stands for the estimator)."""
     return [
-        Line2D([], [], color="0.35", ls=_STYLES[j % len(_STYLES)], label=f"layer {layer}")
+        Line2D([], [], color="0.35", ls=_STYLES[j % len(_STYLES)], label=labels[layer])
         for j, layer in enumerate(layers)
     ]
 
@@ -85,6 +103,7 @@ def plot_case_study(
         The ``(L,)`` axes array.
     """
     sub, layers = _layers(table, activation, group)
+    names = _labels(sub)
     axes = _grid(len(layers), 2.4) if axes is None else np.asarray(axes).reshape(-1)
     c1, c2 = estimator_color("i1"), estimator_color("i2")
     for ax, layer in zip(axes, layers):
@@ -99,9 +118,7 @@ def plot_case_study(
             ax.plot(ep, d["sd_i2_upper"], color=c2, ls="--", lw=1.1, label=r"upper bound, $\hat{\mathcal{I}}_2$")
             ax.plot(ep, d["sd_i2_lower"], color=c2, ls=":", lw=1.1, label=r"lower bound, $\hat{\mathcal{I}}_2$")
         ax.set_yscale("log")
-        ax.set_title(
-            f"layer {layer}" + (f" ({group}s)" if group != "layer" else "") + ("" if has_i2 else r", $V_2 = 0$")
-        )
+        ax.set_title(names[layer] + (f" ({group}s)" if group != "layer" else "") + ("" if has_i2 else r", $V_2 = 0$"))
         ax.set_xlabel("epoch")
         _integer_epochs(ax)
     axes[0].set_ylabel("value (log scale)")
@@ -129,6 +146,7 @@ def plot_bound_ratios(table: Any, activation: str | None = None, *, group: str =
     import matplotlib.pyplot as plt
 
     sub, layers = _layers(table, activation, group)
+    names = _labels(sub)
     if axes is None:
         _, axes = plt.subplots(1, 2, figsize=(7.0, 2.9), sharey=True)
     axes = np.asarray(axes).reshape(-1)
@@ -143,13 +161,13 @@ def plot_bound_ratios(table: Any, activation: str | None = None, *, group: str =
                 d[f"log10_v{k}_upper"],
                 color=estimator_color(f"i{k}"),
                 ls=_STYLES[j % len(_STYLES)],
-                label=f"layer {layer}",
+                label=names[layer],
             )
         ax.axhline(0.0, color="0.5", lw=0.8)
         ax.set(title=rf"$\hat{{\mathcal{{I}}}}_{k}$", xlabel="epoch", ylim=(bottom, None))
         _integer_epochs(ax)
     axes[0].set_ylabel(r"$\log_{10}$(upper bound / variance)")
-    axes[0].figure.legend(handles=_layer_handles(layers), loc="outside lower center", ncols=len(layers))
+    axes[0].figure.legend(handles=_layer_handles(layers, names), loc="outside lower center", ncols=len(layers))
     return axes
 
 
@@ -180,13 +198,14 @@ def plot_monte_carlo(
         for k in ("i1", "i2")
     }
     groups = layer_groups(study.model)
+    names = _labels(study.table)
     axes = _grid(len(groups), 2.4) if axes is None else np.asarray(axes).reshape(-1)
 
     def flat(d: dict[str, Tensor], names: list[str]) -> np.ndarray:
         return flatten(d, names).numpy()
 
-    for ax, (layer, names) in zip(axes, groups.items()):
-        exact = flat(rep.fisher, names)
+    for li, (ax, params) in enumerate(zip(axes, groups.values()), start=1):
+        exact = flat(rep.fisher, params)
         order = np.argsort(exact, kind="stable")
         # Leave out negligible values (weights of pixels that are blank, or nearly, in every evaluation digit).
         order = order[exact[order] > 1e-8 * exact.max()]
@@ -194,15 +213,15 @@ def plot_monte_carlo(
         errorbar_estimates(
             ax,
             exact[pick],
-            {k: flat(mc[k], names)[pick] for k in ("i1", "i2")},
-            {k: np.sqrt(flat(var[k], names)[pick]) for k in ("i1", "i2")},
+            {k: flat(mc[k], params)[pick] for k in ("i1", "i2")},
+            {k: np.sqrt(flat(var[k], params)[pick]) for k in ("i1", "i2")},
             labels={"i1": r"MC $\hat{\mathcal{I}}_1$", "i2": r"MC $\hat{\mathcal{I}}_2$"},
             num_sd=num_sd,
             log=log,
             sort=True,
             exact_label="Fisher information",
         )
-        ax.set_title(layer)
+        ax.set_title(names[li])
         ax.set_xlabel("parameter (sorted)")
         ax.set_xticks([])
         handles, labels = ax.get_legend_handles_labels()
@@ -225,6 +244,7 @@ def plot_calibration(table: Any, activation: str | None = None, *, group: str = 
     import matplotlib.pyplot as plt
 
     sub, layers = _layers(table, activation, group)
+    names = _labels(sub)
     if ax is None:
         _, ax = plt.subplots(figsize=(7.0, 2.9))
     for j, layer in enumerate(layers):
@@ -243,5 +263,77 @@ def plot_calibration(table: Any, activation: str | None = None, *, group: str = 
     estimators = [
         Line2D([], [], color=estimator_color(k), label=rf"$\hat{{\mathcal{{I}}}}_{k[1]}$") for k in ("i1", "i2")
     ]
-    ax.legend(handles=estimators + _layer_handles(layers), loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    ax.legend(handles=estimators + _layer_handles(layers, names), loc="upper left", bbox_to_anchor=(1.02, 1.0))
     return ax
+
+
+def plot_layer_tradeoff(table: Any, epoch: int | None = None, *, group: str = "layer", axes: Any = None) -> Any:
+    r"""The per-layer trade-off: relative standard deviations of Î1 and Î2 side by side, one panel per activation.
+
+    For each layer (labelled with its kind where the network mixes kinds), two bars on a log scale:
+    :math:`\sqrt{\overline{V_1}}/\overline{\mathcal I}` (``rel_sd_i1``) and
+    :math:`\sqrt{\overline{V_2}}/\overline{\mathcal I}` (``rel_sd_i2``), one label per input with the input
+    held fixed. The lower bar is the estimator to use in that layer. Where :math:`V_2 = 0` there is no Î2 bar;
+    the layer is marked :math:`V_2 = 0` instead.
+
+    Args:
+        table: :attr:`~fishertut.lab.casestudy.CaseStudy.table` (or several concatenated), at most four
+            activations.
+        epoch: which epoch; default the last one in the table.
+        group: ``"layer"``, ``"weight"`` or ``"bias"``.
+        axes: one axis per activation; default: a new figure 7 in wide, sharing the y-axis.
+
+    Returns:
+        The axes array, one per activation (in the table's order).
+    """
+    import matplotlib.pyplot as plt
+
+    sub = table[table["group"] == group]
+    epoch = int(sub["epoch"].max()) if epoch is None else epoch
+    sub = sub[sub["epoch"] == epoch]
+    activations = list(dict.fromkeys(sub["activation"]))
+    if not activations:
+        raise ValueError(f"no rows for epoch={epoch}, group={group!r}")
+    if len(activations) > 4:
+        raise ValueError(f"at most four activations per figure, got {activations}")
+    if axes is None:
+        _, axes = plt.subplots(1, len(activations), figsize=(7.0, 3.0), sharey=True, squeeze=False)
+    axes = np.asarray(axes).reshape(-1)
+    width = 0.38
+    for ax, act in zip(axes, activations):
+        d = sub[sub["activation"] == act].sort_values("layer")
+        names = _labels(d)
+        pos = np.arange(len(d))
+        for off, k in ((-width / 2, "1"), (width / 2, "2")):
+            rel = d[f"rel_sd_i{k}"].to_numpy(dtype=float)
+            live = d[f"var_i{k}"].to_numpy() > 0
+            ax.bar(
+                pos[live] + off,
+                rel[live],
+                width,
+                color=estimator_color(f"i{k}"),
+                label=rf"$\hat{{\mathcal{{I}}}}_{k}$",
+            )
+            for p in pos[~live]:
+                ax.annotate(
+                    "$V_2=0$",
+                    (p + off, 0.0),
+                    xycoords=("data", "axes fraction"),
+                    xytext=(0, 3),
+                    textcoords="offset points",
+                    rotation=90,
+                    ha="center",
+                    va="bottom",
+                    color=estimator_color(f"i{k}"),
+                )
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(FuncFormatter(_plain))
+        ax.yaxis.set_minor_formatter(FuncFormatter(_plain))
+        ax.set_xticks(pos, [names[layer].replace(" (", "\n(") for layer in d["layer"]])
+        ax.set_title(f"{act}, epoch {epoch}")
+    axes[0].set_ylabel("relative sd (sd / Fisher)")
+    handles = [
+        Line2D([], [], color=estimator_color(f"i{k}"), lw=6, label=rf"$\hat{{\mathcal{{I}}}}_{k}$") for k in ("1", "2")
+    ]
+    axes[0].figure.legend(handles=handles, loc="outside lower center", ncols=2)
+    return axes
