@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -33,6 +33,30 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
     "silu": nn.SiLU,
     "identity": nn.Identity,
 }
+
+
+def _activation(name: str) -> type[nn.Module]:
+    """The module class of :data:`ACTIVATIONS` named ``name``; a ``ValueError`` naming ``activation`` otherwise."""
+    if name not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {name!r}")
+    return ACTIVATIONS[name]
+
+
+def _seeded_sequential(
+    layers: Callable[[], list[nn.Module]],
+    seed: int | None,
+    dtype: torch.dtype,
+    device: torch.device | str | None,
+) -> nn.Sequential:
+    """``nn.Sequential(*layers())`` in eval mode, initialised under ``seed`` with the global CPU generator restored.
+
+    ``seed=None`` initialises from the global generator as it is (and advances it).
+    """
+    with torch.random.fork_rng(devices=[], enabled=seed is not None):
+        if seed is not None:
+            torch.manual_seed(seed)
+        model = nn.Sequential(*layers())
+    return model.to(dtype=dtype, device=device).eval()
 
 
 def mlp(
@@ -60,23 +84,17 @@ def mlp(
     sizes = list(sizes)
     if len(sizes) < 2 or any(not isinstance(s, int) or s < 1 for s in sizes):
         raise ValueError(f"sizes must list at least two positive integer widths, got {sizes}")
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
-    gen_state = None
-    if seed is not None:
-        gen_state = torch.random.get_rng_state()
-        torch.manual_seed(seed)
-    try:
-        layers: list[nn.Module] = [nn.Flatten()] if flatten else []
+    act = _activation(activation)
+
+    def layers() -> list[nn.Module]:
+        out: list[nn.Module] = [nn.Flatten()] if flatten else []
         for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-            layers.append(nn.Linear(a, b))
+            out.append(nn.Linear(a, b))
             if i < len(sizes) - 2:
-                layers.append(ACTIVATIONS[activation]())
-        model = nn.Sequential(*layers).to(dtype=dtype, device=device)
-    finally:
-        if gen_state is not None:
-            torch.random.set_rng_state(gen_state)
-    return model.eval()
+                out.append(act())
+        return out
+
+    return _seeded_sequential(layers, seed, dtype, device)
 
 
 def lenet(
@@ -108,16 +126,11 @@ def lenet(
         An ``nn.Sequential``; its parameters are named ``"<index>.weight"`` / ``"<index>.bias"``, the indices
         shifted by one when ``flat_inputs``.
     """
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
-    act = ACTIVATIONS[activation]
-    gen_state = None
-    if seed is not None:
-        gen_state = torch.random.get_rng_state()
-        torch.manual_seed(seed)
-    try:
-        layers: list[nn.Module] = [nn.Unflatten(1, (1, 28, 28))] if flat_inputs else []
-        layers += [
+    act = _activation(activation)
+
+    def layers() -> list[nn.Module]:
+        head: list[nn.Module] = [nn.Unflatten(1, (1, 28, 28))] if flat_inputs else []
+        return head + [
             nn.Conv2d(1, 8, 5),
             act(),
             nn.MaxPool2d(2),
@@ -129,11 +142,8 @@ def lenet(
             act(),
             nn.Linear(64, 10),
         ]
-        model = nn.Sequential(*layers).to(dtype=dtype, device=device)
-    finally:
-        if gen_state is not None:
-            torch.random.set_rng_state(gen_state)
-    return model.eval()
+
+    return _seeded_sequential(layers, seed, dtype, device)
 
 
 def default_device() -> torch.device:
