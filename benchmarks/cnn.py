@@ -31,7 +31,7 @@ size after setup. The pre-LN transformer block (LayerNorm, ``nn.MultiheadAttenti
 of width 64, residual additions; width 32, 16 tokens, a Linear head on the flattened tokens; 13.9k
 parameters) runs on the generic engine: its first-order quantities are one batched backward over the ``C``
 outputs per input, its second derivatives one forward-over-forward pass per parameter and input, with
-LayerNorm and attention run as composites (:mod:`fishertut.composites`).
+LayerNorm and attention run as composites (:mod:`fishertut.engines.composites`).
 
 Usage::
 

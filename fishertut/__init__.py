@@ -46,11 +46,11 @@ __all__ = [
 ]
 __version__ = "0.1.0"
 
-_SUBMODULES = ("lab", "symbolic")
+_SUBMODULES = ("lab",)
 
 
 def __getattr__(name: str) -> object:
-    """Import the submodules (``ft.lab``, ``ft.symbolic``) on first use, keeping ``import fishertut`` light."""
+    """Import the submodules (``ft.lab``) on first use, keeping ``import fishertut`` light."""
     if name in _SUBMODULES:
         import importlib
 

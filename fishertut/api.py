@@ -5,7 +5,7 @@ r"""Public entry points.
 Each streams over the batches of ``inputs``, runs one engine per batch (layer-wise for supported
 ``nn.Sequential`` MLPs, the graph engine for supported convolutional and residual networks, ``torch.func``
 otherwise) and reduces unit statistics (see :mod:`fishertut.terms`). Parameters that the traced graph proves
-piecewise linear (:func:`fishertut.graph.piecewise_linear_parameters`) have :math:`u \equiv 0`: no engine
+piecewise linear (:func:`fishertut.engines.graph.trace.piecewise_linear_parameters`) have :math:`u \equiv 0`: no engine
 computes their second derivatives, and every result lists them in ``piecewise_linear``.
 
 ==============  ======================================================  ======  =========================

@@ -12,10 +12,10 @@ from torch import Tensor, nn
 
 from .arguments import check_count, coerce_targets
 from .batches import iterate_batches
+from .engines import Engine, check_path, select_engine
+from .engines.graph.trace import piecewise_linear_parameters
 from .families import ExponentialFamily
-from .graph import piecewise_linear_parameters
 from .guards import PROBE_ROWS, check_independent_rows, check_output_kind, run_forward, warn_if_probabilities
-from .selection import Engine, check_path, select_engine
 from .terms import SumCollector, UnitTerms
 from .validation import Checks, check_batch, check_generator, check_model
 
@@ -28,7 +28,7 @@ Inputs = Tensor | Iterable
 class Run:
     """One pass over the data: validation, engine choice, batching, labels, and per-batch callbacks.
 
-    The engine is chosen once, on the first batch (:func:`fishertut.selection.select_engine`). Its first
+    The engine is chosen once, on the first batch (:func:`fishertut.engines.select_engine`). Its first
     :data:`~fishertut.guards.PROBE_ROWS` rows (at most ``batch_size``) go through the engine as a chunk of their
     own: their outputs give the number of outputs ``C`` (which sizes the later chunks) and feed the first-batch
     guards; no forward pass is spent on learning ``C`` alone.

@@ -37,8 +37,8 @@ from torch import Tensor, nn
 
 from .api import fisher_diagonal, per_input_statistics
 from .arguments import check_count
+from .engines.layerwise import LayerwiseEngine
 from .families import ExponentialFamily
-from .layerwise import LayerwiseEngine
 from .validation import check_generator, check_model
 from .variances import same_minibatch_pairs
 

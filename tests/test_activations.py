@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from fishertut.activations import SUPPORTED_ACTIVATIONS, derivatives_for
+from fishertut.engines.activations import SUPPORTED_ACTIVATIONS, derivatives_for
 
 MODULES = [
     nn.Sigmoid(),

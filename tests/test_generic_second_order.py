@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fishertut.composites import composites
-from fishertut.functional import FunctionalEngine
+from fishertut.engines.composites import composites
+from fishertut.engines.generic import GenericEngine
 from test_user_models import assert_exact
 
 
@@ -69,7 +69,7 @@ def test_normalisation_layers_are_exact_on_the_generic_engine(case, family):
 )
 def test_forward_mode_check_falls_back_exactly_where_torch_is_wrong(case, agrees):
     model, x = CASES[case]()
-    engine = FunctionalEngine(model)
+    engine = GenericEngine(model)
     with composites(model):
         assert engine._forward_mode_agrees(x[:1]) is agrees
 
@@ -78,7 +78,7 @@ def test_forward_mode_check_keeps_forward_mode_on_ordinary_models():
     torch.manual_seed(0)
     for dtype in (torch.float32, torch.float64):
         model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 6), nn.Sigmoid(), nn.Linear(6, 3)).to(dtype)
-        assert FunctionalEngine(model)._forward_mode_agrees(torch.randn(1, 4, dtype=dtype))
+        assert GenericEngine(model)._forward_mode_agrees(torch.randn(1, 4, dtype=dtype))
 
 
 def test_composites_restore_the_modules_and_the_attention_setting():

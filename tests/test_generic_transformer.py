@@ -12,7 +12,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import fishertut as ft
 import oracle
-from fishertut.graph import piecewise_linear_parameters
+from fishertut.engines.graph.trace import piecewise_linear_parameters
 from helpers import assert_dicts_close, mean0
 
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from fishertut.functional import FunctionalEngine
-from fishertut.graph_engine import GraphEngine
+from fishertut.engines.generic import GenericEngine
+from fishertut.engines.graph.engine import GraphEngine
 
 
 def _random_net(seed):
@@ -72,7 +72,7 @@ def test_random_conv_settings_match_the_generic_engine(seed, one_thread):
     channels = torch.randn(3, 2, 3, generator=gen, dtype=torch.float64)
     curvature = torch.randn(3, 2, 3, generator=gen, dtype=torch.float64)
     got = _terms(GraphEngine(model), x, channels, curvature)
-    want = _terms(FunctionalEngine(model), x, channels, curvature)
+    want = _terms(GenericEngine(model), x, channels, curvature)
     assert set(got) == set(want)
     for name in want:
         for a, b, what in zip(got[name], want[name], ("first", "second")):

@@ -12,7 +12,8 @@ from torch import nn
 
 import fishertut as ft
 import oracle
-from fishertut.graph import piecewise_linear_parameters
+from fishertut.engines.graph.engine import GraphEngine
+from fishertut.engines.graph.trace import piecewise_linear_parameters
 from graph_problems import GRAPH_PROBLEMS, ResNetTiny
 from helpers import assert_dicts_close, mean0
 
@@ -218,7 +219,7 @@ def test_frozen_layers_in_the_middle(one_thread):
 
 def test_training_mode_batch_norm_is_refused():
     model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Flatten(), nn.Linear(72, 3)).double()
-    assert "training mode" in ft.graph_engine.GraphEngine.unsupported_reason(model)
+    assert "training mode" in GraphEngine.unsupported_reason(model)
     with pytest.raises(ValueError, match="training mode"):
         ft.fisher_diagonal(model, torch.randn(2, 1, 8, 8, dtype=torch.float64), ft.Categorical(), path="graph")
 

@@ -1,4 +1,4 @@
-"""SymPy derivations of :mod:`fishertut.symbolic` against the torch families and brute-force enumeration."""
+"""SymPy derivations of :mod:`fishertut.lab.symbolic` against the torch families and brute-force enumeration."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sympy as sp
 import torch
 
 import fishertut as ft
-from fishertut import symbolic as fs
+from fishertut.lab import symbolic as fs
 
 RNG = np.random.default_rng(0)
 

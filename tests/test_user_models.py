@@ -524,7 +524,7 @@ def test_docstrings_say_frozen_parameters_are_left_out(function):
 
 def test_engine_is_chosen_once_and_every_forward_pass_is_used(monkeypatch):
     import fishertut.passes as passes
-    from fishertut.layerwise import LayerwiseEngine
+    from fishertut.engines.layerwise import LayerwiseEngine
 
     chosen, rows = [], []
     select, forward = passes.select_engine, LayerwiseEngine.forward

@@ -4,7 +4,7 @@ Run by ``make check`` after ``make book``::
 
     .venv/bin/python tools/check_book.py [--html _build/html] [--width 1280] [PAGE ...]
 
-PAGE is a page name such as ``intro`` or ``06_bounds`` (default: every page). The browser is Debian's
+PAGE is a page name such as ``intro`` or ``bounds`` (default: every page). The browser is Debian's
 ``chromium`` (``/usr/bin/chromium``; ``apt-get install chromium``), driven by Playwright. Every request
 that is not a ``file:`` URL is aborted, so the page is seen exactly as by a reader without a network.
 Per page, at the given width (1280 px by default), it asserts that:
@@ -275,7 +275,7 @@ def check(html: Path, names: list[str], width: int, height: int, browser_path: s
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; the exit status is 1 if any page fails."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("pages", nargs="*", help="page names such as intro or 06_bounds (default: all)")
+    parser.add_argument("pages", nargs="*", help="page names such as intro or bounds (default: all)")
     parser.add_argument("--html", type=Path, default=Path("_build/html"), help="the built book")
     parser.add_argument("--width", type=int, default=1280)
     parser.add_argument("--height", type=int, default=900)

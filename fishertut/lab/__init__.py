@@ -14,6 +14,7 @@ package. Each module says which chapters use it:
 * :mod:`~fishertut.lab.downstream`: EWC penalty, diagonal Laplace predictive and their metrics (chapter "Does it
   matter downstream?");
 * :mod:`~fishertut.lab.plotting`: the house style and all the book's figure helpers;
+* :mod:`~fishertut.lab.symbolic`: the SymPy derivations of the two families (the theory chapters);
 * :mod:`~fishertut.lab.tables`: tables formatted for people (every chapter that shows a table).
 
 Submodules load on first use (``ft.lab.plotting`` imports matplotlib only when touched).
@@ -32,6 +33,7 @@ _SUBMODULES = (
     "montecarlo",
     "natural_gradient",
     "plotting",
+    "symbolic",
     "tables",
     "training",
 )

@@ -3,7 +3,7 @@
 Rules, in order: backward hooks are refused on every path (see :mod:`fishertut.inspection`);
 ``path="generic"`` takes the ``torch.func`` engine; otherwise the layer-wise engine if it can honour the
 model and the batch exactly (``path="layerwise"`` raises :class:`~fishertut.UnsupportedModelError` with
-the reason if not), else the graph engine (:mod:`fishertut.graph_engine`) if it can (``path="graph"``
+the reason if not), else the graph engine (:mod:`fishertut.engines.graph.engine`) if it can (``path="graph"``
 tries only it, and raises naming the layer it cannot take), else ``path="auto"`` falls back to the generic
 engine.
 """
@@ -12,16 +12,16 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from .errors import UnsupportedModelError
-from .functional import FunctionalEngine
-from .graph_engine import GraphEngine
-from .inspection import backward_hook_reason
+from ..errors import UnsupportedModelError
+from ..inspection import backward_hook_reason
+from .generic import GenericEngine
+from .graph.engine import GraphEngine
 from .layerwise import LayerwiseEngine
 
 __all__ = ["PATHS", "Engine", "check_path", "select_engine"]
 
 PATHS = ("auto", "layerwise", "graph", "generic")
-Engine = LayerwiseEngine | GraphEngine | FunctionalEngine
+Engine = LayerwiseEngine | GraphEngine | GenericEngine
 
 
 def check_path(path: object) -> str:
@@ -42,7 +42,7 @@ def select_engine(model: nn.Module, x: Tensor, path: str) -> Engine:
     if reason is not None:
         raise UnsupportedModelError(reason)
     if check_path(path) == "generic":
-        return FunctionalEngine(model)
+        return GenericEngine(model)
     for name, kind in (("layerwise", LayerwiseEngine), ("graph", GraphEngine)):
         if path not in ("auto", name):
             continue
@@ -54,4 +54,4 @@ def select_engine(model: nn.Module, x: Tensor, path: str) -> Engine:
                 return engine
         if path == name:
             raise UnsupportedModelError(reason)
-    return FunctionalEngine(model)
+    return GenericEngine(model)

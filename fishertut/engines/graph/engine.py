@@ -1,13 +1,13 @@
 r"""The graph engine: exact per-parameter derivative terms for convolutional and residual networks.
 
-The model is traced into a graph of supported operations (:mod:`fishertut.graph`). Per batch:
+The model is traced into a graph of supported operations (:mod:`fishertut.engines.graph.trace`). Per batch:
 
 * **first derivatives** :math:`J = \partial (R h)/\partial\theta` for ``K`` output-space channels :math:`R` come
   from one backward pass that carries the ``K`` cotangents of every input at once (folded into the batch
   axis of each operation); at an affine layer the per-input parameter derivatives are contracted from them
   (for a convolution, with the unfolded input patches; a Linear layer keeps the factored unit form of
   :mod:`fishertut.terms`).
-* **diagonal second derivatives** extend the source recursion of :mod:`fishertut.layerwise` to graphs and
+* **diagonal second derivatives** extend the source recursion of :mod:`fishertut.engines.layerwise` to graphs and
   weight sharing. Every curved elementwise activation :math:`e` (input :math:`z_e`) is a source with
   :math:`d_e = \sigma_e''(z_e)\odot g_e`, and at the output :math:`z` of an affine layer
 
@@ -34,12 +34,12 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor, nn
 
-from .errors import UnsupportedModelError
-from .graph import Graph, describe, piecewise_linear_parameters
-from .graph_layers import Affine, Conv, Dense
-from .graph_ops import Activation, Add, Reshape
-from .graph_tangents import tangent_curvature
-from .terms import UnitTerms
+from ...errors import UnsupportedModelError
+from ...terms import UnitTerms
+from .layers import Affine, Conv, Dense
+from .ops import Activation, Add, Reshape
+from .tangents import tangent_curvature
+from .trace import Graph, describe, piecewise_linear_parameters
 
 __all__ = ["GraphEngine"]
 
@@ -302,7 +302,7 @@ class GraphEngine:
     ) -> Iterator[UnitTerms]:
         """The layer's units, second derivatives from the source Jacobians in ``reps`` or from ``tangent``.
 
-        ``tangent`` (if ``forward``) is :func:`~fishertut.graph_tangents.tangent_curvature` for all the layer's units.
+        ``tangent`` (if ``forward``) is :func:`~.tangents.tangent_curvature` for all the layer's units.
         """
         jt = reps["ch"][1][:, :k]
         n = jt.shape[0]

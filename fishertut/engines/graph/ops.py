@@ -6,7 +6,7 @@ at its input, :math:`t \leftarrow t\,\partial\,\mathrm{out}/\partial\,\mathrm{in
 into the batch axis. Elementwise operations (activations, eval-mode batch norm, dropout, additions) instead
 give a per-element ``scale``, so that the engine can keep a diagonal Jacobian diagonal.
 
-The layers with parameters are in :mod:`fishertut.graph_layers`.
+The layers with parameters are in :mod:`fishertut.engines.graph.layers`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .activations import ActivationDerivatives
+from ..activations import ActivationDerivatives
 
 __all__ = ["NodeOp", "Activation", "Identity", "Add", "ShapeOnly", "Reshape", "MaxPool", "LinearMap", "fold"]
 

@@ -5,7 +5,7 @@ backward passes), and :math:`u_i = \partial^2 h/\partial\theta_i^2` from a forwa
 derivative :math:`\frac{d^2}{ds^2} h(\theta + s e_i)|_{s=0}` per coordinate (``vmap``-ed in chunks of the
 basis). That is :math:`O(P)` passes per input: exact for any graph, practical for small models (tens of
 thousands of parameters); the layer-wise and graph engines are the fast paths. Parameters that the traced
-graph proves piecewise linear (:func:`fishertut.graph.piecewise_linear_parameters`) skip the second
+graph proves piecewise linear (:func:`fishertut.engines.graph.trace.piecewise_linear_parameters`) skip the second
 derivatives: their :math:`u` is exactly 0. Memory per batch is
 ``N × C × P`` for the Jacobian, so batches are sized to a budget.
 
@@ -26,13 +26,13 @@ from torch import Tensor, nn
 from torch.func import functional_call, jacrev, jvp, vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from ..errors import UnsupportedModelError
+from ..inspection import inplace_disabled
+from ..terms import UnitTerms
 from .composites import composites
-from .errors import UnsupportedModelError
-from .graph import piecewise_linear_parameters
-from .inspection import inplace_disabled
-from .terms import UnitTerms
+from .graph.trace import piecewise_linear_parameters
 
-__all__ = ["FunctionalEngine"]
+__all__ = ["GenericEngine"]
 
 # Attention (``scaled_dot_product_attention``, e.g. in ``nn.MultiheadAttention``) runs through PyTorch's
 # composite math kernel here: the fused CPU kernel has neither a forward-mode rule nor a double backward.
@@ -60,7 +60,7 @@ def _load_forward_ad_decompositions() -> None:
 _load_forward_ad_decompositions()
 
 
-class FunctionalEngine:
+class GenericEngine:
     """Per-parameter derivative terms through ``torch.func``; each parameter entry is one unit.
 
     Args:

@@ -1,6 +1,6 @@
 r"""Composite stand-ins for modules whose fused kernels ``torch.func`` cannot transform correctly (generic engine).
 
-Inside :class:`~fishertut.functional.FunctionalEngine`, the model's own modules run, but a few of PyTorch's
+Inside :class:`~fishertut.engines.generic.GenericEngine`, the model's own modules run, but a few of PyTorch's
 fused kernels either have no ``vmap`` rule or a wrong second-order forward-mode rule. While the engine works,
 :func:`composites` makes those modules compute the same function from elementary operations, whose rules
 are correct:
@@ -18,7 +18,7 @@ are correct:
 Only modules of exactly these types are replaced (a subclass may override ``forward``), and only their
 ``forward``: the module is still called, so its hooks run. Other kernels with a wrong forward-over-forward
 rule are caught by the engine's check of that rule against reverse mode (see
-:meth:`~fishertut.functional.FunctionalEngine.backward`).
+:meth:`~fishertut.engines.generic.GenericEngine.backward`).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor, nn
 
-from .inspection import occurrences
+from ..inspection import occurrences
 
 __all__ = ["composites"]
 

@@ -27,10 +27,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from ..errors import UnsupportedModelError
+from ..inspection import hook_reason, parametrization_reason, shared_parameter_reason
+from ..terms import UnitTerms
 from .activations import SUPPORTED_ACTIVATIONS, ActivationDerivatives, derivatives_for
-from .errors import UnsupportedModelError
-from .inspection import hook_reason, parametrization_reason, shared_parameter_reason
-from .terms import UnitTerms
 
 __all__ = ["LayerwiseEngine"]
 

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .graph_ops import NodeOp, fold
+from .ops import NodeOp, fold
 
 __all__ = ["ParamUnits", "Affine", "Dense", "Conv", "Norm"]
 

@@ -1,6 +1,6 @@
 r"""A network as a graph of supported operations, traced with ``torch.fx``, and its piecewise-linear parameters.
 
-:func:`describe` turns a model into a :class:`Graph` of :class:`~fishertut.graph_ops.NodeOp` (in topological
+:func:`describe` turns a model into a :class:`Graph` of :class:`~fishertut.engines.graph.ops.NodeOp` (in topological
 order) for the graph engine, or returns why it cannot: an operation outside the supported set, a module
 called twice, an in-place operation, hooks, parametrizations, training-mode batch norm, a parameter read
 outside its layer.
@@ -26,9 +26,9 @@ import torch.nn.functional as F
 from torch import fx, nn
 from torch.nn.utils import parametrize
 
-from .activations import SUPPORTED_ACTIVATIONS, derivatives_for
-from .graph_layers import Affine, Conv, Dense, Norm
-from .graph_ops import Activation, Add, Identity, LinearMap, MaxPool, NodeOp, Reshape
+from ..activations import SUPPORTED_ACTIVATIONS, derivatives_for
+from .layers import Affine, Conv, Dense, Norm
+from .ops import Activation, Add, Identity, LinearMap, MaxPool, NodeOp, Reshape
 
 __all__ = ["Graph", "GraphNode", "describe", "piecewise_linear_parameters", "SUPPORTED_LAYERS"]
 

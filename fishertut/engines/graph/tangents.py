@@ -1,4 +1,4 @@
-r"""Forward-mode second derivatives for the first convolution of a graph (used by :mod:`fishertut.graph_engine`).
+r"""Forward-mode second derivatives for the first convolution of a graph (used by the graph engine).
 
 For an affine layer :math:`L` with few parameters below many curved units (the first convolution of a CNN:
 hundreds of parameters, thousands of activation units), the per-source-unit derivatives
@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .graph import Graph
-from .graph_layers import Conv, Dense, Norm
-from .graph_ops import Activation, Add, Identity, LinearMap, MaxPool, NodeOp, Reshape, fold
+from .layers import Conv, Dense, Norm
+from .ops import Activation, Add, Identity, LinearMap, MaxPool, NodeOp, Reshape, fold
+from .trace import Graph
 
 __all__ = ["conv_tangent", "tangent_curvature"]
 
