@@ -87,3 +87,80 @@ def test_readme_quick_start_runs() -> None:
     blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
     assert blocks, "README.md has no ```python quick start"
     exec(compile(blocks[0], "README.md", "exec"), {"__name__": "readme_quick_start"})
+
+
+# --- cross-references ----------------------------------------------------------------
+# A number typed into the prose ("chapter 10", "Chapter 3", "Fig. 2.1", "eq. (3)", "section 4") goes
+# stale when chapters move; {numref}/{ref}/{doc}/{eq} roles do not. The paper's own numbering
+# ("the paper's Theorem 4.1", "its Figure 1") is not the book's, and is allowed.
+SOURCES = CHAPTERS + sorted((BOOK / "snippets").glob("*.md"))
+TYPED_NUMBER = re.compile(
+    r"(?<![\w'-])(?:chapters?|ch\.|fig(?:ure)?s?\.?|sec(?:tion)?s?\.?|§|eq(?:uation)?s?\.?)\s*\(?\d+(?:\.\d+)*",
+    flags=re.IGNORECASE,
+)
+PAPER_NUMBERING = re.compile(r"(?:paper's|its)\s+$", flags=re.IGNORECASE)
+
+
+def typed_numbers(text: str) -> list[str]:
+    """Each typed chapter/figure/section/equation number in `text`, as 'line N: match'."""
+    hits = []
+    for match in TYPED_NUMBER.finditer(text):
+        if PAPER_NUMBERING.search(text[max(0, match.start() - 12) : match.start()]):
+            continue
+        line = text.count("\n", 0, match.start()) + 1
+        hits.append(f"line {line}: {match.group(0)!r}")
+    return hits
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("the tanh MLP of chapter 10", 1),
+        ("Chapter 3 derives it", 1),
+        ("as in Fig. 2.1 and figure 4", 2),
+        ("see eq. (3) and equation 12", 2),
+        ("section 4; sections 2 to 5; Sec. 1", 3),
+        ("chapters 3, 7 and 9", 1),
+        ("the tanh MLP of {ref}`ch-mnist-case-study`", 0),
+        ("{numref}`fig-intro-estimates` and {eq}`eq-intro-fim`", 0),
+        ("the paper's Theorem 4.1 and its Figure 1; the paper's Section 5", 0),
+        ("10 chapters, 3 figures, a 784-32-16-10 network, eq-cs-pooled", 0),
+    ],
+)
+def test_typed_number_pattern(text: str, expected: int) -> None:
+    assert len(typed_numbers(text)) == expected, typed_numbers(text)
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: p.name)
+def test_no_typed_chapter_figure_or_equation_numbers(path: Path) -> None:
+    hits = typed_numbers(path.read_text(encoding="utf-8"))
+    assert not hits, f"{path.name}: typed numbers {hits}; use {{numref}}/{{ref}}/{{doc}}/{{eq}} roles instead"
+
+
+def _section(path: Path, heading: str) -> str:
+    text = path.read_text(encoding="utf-8")
+    match = re.search(rf"^## {re.escape(heading)}\n(.*?)(?=^## |\Z)", text, flags=re.M | re.S)
+    assert match, f"{path.name} has no section '## {heading}'"
+    return match.group(1)
+
+
+def test_reading_guide_names_every_chapter() -> None:
+    """The landing page's reading guide links every page of the table of contents."""
+    guide = _section(BOOK / "intro.md", "Reading guide")
+    linked = set(re.findall(r"\{doc\}`(?:[^`<]*<)?([\w/]+)>?`", guide))
+    pages = {entry.removeprefix("book/") for entry in _toc_files()} - {"intro"}
+    assert pages - linked == set(), f"reading guide misses {sorted(pages - linked)}"
+
+
+def test_recipe_has_one_source() -> None:
+    """The decision table lives in one file, included by the landing page and the practical guide."""
+    recipe = BOOK / "snippets" / "recipe.md"
+    assert recipe.is_file()
+    include = "```{include} snippets/recipe.md\n```"
+    for page in ("intro.md", "practical_guide.md"):
+        assert include in (BOOK / page).read_text(encoding="utf-8"), f"{page} does not include the recipe"
+    rows = [line for line in recipe.read_text(encoding="utf-8").splitlines() if line.startswith("| **")]
+    assert len(rows) >= 5, rows
+    for row in rows:  # every row links the chapter(s) with its evidence
+        evidence = row.rstrip(" |").rsplit("|", 1)[-1]
+        assert re.search(r"\{(?:doc|ref|numref)\}`", evidence), f"recipe row without a linked chapter: {row}"
