@@ -159,8 +159,10 @@ def test_recipe_has_one_source() -> None:
     include = "```{include} snippets/recipe.md\n```"
     for page in ("intro.md", "practical_guide.md"):
         assert include in (BOOK / page).read_text(encoding="utf-8"), f"{page} does not include the recipe"
-    rows = [line for line in recipe.read_text(encoding="utf-8").splitlines() if line.startswith("| **")]
+    # a list-table: each row is "* - situation" followed by "  - use", "  - why", "  - evidence"
+    rows = re.split(r"^\* - ", recipe.read_text(encoding="utf-8"), flags=re.M)[2:]  # [0]: options, [1]: header
     assert len(rows) >= 5, rows
     for row in rows:  # every row links the chapter(s) with its evidence
-        evidence = row.rstrip(" |").rsplit("|", 1)[-1]
-        assert re.search(r"\{(?:doc|ref|numref)\}`", evidence), f"recipe row without a linked chapter: {row}"
+        cells = re.split(r"^  - ", row, flags=re.M)
+        assert len(cells) == 4, f"recipe row without four cells: {row}"
+        assert re.search(r"\{(?:doc|ref|numref)\}`", cells[-1]), f"recipe row without a linked chapter: {row}"
