@@ -22,7 +22,7 @@ statistic       unit value per input (``J`` = first, ``G`` = second       degree
 ``v2_*``        :math:`\lambda(\Lambda)\,\|\Pi G\|^2`                     4       bounds
 ==============  ======================================================  ======  =========================
 
-See chapters "The two estimators" (what each estimator computes) and "The variances of the two estimators".
+See chapters :doc:`/book/estimators` (what each estimator computes) and "The variances of the two estimators".
 """
 
 from __future__ import annotations
@@ -63,17 +63,20 @@ def fisher_diagonal(
 ) -> FisherDiagonal:
     r"""Diagonal of the Fisher information matrix, exactly or by one of the estimators.
 
-    * ``"exact"``: :math:`\frac1N\sum_n v_i^\top \Lambda(x_n) v_i` (eq. eq-expfam-diag);
+    * ``"exact"``: :math:`\frac1N\sum_n v_i^\top \Lambda(x_n) v_i`
+      (:eq:`eq-expfam-diag` in :doc:`/book/exponential_family`);
     * ``"i1"``: :math:`\frac1{NS}\sum_{n,s} (\partial_{\theta_i}\log p(y_{ns}|x_n))^2`;
     * ``"i2"``: :math:`\frac1{NS}\sum_{n,s} -\partial^2_{\theta_i}\log p(y_{ns}|x_n)
-      = \frac1{NS}\sum_{n,s} (v_i^\top\Lambda v_i - \varepsilon_{ns}^\top u_i)` (eq. eq-est-diag);
+      = \frac1{NS}\sum_{n,s} (v_i^\top\Lambda v_i - \varepsilon_{ns}^\top u_i)`
+      (:eq:`eq-est-diag` in :doc:`/book/estimators`);
     * ``"hutchinson"``: :math:`\frac1{NS}\sum_{n,s} (\xi_{ns}^\top A_n^\top v_i)^2`, :math:`A_nA_n^\top = \Lambda(x_n)`.
 
     ``minibatch=B > 1`` sums ``B`` inputs before squaring, for ``"i1"`` (GNB) and ``"hutchinson"``: one backward
     pass per minibatch, any model (:mod:`fishertut.minibatch`: formulas, cost); ``"i2"`` is unchanged by it.
 
     Labels :math:`y_{ns}` are drawn from the model, ``samples_per_input`` per input, from ``generator``,
-    unless ``targets`` gives them; with data labels ``"i1"`` is the empirical Fisher (chapter "The empirical Fisher").
+    unless ``targets`` gives them; with data labels ``"i1"`` is the empirical Fisher
+    (chapter :doc:`/book/empirical_fisher`).
 
     Frozen parameters (``requires_grad=False``) are left out: they are constants of the model, and only
     trainable ones get an entry. Hooks, parametrizations (results keyed by ``model.named_parameters()``, e.g.
@@ -118,7 +121,7 @@ def fisher_diagonal(
     run = Run(model, family, path, batch_size, generator, curvature=estimator == "i2")
     col = SumCollector()
     for _, h, tape, y in run.batches(inputs, targets):
-        # channels S with S^T S = Lambda turn v^T Lambda v into ||S v||^2
+        # channels A^T with A A^T = Lambda turn v^T Lambda v into ||A^T v||^2
         if estimator == "exact":
             for t in run.units(tape, family.covariance_factor(h), None):
                 col.add([("fisher", t.jac.square().sum(1), 2)], t)
@@ -193,7 +196,8 @@ def variance_report(
     r"""Exact FIM diagonal with the exact conditional variances of Î1 and Î2, the input term and the bounds.
 
     No Monte Carlo: for each input the variance over labels is a finite sum over classes (categorical) or a
-    closed form (Gaussian): :math:`V_1 = K[v_i^4] - I(\theta_i|x)^2`, :math:`V_2 = u_i^\top\Lambda u_i` (eq. eq-var-v1).
+    closed form (Gaussian): :math:`V_1 = K[v_i^4] - I(\theta_i|x)^2`, :math:`V_2 = u_i^\top\Lambda u_i`
+    (:eq:`eq-var-v1` and :eq:`eq-var-v2` in :doc:`/book/conditional_variances`).
     See :class:`VarianceReport` for the fields and :class:`Bounds` for the bound variant. Frozen parameters
     (``requires_grad=False``) are left out. Half-precision models work; their output-space spectra are
     computed in float32.
@@ -273,7 +277,7 @@ def estimator_terms(
     r"""Single-pair terms of Î1 and Î2 for the same labels, each ``(N, S, *parameter.shape)``.
 
     ``i1``: :math:`(\varepsilon^\top v_i)^2`; ``i2``: :math:`v_i^\top\Lambda v_i - \varepsilon^\top u_i`
-    (eq. eq-est-diag).
+    (:eq:`eq-est-diag` in :doc:`/book/estimators`).
     Their means over ``(n, s)`` equal :func:`fisher_diagonal` with ``"i1"``/``"i2"`` and the same generator.
     Materialises ``N × S × P`` values: meant for small models or few inputs (Monte-Carlo experiments).
     Frozen parameters (``requires_grad=False``) are left out. Arguments as in :func:`fisher_diagonal`.

@@ -1,6 +1,6 @@
 """Iterating over ``inputs`` (a tensor or an iterable of batches) with optional labels.
 
-See chapter "A practical guide" (section "What it costs") for batching in use.
+See chapter :doc:`/book/practical_guide` (section "What it costs") for batching in use.
 """
 
 from __future__ import annotations

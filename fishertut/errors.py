@@ -1,6 +1,6 @@
 """Exceptions of fishertut.
 
-See chapter "The two estimators" (section "What each costs") for which models take which engine.
+See chapter :doc:`/book/estimators` (section "What each costs") for which models take which engine.
 """
 
 __all__ = ["UnsupportedModelError"]

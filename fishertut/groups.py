@@ -6,7 +6,8 @@ Per-parameter results (:class:`~fishertut.FisherDiagonal`, :class:`~fishertut.Va
 * :func:`layer_groups`: the parameters of each module, in order, as ``{"layer 1": ["0.weight", "0.bias"], ...}``;
 * :func:`flatten`: the values of a group as one tensor ``(*leading, P_group)``.
 
-See chapter "A practical guide" (per-layer tables) and :mod:`fishertut.pooling`, which pools a report per group.
+See chapter :doc:`/book/practical_guide` (per-layer tables) and :mod:`fishertut.pooling`, which pools a report
+per group.
 """
 
 from __future__ import annotations

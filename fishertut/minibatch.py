@@ -1,7 +1,7 @@
 r"""Estimators that sum ``B`` inputs before squaring: GNB (Î1 with ``minibatch=B``) and output-space Hutchinson.
 
 Notation, per input :math:`x_n` and parameter :math:`\theta_i`: :math:`J_n = \partial h/\partial\theta` (C × P),
-:math:`\Lambda_n = \mathrm{Cov}(t\mid x_n)` and the square root :math:`A_n = S_n^\top` of the family's
+:math:`\Lambda_n = \mathrm{Cov}(t\mid x_n)` and the square root :math:`A_n`, whose transpose is the family's
 :meth:`~fishertut.ExponentialFamily.covariance_factor` (:math:`A_nA_n^\top = \Lambda_n`; categorical
 :math:`A = \mathrm{diag}(\sqrt p) - p\sqrt p^\top`, Gaussian :math:`A = I/\sigma`), and
 :math:`a_n = A_n^\top J_{n,i}`, so that :math:`I(\theta_i\mid x_n) = \|a_n\|^2`.
@@ -63,7 +63,7 @@ def hutchinson_channels(
 ) -> Tensor:
     r"""Channels :math:`r = A\xi`, Rademacher :math:`\xi`, shape ``(N, S, C)``, so that :math:`r^\top J = \xi^\top a`.
 
-    ``A`` is the transpose of :meth:`~fishertut.ExponentialFamily.covariance_factor`. One draw of
+    :meth:`~fishertut.ExponentialFamily.covariance_factor` returns :math:`A^\top`. One draw of
     ``(N, S, C)`` signs from ``generator`` per call.
     """
     n, c = h.shape

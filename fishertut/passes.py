@@ -1,6 +1,6 @@
 r"""One pass of an entry point over the data: validation, the engine chosen once, chunks, labels, reductions.
 
-Used by every function of :mod:`fishertut.api`; see chapter "The two estimators" for what the passes compute.
+Used by every function of :mod:`fishertut.api`; see chapter :doc:`/book/estimators` for what the passes compute.
 """
 
 from __future__ import annotations

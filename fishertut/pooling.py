@@ -9,7 +9,7 @@ variances are the means of its parameters' values, its standard deviation the sq
 and a bound's log-ratio :math:`\log_{10}(\overline{\text{bound}}/\overline{V_k})` compares pooled means. The
 MNIST case study (:mod:`fishertut.lab.casestudy`) uses the same columns.
 
-See chapters "Bounds on the variances", "Input and label randomness" and "A practical guide".
+See chapters :doc:`/book/bounds`, :doc:`/book/input_and_label_variance` and :doc:`/book/practical_guide`.
 """
 
 from __future__ import annotations
@@ -85,7 +85,9 @@ def recommend_estimator(
     delta: float = 0.05,
     samples_per_input: int = 1,
 ) -> Any:
-    r"""Which estimator to use for each parameter group, and how many inputs it needs (chapter "A practical guide").
+    r"""Which estimator to use for each parameter group, and how many inputs it needs.
+
+    Chapter :doc:`/book/practical_guide`.
 
     Both estimators are unbiased and share the input term, so for ``N`` inputs and ``S`` labels each the
     group's total mean squared error is :math:`\sum_i(\mathrm{var\_x}_i + \mathrm{var\_ik}_i/S)/N`. The

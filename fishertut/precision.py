@@ -11,7 +11,7 @@ Three steps:
    .. math:: \rho_i(k, B) = \frac{N v_{k,i} + 2\pi_B(\mathcal I_i^2 - \mathrm{var}_{x,i}/(N-1))}{N^2\mathcal I_i^2},
 
    with the pilot's means in place of the full data's. Chebyshev's inequality,
-   :math:`P(|\hat I_i - \mathcal I_i| \ge r\mathcal I_i) \le \rho_i/(S r^2)`, gives the draws
+   :math:`P(|\hat{\mathcal I}_i - \mathcal I_i| \ge r\mathcal I_i) \le \rho_i/(S r^2)`, gives the draws
    :math:`S = \lceil\max_i \rho_i/(\delta r^2)\rceil` that put every parameter of the tensor within relative error
    ``rtol`` with probability at least ``1 - delta``; the plan keeps the candidate of lowest cost. Parameters
    with :math:`\mathcal I_i = 0` on the pilot are left out of the maximum (for ``"i1"`` and ``"hutchinson"``

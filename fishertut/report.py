@@ -1,7 +1,7 @@
 r"""Result types: the diagonal FIM estimate, the variance report with its bounds, and sample sizes.
 
-Notation of the book (chapters "The variances of the two estimators", "Bounds on the variances", "Input and
-label randomness"), per parameter :math:`\theta_i`, over inputs
+Notation of the book (chapters :doc:`/book/conditional_variances`, :doc:`/book/bounds` and
+:doc:`/book/input_and_label_variance`; symbols in :doc:`/book/notation`), per parameter :math:`\theta_i`, over inputs
 :math:`x_1..x_N`:
 
 * ``fisher``: :math:`\mathcal I(\theta_i) = \frac1N\sum_n I(\theta_i|x_n)`;
@@ -13,7 +13,7 @@ label randomness"), per parameter :math:`\theta_i`, over inputs
 * ``bounds``: per-input spectral bounds of :math:`V_1, V_2`, averaged the same way.
 
 By the law of total variance, an estimator from ``N`` inputs drawn from these, with ``S`` labels each, has
-:math:`\mathrm{Var}(\hat I_k) = \mathrm{var\_x}/N + \mathrm{var\_ik}/(NS)`.
+:math:`\mathrm{Var}(\hat{\mathcal I}_k) = \mathrm{var\_x}/N + \mathrm{var\_ik}/(NS)`.
 """
 
 from __future__ import annotations
@@ -79,10 +79,11 @@ class FisherDiagonal(dict):
 class Bounds:
     r"""Spectral bounds on the single-label variances, averaged over inputs (dicts like ``fisher``).
 
-    Variant (our choice among the valid forms of the paper's Theorem 4.1; eq. eq-bounds-projected of the book):
+    Variant (our choice among the valid forms of the paper's Theorem 4.1;
+    :eq:`eq-bounds-projected` in :doc:`/book/bounds`):
     eigenvalues are taken on the subspace where the directions live, after projecting out the
     null direction :math:`\mathbf 1` of the categorical :math:`\Lambda` (:math:`\Pi w = w - \mathrm{mean}(w)\mathbf 1`),
-    which changes neither :math:`V_1` nor :math:`V_2` (shift invariance, chapter "Classification"):
+    which changes neither :math:`V_1` nor :math:`V_2` (shift invariance, chapter :doc:`/book/classification`):
 
     * ``v1_lower``/``v1_upper``: :math:`\|\Pi v_i\|^4\,\lambda_{\min/\max}(M)`, :math:`M` restricted to symmetric
       tensors of that subspace (lower is 0 for a categorical with ``C >= 3``; tight for ``C = 2``;
@@ -158,8 +159,8 @@ class VarianceReport:
     ) -> dict[str, Tensor]:
         r"""Exact variance of an estimate of the mean Fisher (:mod:`fishertut.variances`).
 
-        With ``minibatch=1``: :math:`\mathrm{Var}(\hat I_k) = \mathrm{var\_x}/N + \mathrm{var\_ik}/(N S)`
-        (eq. eq-ilv-total-variance).
+        With ``minibatch=1``: :math:`\mathrm{Var}(\hat{\mathcal I}_k) = \mathrm{var\_x}/N + \mathrm{var\_ik}/(N S)`
+        (:eq:`eq-ilv-total-variance` in :doc:`/book/input_and_label_variance`).
         With ``B = minibatch`` inputs summed before squaring (GNB for ``"i1"``, Hutchinson) and ``B | N``:
         :math:`\mathrm{var\_x}/N + (\mathrm{var\_ik} + 2(B-1)\mathcal I^2)/(NS)`. ``"i2"`` ignores ``minibatch``.
 
@@ -189,10 +190,11 @@ class VarianceReport:
         samples_per_input: int = 1,
         relative: bool = True,
     ) -> dict[str, Tensor]:
-        r"""Inputs :math:`N` with :math:`P(|\hat I_k(\theta_i) - \mathcal I(\theta_i)| \ge \epsilon') \le \delta`.
+        r"""Inputs :math:`N` with :math:`P(|\hat{\mathcal I}_k(\theta_i) - \mathcal I(\theta_i)|\ge\epsilon')\le\delta`.
 
         :math:`N \ge (\mathrm{var\_x} + \mathrm{var\_ik}/S)/(\delta\,\epsilon'^2)` with
-        :math:`\epsilon' = \epsilon\,\mathcal I(\theta_i)` if ``relative`` else :math:`\epsilon` (eq. eq-ilv-chebyshev).
+        :math:`\epsilon' = \epsilon\,\mathcal I(\theta_i)` if ``relative`` else :math:`\epsilon`
+        (:eq:`eq-ilv-chebyshev` in :doc:`/book/input_and_label_variance`).
         Parameters with zero variance need one input;
         a relative target for a parameter with zero Fisher information but non-zero variance needs
         ``inf``.

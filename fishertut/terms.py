@@ -1,6 +1,6 @@
 r"""The per-unit terms both engines produce, and the collectors that reduce them to per-parameter sums.
 
-For a Linear layer :math:`z = W a + b` (chapter "The two estimators") every weight factors into a *unit* quantity
+For a Linear layer :math:`z = W a + b` (chapter :doc:`/book/estimators`) every weight factors into a *unit* quantity
 times a
 power of its input activation: :math:`v_{W[j,k]} = J[:,j]\,a_k` and :math:`u_{W[j,k]} = G[:,j]\,a_k^2`, and
 for the bias :math:`v_{b[j]} = J[:,j]`, :math:`u_{b[j]} = G[:,j]`. Here :math:`J = \partial (R h)/\partial z` for a

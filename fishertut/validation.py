@@ -1,6 +1,6 @@
 """Checks on the model and its inputs, each raising an error that names the argument or module at fault.
 
-See chapter "The two estimators" (section "What each costs") for the models each engine accepts.
+See chapter :doc:`/book/estimators` (section "What each costs") for the models each engine accepts.
 """
 
 from __future__ import annotations

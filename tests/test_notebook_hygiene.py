@@ -75,6 +75,44 @@ def test_no_pip_install_or_syspath_hacks(path: Path) -> None:
     assert "sys.path.insert" not in text and "sys.path.append" not in text, f"{path.name}: sys.path hack"
 
 
+def _part_files(caption: str) -> list[str]:
+    """The `file:` entries of the _toc.yml part with this caption, in order."""
+    import yaml
+
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text(encoding="utf-8"))
+    parts = [part for part in toc["parts"] if part["caption"] == caption]
+    assert len(parts) == 1, f"_toc.yml has {len(parts)} parts captioned {caption!r}"
+    return [chapter["file"] for chapter in parts[0]["chapters"]]
+
+
+EXERCISE = re.compile(r"^\*\*Exercise (\d+)\*\* \((derive|compute|predict, then check|derive, then check)\)\.", re.M)
+
+
+@pytest.mark.parametrize("entry", _part_files("Theory"))
+def test_theory_chapter_ends_with_exercises(entry: str) -> None:
+    """A labelled last section "Exercises": 2-4 numbered exercises, each followed by a collapsed solution.
+
+    Solutions are MyST dropdowns (collapsed in the HTML); code that checks an answer sits in a collapsed code
+    cell (``hide-cell``) that asserts it, so the build fails if the answer is wrong.
+    """
+    text = (ROOT / f"{entry}.md").read_text(encoding="utf-8")
+    match = re.search(r"^\((ex-[\w-]+)\)=\n## Exercises\n(.*)\Z", text, flags=re.M | re.S)
+    assert match, f"{entry}: no labelled `## Exercises` section (a `(ex-...)=` line before the heading)"
+    body = match.group(2)
+    prose = re.sub(r"```\{code-cell\}.*?```", "", body, flags=re.S)
+    assert not re.search(r"^#{1,2} ", prose, flags=re.M), f"{entry}: the Exercises section must be the last one"
+    numbers = [int(m.group(1)) for m in EXERCISE.finditer(body)]
+    assert 2 <= len(numbers) <= 4, f"{entry}: {len(numbers)} exercises, expected 2 to 4"
+    assert numbers == list(range(1, len(numbers) + 1)), f"{entry}: exercises numbered {numbers}"
+    pieces = EXERCISE.split(body)[3::3]  # the text of each exercise, up to the next one
+    for number, piece in zip(numbers, pieces):
+        solutions = re.findall(r"^:::\{dropdown\} Solution\n.+?^:::$", piece, flags=re.M | re.S)
+        assert len(solutions) == 1, f"{entry}: exercise {number} needs exactly one `:::{{dropdown}} Solution` block"
+    for cell in re.findall(r"```\{code-cell\} ipython3\n(.*?)```", body, flags=re.S):
+        assert cell.startswith(":tags: [hide-cell]\n"), f"{entry}: a solution's code cell must be collapsed"
+        assert "assert" in cell, f"{entry}: a solution's code cell must assert its answer:\n{cell[:200]}"
+
+
 def test_book_holds_no_notebooks() -> None:
     """Chapters are MyST markdown; notebooks (with their outputs) belong to the build, never to book/."""
     notebooks = [p.relative_to(ROOT) for p in BOOK.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts]

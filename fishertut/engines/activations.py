@@ -1,6 +1,6 @@
 r"""First and second derivatives :math:`\sigma'(z)`, :math:`\sigma''(z)` of the supported elementwise activations.
 
-These are the activations the layer-wise engine supports (chapter "The two estimators", section "What each
+These are the activations the layer-wise engine supports (chapter :doc:`/book/estimators`, section "What each
 costs"). Closed forms, checked against autograd in the tests.
 
 Piecewise-linear activations (ReLU, leaky ReLU) have :math:`\sigma'' = 0` almost everywhere; they are

@@ -13,7 +13,7 @@ The model's own forward runs, so hooks, parametrizations (the Fisher is then wit
 parameters ``model.named_parameters()`` lists, e.g. ``parametrizations.weight.original``) and shared
 parameters are honoured. Modules with ``inplace=True`` run out of place while the engine works.
 
-See chapter "The two estimators" (section "What each costs").
+See chapter :doc:`/book/estimators` (section "What each costs").
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 r"""The layer-wise engine for ``nn.Sequential`` networks of ``Linear`` layers and elementwise activations.
 
-Backward recursion (chapter "The two estimators", section "What each costs"), for a set of output-space
+Backward recursion (chapter :doc:`/book/estimators`, section "What each costs"), for a set of output-space
 channels :math:`R` (``K × C`` per input):
 
 * first derivatives :math:`g = \partial (R h)/\partial(\cdot)`: through a Linear layer :math:`g \leftarrow g W`,

@@ -18,7 +18,7 @@ __all__ = ["ExponentialFamily", "OutputSpectrum"]
 
 @dataclass(frozen=True)
 class OutputSpectrum:
-    r"""Per-input extreme eigenvalues that enter the spectral bounds (chapter "Bounds on the variances"), ``(N,)``.
+    r"""Per-input extreme eigenvalues that enter the spectral bounds (chapter :doc:`/book/bounds`), ``(N,)``.
 
     All eigenvalues are taken on the subspace where the family's directions live after
     :meth:`ExponentialFamily.project` (the orthogonal complement of :math:`\mathbf 1` for the categorical
@@ -97,7 +97,11 @@ class ExponentialFamily(ABC):
 
     @abstractmethod
     def covariance_factor(self, h: Tensor) -> Tensor:
-        r"""A factor :math:`S` ``(N, C, C)`` with :math:`S^\top S = \Lambda`, so :math:`w^\top\Lambda w = \|S w\|^2`."""
+        r""":math:`A^\top` ``(N, C, C)`` for a square root :math:`A` of :math:`\Lambda = AA^\top`.
+
+        Then :math:`w^\top\Lambda w = \|A^\top w\|^2`; the notation of :doc:`/book/choosing_an_estimator`, where
+        :math:`a_n = A_n^\top v_i(x_n)`.
+        """
 
     @abstractmethod
     def quad(self, h: Tensor, w: Tensor) -> Tensor:
@@ -108,7 +112,10 @@ class ExponentialFamily(ABC):
         r""":math:`K[w^4] = \mathbb E[(\varepsilon^\top w)^4 \mid x]` for ``w`` ``(N, C, n)``; shape ``(N, n)``."""
 
     def fourth_cumulant_form(self, h: Tensor, w: Tensor) -> Tensor:
-        r"""Single-label variance of the squared score, :math:`V_1 = K[w^4] - (w^\top\Lambda w)^2` (eq. eq-var-v1)."""
+        r"""Single-label variance of the squared score, :math:`V_1 = K[w^4] - (w^\top\Lambda w)^2`.
+
+        :eq:`eq-var-v1` in :doc:`/book/conditional_variances`.
+        """
         return self.fourth_moment(h, w) - self.quad(h, w) ** 2
 
     @abstractmethod
@@ -123,5 +130,5 @@ class ExponentialFamily(ABC):
     def kurtosis_matrix_max(self, h: Tensor) -> Tensor:
         r""":math:`\lambda_{\max}(\mathrm{mat}\,K)` per input ``(N,)``; :math:`K=\mathbb E[\varepsilon^{\otimes 4}]`.
 
-        The constant of the unprojected, uncentred bound variant (d) of chapter "Bounds on the variances".
+        The constant of the unprojected, uncentred bound variant (d) of chapter :doc:`/book/bounds`.
         """

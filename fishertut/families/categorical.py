@@ -1,4 +1,4 @@
-"""Softmax classification (chapter "Classification")."""
+"""Softmax classification (chapter :doc:`/book/classification`)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ class Categorical(ExponentialFamily):
 
     The model output ``h`` are logits of shape ``(N, C)`` with ``C >= 2``; labels are class indices.
     Class sums are exact: :math:`I = \sum_c p_c (w_c - \bar w)^2` and :math:`K[w^4] = \sum_c p_c (w_c-\bar w)^4`
-    with :math:`\bar w = p^\top w` (chapter "Classification", eq. eq-cls-diag).
+    with :math:`\bar w = p^\top w` (:eq:`eq-cls-diag` in :doc:`/book/classification`).
     """
 
     name = "categorical"
@@ -68,7 +68,10 @@ class Categorical(ExponentialFamily):
         return torch.diag_embed(p) - p.unsqueeze(2) * p.unsqueeze(1)
 
     def covariance_factor(self, h: Tensor) -> Tensor:
-        r""":math:`S = \mathrm{diag}(\sqrt p)(I - \mathbf 1 p^\top)`: :math:`(S w)_c = \sqrt{p_c}(w_c - \bar w)`."""
+        r""":math:`A^\top = \mathrm{diag}(\sqrt p)(I - \mathbf 1 p^\top)`.
+
+        So :math:`(A^\top w)_c = \sqrt{p_c}(w_c - \bar w)`, with :math:`A = \mathrm{diag}(\sqrt p) - p\sqrt p^\top`.
+        """
         p = self.probabilities(h)
         eye = torch.eye(h.shape[1], dtype=h.dtype, device=h.device)
         return p.sqrt().unsqueeze(2) * (eye - p.unsqueeze(1))
@@ -86,7 +89,9 @@ class Categorical(ExponentialFamily):
         return (p * d.square().square()).sum(1)
 
     def fourth_cumulant_form(self, h: Tensor, w: Tensor) -> Tensor:
-        r""":math:`V_1 = \mathrm{Var}_{y\sim p}((w_y - \bar w)^2) = \sum_c p_c ((w_c-\bar w)^2 - I)^2` (eq-cls-diag).
+        r""":math:`V_1 = \mathrm{Var}_{y\sim p}((w_y - \bar w)^2) = \sum_c p_c ((w_c-\bar w)^2 - I)^2`.
+
+        :eq:`eq-cls-diag` in :doc:`/book/classification`.
 
         Computed as a variance of the class values, not as a difference of moments, so that it
         stays non-negative and accurate when :math:`V_1 \ll I^2`.
@@ -108,7 +113,9 @@ class Categorical(ExponentialFamily):
         return (eps @ eps.transpose(1, 2)).square()
 
     def spectrum(self, h: Tensor) -> OutputSpectrum:
-        r"""Eigenvalues of :math:`\Lambda = \mathrm{diag}(p)-pp^\top` and of :math:`M` (eq. eq-cls-spectrum).
+        r"""Eigenvalues of :math:`\Lambda = \mathrm{diag}(p)-pp^\top` and of :math:`M`.
+
+        :eq:`eq-cls-spectrum` in :doc:`/book/classification`.
 
         :math:`\Lambda` has the null vector :math:`\mathbf 1`, so on :math:`\mathbf 1^\perp` its spectrum is the
         eigenvalues but the smallest: ``cov_min`` is the second smallest eigenvalue.

@@ -1,4 +1,4 @@
-"""Regression with a known noise level (chapter "Regression")."""
+"""Regression with a known noise level (chapter :doc:`/book/regression`)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ class Gaussian(ExponentialFamily):
     r"""Regression with :math:`y \sim \mathcal N(\mu, \sigma^2 I_D)`, the network predicting :math:`\mu = h` (N, D).
 
     :math:`\varepsilon = (y-\mu)/\sigma^2`, :math:`\Lambda = I/\sigma^2`, :math:`I(\theta_i|x) = \|v_i\|^2/\sigma^2`,
-    :math:`K[w^4] = 3\|w\|^4/\sigma^4`, :math:`V_1 = 2I^2` and :math:`V_2 = \|u_i\|^2/\sigma^2` (eq. eq-reg-closed).
+    :math:`K[w^4] = 3\|w\|^4/\sigma^4`, :math:`V_1 = 2I^2` and :math:`V_2 = \|u_i\|^2/\sigma^2`
+    (:eq:`eq-reg-closed` in :doc:`/book/regression`).
 
     Args:
         sigma: the known, fixed noise standard deviation (> 0).
@@ -117,5 +118,8 @@ class Gaussian(ExponentialFamily):
         return OutputSpectrum(cov_max=lam, cov_min=lam, m_max=m, m_min=m)
 
     def kurtosis_matrix_max(self, h: Tensor) -> Tensor:
-        r""":math:`(m+2)/\sigma^4` for ``m`` output dimensions (chapter "Regression"), the same for every input."""
+        r""":math:`(m+2)/\sigma^4` for ``m`` output dimensions, the same for every input.
+
+        Chapter :doc:`/book/regression`.
+        """
         return torch.full((h.shape[0],), (h.shape[1] + 2) * self.precision**2, dtype=h.dtype, device=h.device)

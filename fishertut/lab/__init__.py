@@ -11,8 +11,8 @@ package. Each module says which chapters use it:
 * :mod:`~fishertut.lab.bounds`: the spectral bounds in several variants;
 * :mod:`~fishertut.lab.casestudy`: the MNIST case study (computation);
 * :mod:`~fishertut.lab.natural_gradient`: diagonal natural-gradient descent on toy problems;
-* :mod:`~fishertut.lab.downstream`: EWC penalty, diagonal Laplace predictive and their metrics (chapter "Does it
-  matter downstream?");
+* :mod:`~fishertut.lab.downstream`: EWC penalty, diagonal Laplace predictive and their metrics (chapter
+  :doc:`/book/downstream`);
 * :mod:`~fishertut.lab.plotting`: the house style and all the book's figure helpers;
 * :mod:`~fishertut.lab.symbolic`: the SymPy derivations of the two families (the theory chapters);
 * :mod:`~fishertut.lab.tables`: tables formatted for people (every chapter that shows a table).

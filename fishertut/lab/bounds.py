@@ -9,7 +9,7 @@ where the output directions live (:class:`~fishertut.Bounds`). Chapter "Bounds" 
 
 per input, and checks that each bound holds (:func:`bounds_hold`). The MNIST case study uses the same check.
 
-Used by chapters "Bounds on the variances" and "Case study: an MNIST classifier".
+Used by chapters :doc:`/book/bounds` and :doc:`/book/mnist_case_study`.
 """
 
 from __future__ import annotations

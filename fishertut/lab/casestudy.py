@@ -8,8 +8,8 @@ layer's weights, its biases, and both together as parameter groups:
 * the mean Fisher information :math:`\mathcal I(\theta_i)` over the group;
 * the conditional variances :math:`\frac1N\sum_n V_k(\theta_i|x_n)` of the single-label terms of Î1 and Î2,
   their spectral lower and upper bounds (:class:`~fishertut.Bounds`) and the input term ``var_x``
-  (chapter "Input and label randomness"), each averaged over the group;
-* the empirical Fisher (Î1 with the data labels, chapter "The empirical Fisher");
+  (chapter :doc:`/book/input_and_label_variance`), each averaged over the group;
+* the empirical Fisher (Î1 with the data labels, chapter :doc:`/book/empirical_fisher`);
 * a Monte-Carlo check: Î1 and Î2 from ``mc_inputs`` inputs drawn with replacement from the evaluation set
   and ``mc_samples`` model labels each, with the standard errors of
   :meth:`~fishertut.VarianceReport.estimator_variance`.
@@ -24,14 +24,14 @@ per-parameter check. The pooled Monte-Carlo standard error ``mc_*_se`` is the me
 standard errors, an upper bound on the standard error of the pooled mean (triangle inequality: the
 parameters' estimates are correlated through shared inputs and labels), and ``mc_*_rms_z`` the root mean
 square over the group of the standardised errors
-:math:`z_i = (\hat I_k(\theta_i) - \mathcal I(\theta_i))/\mathrm{se}_i`; each :math:`z_i^2` has expectation
+:math:`z_i = (\hat{\mathcal I}_k(\theta_i) - \mathcal I(\theta_i))/\mathrm{se}_i`; each :math:`z_i^2` has expectation
 exactly 1.
 
 Each row also says the layer's kind (``"conv"`` or ``"dense"``), the engine that computed it (``path``) and
 whether all of the group's parameters are proven piecewise linear from the traced graph (``piecewise_linear``:
 then :math:`u \equiv 0`, :math:`V_2 = 0` and the single-label Î2 equals the Fisher information of the input).
 
-See chapters "Case study: an MNIST classifier" and "Case study: a convolutional network" of the book.
+See chapters :doc:`/book/mnist_case_study` and :doc:`/book/cnn_case_study` of the book.
 """
 
 from __future__ import annotations

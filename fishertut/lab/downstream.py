@@ -1,6 +1,6 @@
 r"""Downstream uses of a Fisher diagonal: elastic weight consolidation, a diagonal Laplace posterior, metrics.
 
-Used by the chapter "Does it matter downstream?". Every function takes the Fisher diagonal as a
+Used by the chapter :doc:`/book/downstream`. Every function takes the Fisher diagonal as a
 ``{parameter name: tensor shaped like the parameter}`` dict, such as :func:`fishertut.fisher_diagonal`
 returns, so any estimator can be plugged in:
 

@@ -1,11 +1,11 @@
 r"""Monte Carlo over the classes of a categorical output: every single-pair term, and cheap repetitions.
 
-* :func:`class_table`: for a categorical output, every single-pair term of :math:`\hat I_1` and
-  :math:`\hat I_2` for every (input, class);
+* :func:`class_table`: for a categorical output, every single-pair term of :math:`\hat{\mathcal I}_1` and
+  :math:`\hat{\mathcal I}_2` for every (input, class);
 * :func:`simulate_estimates`: independent repetitions of the estimators, drawn from that table;
 * :func:`empirical_variance`: a variance estimated from repetitions, with its standard error.
 
-Used by chapters "Regression" (the standard error of a sample variance), "Input and label randomness" and
+Used by chapters :doc:`/book/regression` (the standard error of a sample variance), "Input and label randomness" and
 "The empirical Fisher".
 """
 

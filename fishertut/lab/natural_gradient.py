@@ -12,10 +12,10 @@ input), learning rate :math:`\eta` and damping :math:`\lambda`.
 The toy problems are ours (the paper's settings are not reproduced here): 2-D Gaussian inputs with
 different scales on the two axes, a linear-Gaussian regression and a logistic regression (see
 :func:`toy_problem`). Both models are linear in :math:`\theta`, so :math:`u_i \equiv 0`: Î2 equals the exact
-diagonal FIM for every sampled label, and Î2-NGD takes exactly the exact-NGD steps (chapter "Natural gradient
-with estimated Fisher information", section "Why Î2 is exact here").
+diagonal FIM for every sampled label, and Î2-NGD takes exactly the exact-NGD steps (chapter
+:doc:`/book/natural_gradient`, section "Why Î2 is exact here").
 
-See chapter "Natural gradient with estimated Fisher information".
+See chapter :doc:`/book/natural_gradient`.
 """
 
 from __future__ import annotations

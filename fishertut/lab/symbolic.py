@@ -4,7 +4,7 @@ Each chapter derives its formulas here, symbolically, and then compares them num
 of :mod:`fishertut.families` (through :func:`lambdify`), so that derivation and library cannot drift apart.
 
 For an exponential family :math:`p(y|h) = \pi(y)\exp(t(y)^\top h - F(h))` the log-partition function
-:math:`F` generates everything (chapters "Exponential-family outputs" and "The variances of the two estimators"):
+:math:`F` generates everything (chapters :doc:`/book/exponential_family` and :doc:`/book/conditional_variances`):
 
 * :math:`\eta = \nabla F = \mathbb E[t(y)]` and :math:`\nabla^2 F = \mathrm{Cov}(t(y))` (:class:`SymbolicFamily`);
 * along a direction :math:`w`, :math:`\phi(s) = F(h + s w)` is, up to a constant and a linear term, the
@@ -19,11 +19,11 @@ Two families, matching :mod:`fishertut.families`:
   :math:`\varepsilon = t - \eta = (y-\mu)/\sigma^2` is the one of :class:`fishertut.Gaussian`;
 * :func:`categorical`: :math:`t(y) = e_y`, :math:`F(h) = \log\sum_c e^{h_c}` (softmax logits).
 
-The categorical fourth central moment tensor (chapter "Classification", eq. eq-cls-k) is built two ways, by
+The categorical fourth central moment tensor (:eq:`eq-cls-k` in :doc:`/book/classification`) is built two ways, by
 enumeration over the classes (:func:`categorical_fourth_moment_enumerated`) and by the explicit Kronecker-delta formula
 (:func:`categorical_fourth_moment`).
 
-See chapters "Exponential-family outputs", "The variances of the two estimators" and "Classification".
+See chapters :doc:`/book/exponential_family`, :doc:`/book/conditional_variances` and :doc:`/book/classification`.
 """
 
 from __future__ import annotations
@@ -127,7 +127,9 @@ def directional_derivative(family: SymbolicFamily, w: sp.Matrix, order: int) -> 
 
 
 def conditional_variances(family: SymbolicFamily, v: sp.Matrix, u: sp.Matrix) -> tuple[sp.Expr, sp.Expr, sp.Expr]:
-    r"""Cumulant form of :math:`I(\theta_i|x)`, :math:`V_1` and :math:`V_2` (eq. eq-var-cumulant of the book).
+    r"""Cumulant form of :math:`I(\theta_i|x)`, :math:`V_1` and :math:`V_2`.
+
+    :eq:`eq-var-cumulant` in :doc:`/book/conditional_variances`.
 
     With :math:`\phi(s) = F(h+sv)` and :math:`\psi(s) = F(h+su)`:
     :math:`I = \phi''(0)`, :math:`V_1 = 2\phi''(0)^2 + \phi''''(0)`, :math:`V_2 = \psi''(0)`.
@@ -150,7 +152,9 @@ def _delta(*indices: int) -> int:
 
 
 def categorical_fourth_moment(p: Sequence[sp.Expr]) -> sp.Array:
-    r"""The explicit 4th central moment tensor :math:`K_{abcd}` of a one-hot categorical (eq. eq-cls-k of the book).
+    r"""The explicit 4th central moment tensor :math:`K_{abcd}` of a one-hot categorical.
+
+    :eq:`eq-cls-k` in :doc:`/book/classification`.
 
     .. math::
         K_{abcd} = \delta_{abcd} p_a - (\delta_{abc} p_a p_d + \delta_{abd} p_a p_c + \delta_{acd} p_a p_b

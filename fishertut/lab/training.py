@@ -1,6 +1,6 @@
 """A small, seeded training loop for the classifiers and regressors of the chapters and the case study.
 
-Used by chapters "Exponential-family outputs" to "A practical guide" (through
+Used by chapters :doc:`/book/exponential_family` to :doc:`/book/practical_guide` (through
 :func:`~fishertut.lab.models.theory_network`), "Regression" (a squared-error loss), "The empirical Fisher" and
 "Case study: an MNIST classifier".
 """

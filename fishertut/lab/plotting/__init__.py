@@ -3,12 +3,12 @@
 * :mod:`~fishertut.lab.plotting.style`: :func:`set_style`, :data:`PALETTE`, :func:`estimator_color`,
   :func:`errorbar_estimates` (every chapter);
 * :mod:`~fishertut.lab.plotting.casestudy`: :func:`plot_case_study`, :func:`plot_bound_ratios`,
-  :func:`plot_monte_carlo`, :func:`plot_calibration` (chapters "Case study: an MNIST classifier" and "Case study: a
-  convolutional network"), :func:`plot_layer_tradeoff` (the latter);
+  :func:`plot_monte_carlo`, :func:`plot_calibration` (chapters :doc:`/book/mnist_case_study` and
+  :doc:`/book/cnn_case_study`), :func:`plot_layer_tradeoff` (the latter);
 * :mod:`~fishertut.lab.plotting.natural_gradient`: :func:`plot_ngd_runs`, :func:`plot_ngd_paths`,
-  :func:`loss_grid` (chapter "Natural gradient with estimated Fisher information");
-* :mod:`~fishertut.lab.plotting.downstream`: :func:`plot_bands`, :func:`plot_baseline` (chapter "Does it matter
-  downstream?").
+  :func:`loss_grid` (chapter :doc:`/book/natural_gradient`);
+* :mod:`~fishertut.lab.plotting.downstream`: :func:`plot_bands`, :func:`plot_baseline`
+  (chapter :doc:`/book/downstream`).
 
 Everything is importable from here: ``ft.lab.plotting.set_style()``, ``ft.lab.plotting.plot_case_study(...)``.
 """

@@ -1,4 +1,4 @@
-r"""Figures of chapter "Does it matter downstream?": a metric against a strength, one band per Fisher diagonal.
+r"""Figures of chapter :doc:`/book/downstream`: a metric against a strength, one band per Fisher diagonal.
 
 :func:`plot_bands` draws, from a table of per-seed results (one row per seed, Fisher diagonal and strength),
 the mean over seeds of a metric against the strength (the EWC :math:`\lambda` or the Laplace prior precision

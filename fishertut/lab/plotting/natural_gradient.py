@@ -1,4 +1,4 @@
-r"""Figures of chapter "Natural gradient with estimated Fisher information": loss curves, paths and label noise.
+r"""Figures of chapter :doc:`/book/natural_gradient`: loss curves, paths and label noise.
 
 :func:`plot_ngd_runs` draws the runs of :func:`fishertut.lab.natural_gradient.natural_gradient_descent` with the
 exact diagonal Fisher, Î1 and Î2 on the toy problems of :func:`fishertut.lab.natural_gradient.toy_problem` (the
