@@ -1,4 +1,5 @@
-r"""The generic engine: any ``nn.Module`` mapping a batch ``(N, ...)`` to ``(N, C)``, through ``torch.func``.
+r"""The generic engine: any ``nn.Module`` mapping a batch ``(N, ...)`` to ``(N, C)`` (or ``(N, T, C)``, seen flattened
+as ``(N, T·C)``), through ``torch.func``.
 
 Per input, :math:`v_i = \partial h/\partial\theta_i` for all parameters comes from one ``jacrev`` (``C``
 backward passes), and :math:`u_i = \partial^2 h/\partial\theta_i^2` from a forward-over-forward directional
@@ -88,7 +89,8 @@ class GenericEngine:
 
     def _output(self, params: dict[str, Tensor], x: Tensor) -> Tensor:
         state = {alias: params[name] for alias, name in self.aliases.items()}
-        return functional_call(self.model, state, (x.unsqueeze(0),), tie_weights=False).squeeze(0)
+        # outputs with positions (1, T, C) are flattened: the engine sees (K,) per input, K = T * C
+        return functional_call(self.model, state, (x.unsqueeze(0),), tie_weights=False).reshape(-1)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """The outputs ``h`` of the batch and the tape (the batch itself)."""
