@@ -135,3 +135,13 @@ def flat_per_input(d: dict, lead: int = 1) -> torch.Tensor:
     """Per-parameter tensors ``(*lead axes, *shape)`` concatenated along the parameter axes."""
     first = next(iter(d.values()))
     return torch.cat([v.reshape(*first.shape[:lead], -1) for v in d.values()], -1)
+
+
+def sequence_scores(oracle: SequenceOracle) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every joint label sequence's weight ``(L, N)`` and summed score ``(L, N, P)`` (scaled by ``sqrt(c)``)."""
+    weights, scores = [], []
+    for y, w in oracle.labels():
+        g = jacrev(oracle.position_loglik)(oracle.theta, y)
+        weights.append(w)
+        scores.append(oracle.scale.sqrt()[:, None] * g.sum(1))
+    return torch.stack(weights), torch.stack(scores)
