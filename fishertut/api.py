@@ -44,7 +44,7 @@ from .report import (
     VarianceReport,
     check_estimator,
 )
-from .terms import PerInputCollector, SumCollector, UnitTerms
+from .terms import PerInputCollector, SumCollector
 
 __all__ = ["fisher_diagonal", "variance_report", "per_input_statistics", "estimator_terms"]
 
@@ -72,11 +72,22 @@ def fisher_diagonal(
       = \frac1{NS}\sum_{n,s} (v_i^\top\Lambda v_i - \varepsilon_{ns}^\top u_i)` (eq. eq-est-diag);
     * ``"hutchinson"``: :math:`\frac1{NS}\sum_{n,s} (\xi_{ns}^\top A_n^\top v_i)^2`, :math:`A_nA_n^\top = \Lambda(x_n)`.
 
+    **Outputs with positions** ``(N, T, C)`` (:mod:`fishertut.families.positions`; classes in the family's
+    ``class_axis``, default last as in a language model's ``(N, T, V)``; ``Categorical(class_axis=1)`` reads
+    PyTorch's cross-entropy layout ``(N, C, d1, ...)``): independent outputs per position given the input. An
+    input's Fisher sums its unmasked positions; ``normalize="token"`` divides it by its count :math:`T_n` of
+    them (with equal counts the two differ by the factor :math:`T`). One label is drawn per position: ``"i1"``
+    is per token, :math:`\sum_t g_{n,t}^2`; ``"i1_sequence"`` per sequence, :math:`(\sum_t g_{n,t})^2`, the
+    squared gradient of the summed loss (larger variance, ``var_i1_sequence``); the same without positions.
+
     ``minibatch=B > 1`` sums ``B`` inputs before squaring, for ``"i1"`` (GNB) and ``"hutchinson"``: one backward
-    pass per minibatch, any model (:mod:`fishertut.minibatch`: formulas, cost); ``"i2"`` is unchanged by it.
+    pass per minibatch, any model (:mod:`fishertut.minibatch`); ``"i2"`` is unchanged by it. With positions,
+    GNB over sequences is ``"i1_sequence"`` with ``minibatch=B``.
 
     Labels :math:`y_{ns}` are drawn from the model, ``samples_per_input`` per input, from ``generator``,
-    unless ``targets`` gives them; with data labels ``"i1"`` is the empirical Fisher (chapter "The empirical Fisher").
+    unless ``targets`` gives them; with data labels ``"i1"`` is the empirical Fisher (chapter "The empirical
+    Fisher"); ``targets="argmax"`` takes the most probable class at every position. Both are biased by design
+    and random in nothing: the result's ``bias`` is their exact error against the exact Fisher.
 
     Frozen parameters (``requires_grad=False``) are left out: they are constants of the model, and only
     trainable ones get an entry. Hooks, parametrizations (results keyed by ``model.named_parameters()``, e.g.
@@ -84,15 +95,18 @@ def fisher_diagonal(
     the generic engine where the layer-wise one cannot; backward hooks are refused.
 
     Args:
-        model: maps a batch ``(N, ...)`` to logits (categorical) or means (Gaussian) ``h`` of shape ``(N, C)``,
-            each row depending on its own input only; in eval mode if it has dropout or batch norm.
+        model: maps a batch ``(N, ...)`` to logits (categorical) or means (Gaussian) ``h`` of shape ``(N, C)``
+            or, with positions, ``(N, T, C)`` (classes in the family's ``class_axis``, default last), each row
+            depending on its own input only; in eval mode if it has dropout or batch norm.
         inputs: a tensor ``(N, ...)`` or an iterable of tensors or ``(x, y)`` pairs (e.g. a ``DataLoader``);
             one ``(x, y)`` batch is ``[(x, y)]``, not the bare tuple.
         family: :class:`~fishertut.Categorical` or :class:`~fishertut.Gaussian`.
-        estimator: ``"exact"``, ``"i1"``, ``"i2"`` or ``"hutchinson"``.
+        estimator: ``"exact"``, ``"i1"``, ``"i1_sequence"``, ``"i2"`` or ``"hutchinson"``.
         targets: ``None`` (labels from the model), labels aligned with the rows of ``inputs`` in iteration
-            order (a tensor, list or numpy array; not with a shuffling ``DataLoader``), or ``"data"`` for the
-            ``y`` of ``(x, y)`` batches. Not allowed with ``"exact"``.
+            order (a tensor, list or numpy array; not with a shuffling ``DataLoader``), ``"data"`` for the
+            ``y`` of ``(x, y)`` batches, or ``"argmax"``. Not allowed with ``"exact"``. With positions, class
+            indices ``(N, T)`` (the output's shape without the class axis); the ignore index ``-100`` masks
+            its position.
         samples_per_input: labels drawn per input (must be 1 with ``targets``).
         generator: random source for the labels (on the model's device), for reproducibility. The labels of
             an input do not depend on how the inputs are batched, on the engine, or on the function.
@@ -104,6 +118,10 @@ def fisher_diagonal(
         process_group: a ``torch.distributed`` group whose ranks each hold part of the inputs; the sums are
             all-reduced so every rank returns the result over all inputs.
         minibatch: inputs summed before squaring (a statistical choice; ``batch_size`` only sets memory).
+        mask: boolean ``(N, T)`` (the output's shape without the class axis), ``True`` where a position counts:
+            padded positions are dropped from every sum. Only for outputs with positions.
+        normalize: ``"sequence"`` (default: each input's Fisher sums its unmasked positions) or ``"token"``
+            (divided by the input's number of unmasked positions).
 
     Returns:
         :class:`FisherDiagonal`: ``{parameter name: tensor shaped like the parameter}``, in the model's dtype.
@@ -147,11 +165,16 @@ def fisher_diagonal(
     stat = {"exact": "fisher", "hutchinson": "i1", "i1_sequence": "i1"}.get(estimator, estimator)
     per = 1 if estimator == "exact" else samples
     values = shaped(run, col.sums, stat, 1.0 / (n * per))
-    bias = None
-    if fixed:
-        exact = shaped(run, col.sums, "fisher", 1.0 / n)
-        bias = {k: values[k] - exact[k] for k in values}
-    labels = None if estimator == "exact" else "model" if targets is None else "argmax" if isinstance(targets, str) and targets == "argmax" else "given"
+    exact = shaped(run, col.sums, "fisher", 1.0 / n) if fixed else None
+    labels = (
+        None
+        if estimator == "exact"
+        else "model"
+        if targets is None
+        else "argmax"
+        if isinstance(targets, str) and targets == "argmax"
+        else "given"
+    )
     return FisherDiagonal(
         values,
         estimator=estimator,
@@ -160,7 +183,7 @@ def fisher_diagonal(
         samples_per_input=per,
         labels=labels,
         piecewise_linear=run.piecewise_linear,
-        bias=bias,
+        bias=None if exact is None else {k: values[k] - exact[k] for k in values},
         normalize=run.normalize,
     )
 
@@ -187,6 +210,8 @@ def variance_report(
 
     No Monte Carlo: for each input the variance over labels is a finite sum over classes (categorical) or a
     closed form (Gaussian): :math:`V_1 = K[v_i^4] - I(\theta_i|x)^2`, :math:`V_2 = u_i^\top\Lambda u_i` (eq. eq-var-v1).
+    With positions (:mod:`fishertut.families.positions`) each is summed over the unmasked positions, and
+    ``var_i1_sequence`` adds the cross-position terms of the per-sequence Î1.
     See :class:`VarianceReport` for the fields and :class:`Bounds` for the bound variant. Frozen parameters
     (``requires_grad=False``) are left out. Half-precision models work; their output-space spectra are
     computed in float32.
@@ -198,6 +223,8 @@ def variance_report(
         batch_size: as in :func:`fisher_diagonal`.
         path: as in :func:`fisher_diagonal`.
         process_group: as in :func:`fisher_diagonal`.
+        mask: as in :func:`fisher_diagonal`.
+        normalize: as in :func:`fisher_diagonal`; the variances are those of the estimators so normalised.
     """
     run = Run(model, family, path, batch_size, None, True, mask, normalize)
     col = SumCollector(float64_stats=frozenset({"fisher", "fisher_sq", "var_hutchinson", "var_i1_sequence"}))

@@ -26,8 +26,8 @@ keeps it unbiased. Both are unbiased for the mean Fisher over the inputs. One mi
    - \textstyle\sum_{n\in b} I_n^2\Big],
 
 with :math:`V_n = V_1(\theta_i\mid x_n)` for GNB and :math:`V_n = 2(\|a_n\|^4 - \sum_k a_{n,k}^4)` (Rademacher,
-for this :math:`A_n`) for Hutchinson (``var_hutchinson`` of :func:`~fishertut.variance_report`). The Hutchinson term's relative standard
-deviation is at most :math:`\sqrt 2` whatever ``B``.
+for this :math:`A_n`) for Hutchinson (``var_hutchinson`` of :func:`~fishertut.variance_report`). The
+Hutchinson term's relative standard deviation is at most :math:`\sqrt 2` whatever ``B``.
 
 Cost (``S`` draws, ``N`` inputs): one forward and ``S`` ordinary backward passes per minibatch, parameter-sized
 memory, no per-sample gradients, on any model autograd can differentiate. With ``minibatch=1`` the same
@@ -45,8 +45,8 @@ from torch import Tensor, nn
 from .arguments import check_count, coerce_targets
 from .batches import iterate_batches
 from .families import ExponentialFamily
-from .guards import PROBE_ROWS, check_independent_rows, check_output_kind, run_forward, warn_if_probabilities
 from .families.positions import Positions, check_normalize, checked_mask_and_labels
+from .guards import PROBE_ROWS, check_independent_rows, check_output_kind, run_forward, warn_if_probabilities
 from .report import FisherDiagonal
 from .validation import Checks, check_batch, check_generator, check_model
 

@@ -13,11 +13,11 @@ from torch import Tensor, nn
 from .arguments import check_count, coerce_targets
 from .batches import iterate_batches
 from .engines import Engine, check_path, select_engine
+from .engines.generic import GenericEngine
 from .engines.graph.trace import piecewise_linear_parameters
 from .errors import UnsupportedModelError
 from .families import ExponentialFamily
 from .families.positions import Positions, check_normalize, checked_mask_and_labels
-from .engines.generic import GenericEngine
 from .guards import PROBE_ROWS, check_independent_rows, check_output_kind, run_forward, warn_if_probabilities
 from .terms import SumCollector, UnitTerms
 from .validation import Checks, check_batch, check_generator, check_model
@@ -99,8 +99,10 @@ class Run:
         return xb, h, tape
 
     def batches(self, inputs: Inputs, targets: object) -> Iterable[tuple[Tensor, Tensor, object, object, Positions]]:
-        """Yield ``(x, h, tape, y, positions)`` per chunk: validated outputs flattened to ``(N, K)``, checked
-        labels if asked (``y`` is ``"argmax"`` for argmax labels), and the chunk's :class:`Positions`.
+        """Yield ``(x, h, tape, y, positions)`` per chunk: outputs flattened to ``(N, K)``, labels, positions.
+
+        The outputs are validated; labels are checked if asked (``y`` is ``"argmax"`` for argmax labels);
+        ``positions`` is the chunk's :class:`~fishertut.families.positions.Positions` (mask and weights).
 
         Value checks (NaN/Inf, label range) are read at once for the first chunk and, for the others,
         collected on the device and read once at the end (no host-device round trip per batch).
@@ -123,11 +125,11 @@ class Run:
                 whole = (x.shape[0], *h.shape[1:])
                 if start == 0:  # the whole batch's labels and mask, against outputs of its shape
                     part = self._mask_rows(offset, x.shape[0])
-                    mask, labels = checked_mask_and_labels(
-                        self.family, whole, part, y, self.device, self.dtype, checks
-                    )
+                    mask, labels = checked_mask_and_labels(self.family, whole, part, y, self.device, self.dtype, checks)
                 rows = slice(start, start + xb.shape[0])
-                layout = Positions(self.family, tuple(h.shape), None if mask is None else mask[rows], self.normalize, h.dtype)
+                layout = Positions(
+                    self.family, tuple(h.shape), None if mask is None else mask[rows], self.normalize, h.dtype
+                )
                 self.max_positions = max(self.max_positions, layout.num_positions)
                 yb = "argmax" if argmax else None if labels is None else labels[rows]
                 start += xb.shape[0]

@@ -198,7 +198,9 @@ def estimate(
         raise ValueError(f"mask must be a boolean tensor with one row per input ({n}), got {got}")
     mask = None if mask is None else mask.to(device)
     part = None if mask is None else mask[order[:pilot]]
-    per = per_input_statistics(model, inputs[order[:pilot]], family, batch_size=batch_size, mask=part, normalize=normalize)
+    per = per_input_statistics(
+        model, inputs[order[:pilot]], family, batch_size=batch_size, mask=part, normalize=normalize
+    )
     per_input = LayerwiseEngine.unsupported_reason(model) is None
     with torch.no_grad():
         classes = model(inputs[:1]).shape[-1]

@@ -70,7 +70,9 @@ def test_sequence_variance_exceeds_token_variance_by_the_cross_terms():
     rep = ft.variance_report(model, ids, ft.Categorical(), mask=mask)
     gap = flat(rep.var_i1_sequence) - flat(rep.var_i1)
     assert (gap >= -1e-15).all() and gap.max() > 0
-    last = ft.variance_report(model, ids, ft.Categorical(), mask=torch.zeros_like(mask).index_fill_(1, torch.tensor([2]), True))
+    last = ft.variance_report(
+        model, ids, ft.Categorical(), mask=torch.zeros_like(mask).index_fill_(1, torch.tensor([2]), True)
+    )
     close(flat(last.var_i1_sequence), flat(last.var_i1), "one position")
 
 
@@ -90,7 +92,13 @@ def test_estimator_terms_at_sampled_labels_match_oracle(kind, normalize):
             close(got, want[name], f"{name}[s={s}]")
     for est in ("i1", "i1_sequence", "i2"):
         f = ft.fisher_diagonal(
-            model, ids, fam, est, samples_per_input=3, generator=torch.Generator().manual_seed(5), mask=mask,
+            model,
+            ids,
+            fam,
+            est,
+            samples_per_input=3,
+            generator=torch.Generator().manual_seed(5),
+            mask=mask,
             normalize=normalize,
         )
         close(flat(f), flat_per_input(getattr(terms, est), lead=2).mean((0, 1)), f"fisher_diagonal {est}")
@@ -175,7 +183,10 @@ def test_minibatch_monte_carlo_matches_the_exact_variance(estimator):
     var = flat(rep.estimator_variance(estimator, minibatch=3, inputs="given"))
     gen = torch.Generator().manual_seed(11)
     draws = torch.stack(
-        [flat(ft.fisher_diagonal(model, ids, fam, estimator, minibatch=3, generator=gen, mask=mask)) for _ in range(400)]
+        [
+            flat(ft.fisher_diagonal(model, ids, fam, estimator, minibatch=3, generator=gen, mask=mask))
+            for _ in range(400)
+        ]
     )
     r = draws.shape[0]
     fisher = flat(rep.fisher)
@@ -196,7 +207,13 @@ def test_hutchinson_per_sequence_mean_and_variance_by_monte_carlo():
     per = ft.per_input_statistics(model, ids, fam, mask=mask, normalize="token")
     r = 2000
     f = ft.fisher_diagonal(
-        model, ids, fam, "hutchinson", samples_per_input=r, generator=torch.Generator().manual_seed(2), mask=mask,
+        model,
+        ids,
+        fam,
+        "hutchinson",
+        samples_per_input=r,
+        generator=torch.Generator().manual_seed(2),
+        mask=mask,
         normalize="token",
     )
     var = flat_per_input(per.var_hutchinson).mean(0) / (3 * r)

@@ -1,5 +1,6 @@
-r"""The generic engine: any ``nn.Module`` mapping a batch ``(N, ...)`` to ``(N, C)`` (or ``(N, T, C)``, seen flattened
-as ``(N, T·C)``), through ``torch.func``.
+r"""The generic engine: any ``nn.Module`` mapping a batch ``(N, ...)`` to ``(N, C)``, through ``torch.func``.
+
+Outputs with positions ``(N, T, C)`` are seen flattened, ``(N, T·C)`` (:mod:`fishertut.families.positions`).
 
 Per input, :math:`v_i = \partial h/\partial\theta_i` for all parameters comes from one ``jacrev`` (``C``
 backward passes), and :math:`u_i = \partial^2 h/\partial\theta_i^2` from a forward-over-forward directional

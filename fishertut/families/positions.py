@@ -11,8 +11,10 @@ and :math:`c_{n,t}` the position weights (0 where masked; 1, or :math:`1/T_n` wi
 * Fisher of the input: :math:`I_n = \sum_t c_{n,t} I_{n,t}` (the cross terms of the score vanish);
 * per-token Î1, :math:`\sum_t c_t g_t^2` (``"i1"``): variance :math:`\sum_t c_t^2 V_{1,t}`;
 * per-sequence Î1, :math:`(\sum_t \sqrt{c_t} g_t)^2` (``"i1_sequence"``): variance
-  :math:`\sum_t c_t^2 V_{1,t} + 2[(\sum_t c_t I_t)^2 - \sum_t c_t^2 I_t^2]`, since for independent zero-mean
-  :math:`a_t` one has :math:`\mathbb E(\sum_t a_t)^4 = \sum_t \mathbb E a_t^4 + 3\sum_{t\ne s}\mathbb E a_t^2\,\mathbb E a_s^2`;
+  :math:`\sum_t c_t^2 V_{1,t} + 2[(\sum_t c_t I_t)^2 - \sum_t c_t^2 I_t^2]`, since independent zero-mean
+  :math:`a_t` have
+  :math:`\mathbb E(\sum_t a_t)^4 = \sum_t \mathbb E a_t^4 + 3\sum_{t\ne s}\mathbb E a_t^2\,\mathbb E a_s^2`:
+  the cross-position terms vanish in expectation but not in variance;
 * Î2, :math:`-\sum_t c_t\,\partial^2_{\theta_i}\log p(y_t|x)`: variance :math:`\sum_t c_t^2 V_{2,t}`.
 
 Engines never see the positions: they differentiate the flattened output ``(N, K)``, ``K = T·C``, in the
@@ -194,23 +196,27 @@ class Positions:
         return self._labels(y.unsqueeze(1), h.shape[0], 1), eps
 
     def score_channels(self, eps: Tensor, per_token: bool) -> Tensor:
-        r"""Channels of sampled scores: per token ``(N, S·T, K)``, each :math:`\sqrt{c_t}\varepsilon_t` alone, or
-        per sequence ``(N, S, K)``, :math:`\sqrt{c_t}\varepsilon_t` at every position (their sum's gradient)."""
+        r"""Channels of sampled scores, per token ``(N, S·T, K)`` or per sequence ``(N, S, K)``.
+
+        Per token, each :math:`\sqrt{c_t}\varepsilon_t` alone (one squared score per position); per sequence,
+        :math:`\sqrt{c_t}\varepsilon_t` at every position at once (the gradient of the summed log-likelihood).
+        """
         eps = eps * self._root_weights(eps)[:, None, :, None]
         if not per_token:
             return self.to_model(eps)
         n, s, t, c = eps.shape
-        return self.to_model(self._blocks(eps.transpose(1, 2)).reshape(n, t, s, t, c).transpose(1, 2).reshape(n, -1, t, c))
+        return self.to_model(
+            self._blocks(eps.transpose(1, 2)).reshape(n, t, s, t, c).transpose(1, 2).reshape(n, -1, t, c)
+        )
 
     def curvature_channels(self, eps: Tensor, summed: bool = True) -> Tensor:
-        r""":math:`c_t\varepsilon_{s,t}` per draw ``(N, S, K)``, or summed over draws ``(N, 1, K)``: the label
-        noise that enters Î2."""
+        r"""The label noise that enters Î2: :math:`c_t\varepsilon_{s,t}` per draw ``(N, S, K)``, or summed."""
         w = self.weights.to(device=eps.device, dtype=eps.dtype)
         eps = eps * w[:, None, :, None]
         return self.to_model(eps.sum(1, keepdim=True) if summed else eps)
 
     def hutchinson_channels(self, h: Tensor, samples: int, generator) -> Tensor:
-        r"""Channels :math:`\sum_t\sqrt{c_t}\,\xi_t^\top S_t` ``(N, S, K)``, Rademacher :math:`\xi` drawn input by input."""
+        r"""Channels :math:`\sum_t\sqrt{c_t}\,\xi_t^\top S_t` ``(N, S, K)``; Rademacher :math:`\xi`, input by input."""
         n, t, c = h.shape[0], self.num_positions, self.classes
         xi = torch.randint(0, 2, (n, samples, t * c), generator=generator, device=h.device).to(h.dtype) * 2 - 1
         s = self.family.covariance_factor(self.rows(h)).reshape(n, t, c, c)
