@@ -253,3 +253,18 @@ def test_arguments_are_checked_by_name():
         ft.fisher_diagonal(flat_model, torch.randn(3, 2, dtype=torch.float64), fam, mask=mask)
     with pytest.raises(ValueError, match="class indices in \\[0, 4\\) or the ignore index -100"):
         ft.fisher_diagonal(model, ids, fam, "i1", targets=ids - 2)
+
+
+def test_readme_language_model_block_runs_as_printed():
+    import pathlib
+    import re
+    import subprocess
+    import sys
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    text = (root / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("### Language models and other sequence outputs") :]
+    block = re.search(r"```python\n(.*?)```", section, flags=re.S).group(1)
+    out = subprocess.run([sys.executable, "-c", block], capture_output=True, text=True, cwd=root, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "Warning" not in out.stderr, out.stderr

@@ -20,7 +20,7 @@ and :math:`c_{n,t}` the position weights (0 where masked; 1, or :math:`1/T_n` wi
 Engines never see the positions: they differentiate the flattened output ``(N, K)``, ``K = T·C``, in the
 model's memory order, along output-space *channels* ``(N, k, K)`` that :class:`Positions` builds (block
 diagonal over positions, weighted by :math:`\sqrt{c_t}`), and :class:`Positions` reads their derivatives back
-per position. See chapter "Language models" of the book.
+per position. The entry points of :mod:`fishertut.api` take ``mask`` and ``normalize``.
 """
 
 from __future__ import annotations
