@@ -268,3 +268,26 @@ def test_readme_language_model_block_runs_as_printed():
     out = subprocess.run([sys.executable, "-c", block], capture_output=True, text=True, cwd=root, timeout=300)
     assert out.returncode == 0, out.stderr
     assert "Warning" not in out.stderr, out.stderr
+
+
+def test_estimate_plans_and_meets_its_tolerance_with_a_mask():
+    model = build("gru")
+    ids, mask = left_padded(24, STEPS, VOCAB, [i % 3 for i in range(24)], seed=7)
+    fam = ft.Categorical()
+    exact = ft.fisher_diagonal(model, ids, fam, mask=mask, normalize="token")
+    est = ft.estimate(
+        model,
+        ids,
+        fam,
+        rtol=0.5,
+        delta=0.1,
+        generator=torch.Generator().manual_seed(0),
+        estimators=("i1", "hutchinson"),
+        mask=mask,
+        normalize="token",
+    )
+    assert {e.estimator for e in est.plan.values()} <= {"i1", "hutchinson"}
+    f, e = flat(exact), flat(est)
+    live = f > 1e-8 * f.max()
+    outside = ((e - f).abs() > 0.5 * f)[live].double().mean().item()
+    assert outside <= 0.1, f"{outside:.1%} of the estimates are outside the tolerance, at most 10% allowed"
