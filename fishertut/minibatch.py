@@ -123,7 +123,7 @@ def _probe(model: nn.Module, x: Tensor, family: ExponentialFamily, dtype: torch.
     h, _ = run_forward(lambda t: (model(t), None), probe, model, dtype, x.shape)
     check_output_kind(h, probe.shape[0], dtype, family, checks)
     check_independent_rows(model, probe, h)
-    warn_if_probabilities(model, Positions(family, tuple(h.shape), None, "sequence", h.dtype).rows(h), family)
+    warn_if_probabilities(model, Positions(family, tuple(h.shape), None, "sequence", h.dtype, h.device).rows(h), family)
 
 
 def _channels(
@@ -158,7 +158,7 @@ def _layout(
             f"{shape}, that is estimator='i1_sequence' (GNB over sequences); 'i1' is per token, minibatch=1"
         )
     mask, labels = checked_mask_and_labels(family, shape, mask, y, h.device, h.dtype, checks)
-    return Positions(family, shape, mask, normalize, h.dtype), labels
+    return Positions(family, shape, mask, normalize, h.dtype, h.device), labels
 
 
 def one_backward_diagonal(

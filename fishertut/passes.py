@@ -91,7 +91,7 @@ class Run:
             self.engine = GenericEngine(self.model)
             h, tape = self._forward(xb, checks, x)
         check_independent_rows(self.model, xb, h)
-        layout = Positions(self.family, tuple(h.shape), None, self.normalize, h.dtype)
+        layout = Positions(self.family, tuple(h.shape), None, self.normalize, h.dtype, h.device)
         warn_if_probabilities(self.model, layout.rows(h), self.family)
         if self.batch_size is None:
             per_input = self.engine.per_input_elements(2 * h[0].numel(), self.curvature)
@@ -128,7 +128,7 @@ class Run:
                     mask, labels = checked_mask_and_labels(self.family, whole, part, y, self.device, self.dtype, checks)
                 rows = slice(start, start + xb.shape[0])
                 layout = Positions(
-                    self.family, tuple(h.shape), None if mask is None else mask[rows], self.normalize, h.dtype
+                    self.family, tuple(h.shape), None if mask is None else mask[rows], self.normalize, h.dtype, h.device
                 )
                 self.max_positions = max(self.max_positions, layout.num_positions)
                 yb = "argmax" if argmax else None if labels is None else labels[rows]

@@ -291,3 +291,19 @@ def test_estimate_plans_and_meets_its_tolerance_with_a_mask():
     live = f > 1e-8 * f.max()
     outside = ((e - f).abs() > 0.5 * f)[live].double().mean().item()
     assert outside <= 0.1, f"{outside:.1%} of the estimates are outside the tolerance, at most 10% allowed"
+
+
+def test_per_pixel_classes_in_axis_one_fall_back_from_the_graph_engine():
+    """A convolutional net with logits (N, C, H, W): the graph engine takes (N, C) outputs only."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 2), torch.nn.Tanh(), torch.nn.Conv2d(2, 3, 1)).double().eval()
+    x = torch.randn(2, 1, 3, 3, dtype=torch.float64)
+    fam = ft.Categorical(class_axis=1)
+    f = ft.fisher_diagonal(net, x, fam)
+    assert f.path == "generic"
+    with pytest.raises(ft.UnsupportedModelError, match="path='graph' takes outputs \\(N, C\\)"):
+        ft.fisher_diagonal(net, x, fam, path="graph")
+    # each pixel is a position: the Fisher sums the per-pixel Fishers of the same net on 2x2 crops
+    crops = torch.cat([x[:, :, i : i + 2, j : j + 2] for i in range(2) for j in range(2)])
+    per_pixel = ft.fisher_diagonal(torch.nn.Sequential(net, torch.nn.Flatten()), crops, ft.Categorical())
+    close(flat(f), 4 * flat(per_pixel), "sum over pixels")

@@ -62,9 +62,10 @@ class Positions:
         mask: boolean ``(N, *positions)`` (``True`` = counted) or ``None`` (every position counts).
         normalize: ``"sequence"`` (sum over positions) or ``"token"`` (divided by each input's count).
         dtype: dtype of the weights (the model's).
+        device: where the weights live without a mask (the outputs' device).
     """
 
-    def __init__(self, family, shape: tuple[int, ...], mask: Tensor | None, normalize: str, dtype) -> None:
+    def __init__(self, family, shape: tuple[int, ...], mask: Tensor | None, normalize: str, dtype, device=None) -> None:
         self.family = family
         self.shape = tuple(shape)
         self.axis = family.class_axis % len(shape)
@@ -73,7 +74,7 @@ class Positions:
         self.num_positions = math.prod(self.position_shape)
         n = shape[0]
         if mask is None:
-            mask = torch.ones((n, self.num_positions), dtype=torch.bool)
+            mask = torch.ones((n, self.num_positions), dtype=torch.bool, device=device)
         self.mask = mask.reshape(n, self.num_positions)
         weights = self.mask.to(dtype)
         if normalize == "token":
