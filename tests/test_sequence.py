@@ -307,3 +307,28 @@ def test_per_pixel_classes_in_axis_one_fall_back_from_the_graph_engine():
     crops = torch.cat([x[:, :, i : i + 2, j : j + 2] for i in range(2) for j in range(2)])
     per_pixel = ft.fisher_diagonal(torch.nn.Sequential(net, torch.nn.Flatten()), crops, ft.Categorical())
     close(flat(f), 4 * flat(per_pixel), "sum over pixels")
+
+
+@pytest.mark.parametrize("estimator", ["i1", "i1_sequence", "hutchinson"])
+def test_sampled_labels_do_not_depend_on_the_batching(estimator):
+    model, ids, mask, _, _ = setting("lstm", "sequence")
+    fam = ft.Categorical()
+    whole = ft.fisher_diagonal(
+        model, ids, fam, estimator, samples_per_input=2, generator=torch.Generator().manual_seed(9), mask=mask
+    )
+    rows = ft.fisher_diagonal(
+        model,
+        [ids[:1], ids[1:]],
+        fam,
+        estimator,
+        samples_per_input=2,
+        generator=torch.Generator().manual_seed(9),
+        mask=mask,
+        batch_size=1,
+    )
+    close(flat(rows), flat(whole), "batching")
+    a = ft.estimator_terms(model, ids, fam, samples_per_input=2, generator=torch.Generator().manual_seed(9))
+    b = ft.estimator_terms(
+        model, ids, fam, samples_per_input=2, generator=torch.Generator().manual_seed(9), batch_size=1
+    )
+    assert torch.equal(a.labels, b.labels)
