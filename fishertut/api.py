@@ -87,7 +87,7 @@ def fisher_diagonal(
     Labels :math:`y_{ns}` are drawn from the model, ``samples_per_input`` per input, from ``generator``,
     unless ``targets`` gives them; with data labels ``"i1"`` is the empirical Fisher (chapter "The empirical
     Fisher"); ``targets="argmax"`` takes the most probable class at every position. Both are biased by design
-    and random in nothing: the result's ``bias`` is their exact error against the exact Fisher.
+    and random in nothing: :meth:`VarianceReport.bias` gives their exact error against the exact Fisher.
 
     Frozen parameters (``requires_grad=False``) are left out: they are constants of the model, and only
     trainable ones get an entry. Hooks, parametrizations (results keyed by ``model.named_parameters()``, e.g.
@@ -136,11 +136,10 @@ def fisher_diagonal(
         return one_backward_diagonal(
             model, inputs, family, estimator, minibatch, samples, targets, generator, batch_size, mask, normalize
         )
-    fixed = targets is not None  # data or argmax labels: no randomness, the error is the bias
     run = Run(model, family, path, batch_size, generator, estimator == "i2", mask, normalize)
     col = SumCollector()
     for _, h, tape, y, layout in run.batches(inputs, targets):
-        cov = layout.covariance_channels(h) if estimator in ("exact", "i2") or fixed else None
+        cov = layout.covariance_channels(h) if estimator in ("exact", "i2") else None
         if estimator == "exact":
             for t in run.units(tape, cov, None):
                 col.add([("fisher", t.jac.square().sum(1), 2)], t)
@@ -153,19 +152,15 @@ def fisher_diagonal(
         if estimator == "i2":
             # only the sum over labels of the label noise enters: one curvature channel r = sum_s c_t eps_s
             for t in run.units(tape, cov, layout.curvature_channels(eps)):
-                fisher = t.jac.square().sum(1)
-                stats = [("i2", samples * fisher if t.curv_zero else samples * fisher - t.curv[:, 0], 2)]
-                col.add(stats + ([("fisher", fisher, 2)] if fixed else []), t)
+                i2 = samples * t.jac.square().sum(1)
+                col.add([("i2", i2 if t.curv_zero else i2 - t.curv[:, 0], 2)], t)
             continue
-        k = chans.shape[1]
-        for t in run.units(tape, chans if cov is None else torch.cat([chans, cov], 1), None):
-            sq = t.jac.square()
-            col.add([("i1", sq[:, :k].sum(1), 2)] + ([("fisher", sq[:, k:].sum(1), 2)] if fixed else []), t)
+        for t in run.units(tape, chans, None):
+            col.add([("i1", t.jac.square().sum(1), 2)], t)
     n = all_reduce(col, run.num_inputs, process_group)
     stat = {"exact": "fisher", "hutchinson": "i1", "i1_sequence": "i1"}.get(estimator, estimator)
     per = 1 if estimator == "exact" else samples
     values = shaped(run, col.sums, stat, 1.0 / (n * per))
-    exact = shaped(run, col.sums, "fisher", 1.0 / n) if fixed else None
     labels = (
         None
         if estimator == "exact"
@@ -183,7 +178,6 @@ def fisher_diagonal(
         samples_per_input=per,
         labels=labels,
         piecewise_linear=run.piecewise_linear,
-        bias=None if exact is None else {k: values[k] - exact[k] for k in values},
         normalize=run.normalize,
     )
 

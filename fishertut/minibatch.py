@@ -137,7 +137,10 @@ def _channels(
     """Channels ``(N, S, K)`` for flat outputs ``h``: Rademacher ones, or the residuals of every position's label."""
     if estimator == "hutchinson":
         return layout.hutchinson_channels(h, samples, generator)
-    eps = layout.sample(h, samples, generator)[1] if y is None else layout.given(h, y)[1]
+    if y is None:
+        eps = layout.sample(h, samples, generator)[1]
+    else:
+        eps = layout.argmax(h)[1] if isinstance(y, str) else layout.given(h, y)[1]
     return layout.score_channels(eps, per_token=False)
 
 

@@ -46,9 +46,6 @@ class FisherDiagonal(dict):
         minibatch: inputs summed before squaring (1: per-input estimators).
         piecewise_linear: parameters proven from the traced graph to have :math:`u \equiv 0` (every operation
             between them and the output piecewise linear); their second derivatives were never computed.
-        bias: for fixed labels (``"given"`` or ``"argmax"``: the empirical Fisher and the argmax-label recipe),
-            the estimate minus the exact Fisher over the same inputs, computed in the same pass. Such an
-            estimate has no randomness given the inputs: the bias is its whole error. ``None`` otherwise.
         normalize: ``"sequence"`` or ``"token"`` (:mod:`fishertut.families.positions`).
     """
 
@@ -63,11 +60,9 @@ class FisherDiagonal(dict):
         labels: str | None,
         minibatch: int = 1,
         piecewise_linear: frozenset[str] = frozenset(),
-        bias: dict[str, Tensor] | None = None,
         normalize: str = "sequence",
     ) -> None:
         super().__init__(values)
-        self.bias = bias
         self.normalize = normalize
         self.estimator = estimator
         self.path = path
@@ -154,13 +149,32 @@ class VarianceReport:
             "fisher": self.fisher,
             "var_x": self.var_x,
             "var_i1": self.var_i1,
-            "var_i1_sequence": self.var_i1_sequence or self.var_i1,
             "var_i2": self.var_i2,
             "v1_lower": b.v1_lower,
             "v1_upper": b.v1_upper,
             "v2_lower": b.v2_lower,
             "v2_upper": b.v2_upper,
         }
+
+    def bias(self, estimate: dict[str, Tensor]) -> dict[str, Tensor]:
+        r"""``estimate`` minus the exact Fisher of the report, per parameter: the error of a fixed-label estimate.
+
+        The empirical Fisher (``targets`` from the data) and the argmax-label recipe (``targets="argmax"``) are
+        deterministic given the inputs, and biased by design: this difference is their whole error. Pass an
+        estimate over the same inputs (and ``mask``, ``normalize``) as the report.
+
+        Raises:
+            ValueError: the estimate covers other parameters, another number of inputs or normalisation.
+        """
+        if set(estimate) != set(self.fisher):
+            raise ValueError(f"estimate has parameters {sorted(estimate)}, the report {sorted(self.fisher)}")
+        for attr in ("num_inputs", "normalize"):
+            mine, theirs = getattr(self, attr), getattr(estimate, attr, getattr(self, attr))
+            if mine != theirs:
+                raise ValueError(
+                    f"estimate has {attr}={theirs!r} but the report {attr}={mine!r}: compare like with like"
+                )
+        return {k: estimate[k] - self.fisher[k] for k in self.fisher}
 
     def conditional_variance(self, estimator: str) -> dict[str, Tensor]:
         """``var_i1``, ``var_i1_sequence``, ``var_i2`` or ``var_hutchinson``."""
