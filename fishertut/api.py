@@ -30,19 +30,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .arguments import check_count
+from .checks.arguments import ESTIMATORS, check_estimator, check_sampling
 from .families import ExponentialFamily, OutputSpectrum
-from .minibatch import check_minibatch, hutchinson_channels, hutchinson_unit_variance, one_backward_diagonal
-from .passes import Inputs, Run, all_reduce, identity_channels, labels_and_residuals, shaped
-from .report import (
-    ESTIMATORS,
-    Bounds,
-    ConditionalStatistics,
-    EstimatorTerms,
-    FisherDiagonal,
-    VarianceReport,
-    check_estimator,
-)
+from .minibatch import hutchinson_channels, hutchinson_unit_variance, one_backward_diagonal
+from .passes import Inputs, Run, identity_channels, labels_and_residuals, shaped
+from .report import Bounds, ConditionalStatistics, EstimatorTerms, FisherDiagonal, VarianceReport
 from .terms import PerInputCollector, SumCollector, UnitTerms
 
 __all__ = ["fisher_diagonal", "variance_report", "per_input_statistics", "estimator_terms"]
@@ -106,16 +98,10 @@ def fisher_diagonal(
         :class:`FisherDiagonal`: ``{parameter name: tensor shaped like the parameter}``, in the model's dtype.
     """
     check_estimator(estimator, ESTIMATORS)
-    samples = check_count(samples_per_input, "samples_per_input")
-    if targets is not None and estimator == "exact":
-        raise ValueError("targets are not used by estimator='exact' (it averages over all labels); pass targets=None")
-    if targets is not None and samples != 1:
-        raise ValueError(f"samples_per_input must be 1 when targets are given, got {samples}")
-    if check_minibatch(estimator, minibatch, targets) > 1:
-        return one_backward_diagonal(
-            model, inputs, family, estimator, minibatch, samples, targets, generator, batch_size
-        )
-    run = Run(model, family, path, batch_size, generator, curvature=estimator == "i2")
+    samples, size = check_sampling(estimator, targets, samples_per_input, minibatch)
+    run = Run(model, family, path, batch_size, generator, curvature=estimator == "i2", process_group=process_group)
+    if size > 1:
+        return one_backward_diagonal(run, inputs, estimator, size, samples, targets, generator)
     col = SumCollector()
     for _, h, tape, y in run.batches(inputs, targets):
         # channels S with S^T S = Lambda turn v^T Lambda v into ||S v||^2
@@ -136,7 +122,7 @@ def fisher_diagonal(
             for t in run.units(tape, family.covariance_factor(h), eps.sum(1, keepdim=True)):
                 i2 = samples * t.jac.square().sum(1)
                 col.add([("i2", i2 if t.curv_zero else i2 - t.curv[:, 0], 2)], t)
-    n = all_reduce(col, run.num_inputs, process_group)
+    n = run.reduce(col)
     stat = {"exact": "fisher", "hutchinson": "i1"}.get(estimator, estimator)
     per = 1 if estimator == "exact" else samples
     return FisherDiagonal(
@@ -147,6 +133,7 @@ def fisher_diagonal(
         samples_per_input=per,
         labels=None if estimator == "exact" else ("model" if targets is None else "given"),
         piecewise_linear=run.piecewise_linear,
+        unused=run.unused,
     )
 
 
@@ -206,10 +193,10 @@ def variance_report(
         path: as in :func:`fisher_diagonal`.
         process_group: as in :func:`fisher_diagonal`.
     """
-    run = Run(model, family, path, batch_size, None, curvature=True)
+    run = Run(model, family, path, batch_size, None, curvature=True, process_group=process_group)
     col = SumCollector(float64_stats=frozenset({"fisher", "fisher_sq", "var_hutchinson"}))
     _conditional_pass(run, inputs, col, with_square=True)
-    n = all_reduce(col, run.num_inputs, process_group)
+    n = run.reduce(col)
 
     def get(stat: str) -> dict[str, Tensor]:
         return shaped(run, col.sums, stat, 1.0 / n)
@@ -230,6 +217,7 @@ def variance_report(
         family=family,
         var_hutchinson=get("var_hutchinson"),
         piecewise_linear=run.piecewise_linear,
+        unused=run.unused,
     )
 
 
@@ -257,6 +245,7 @@ def per_input_statistics(
         path=run.engine.name,
         var_hutchinson=get("var_hutchinson"),
         piecewise_linear=run.piecewise_linear,
+        unused=run.unused,
     )
 
 
@@ -278,9 +267,7 @@ def estimator_terms(
     Materialises ``N × S × P`` values: meant for small models or few inputs (Monte-Carlo experiments).
     Frozen parameters (``requires_grad=False``) are left out. Arguments as in :func:`fisher_diagonal`.
     """
-    samples = check_count(samples_per_input, "samples_per_input")
-    if targets is not None and samples != 1:
-        raise ValueError(f"samples_per_input must be 1 when targets are given, got {samples}")
+    samples, _ = check_sampling("i2", targets, samples_per_input)
     run = Run(model, family, path, batch_size, generator, curvature=True)
     col = PerInputCollector()
     labels = []
@@ -301,4 +288,5 @@ def estimator_terms(
         labels=torch.cat(labels, 0),
         path=run.engine.name,
         piecewise_linear=run.piecewise_linear,
+        unused=run.unused,
     )

@@ -24,12 +24,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from .arguments import check_count
+from .checks.arguments import check_count, check_estimator
 from .variances import minibatch_variance
 
 __all__ = ["FisherDiagonal", "Bounds", "VarianceReport", "ConditionalStatistics", "EstimatorTerms"]
-
-ESTIMATORS = ("exact", "i1", "i2", "hutchinson")
 
 
 class FisherDiagonal(dict):
@@ -37,14 +35,16 @@ class FisherDiagonal(dict):
 
     Attributes:
         estimator: ``"exact"``, ``"i1"``, ``"i2"`` or ``"hutchinson"``.
-        path: the engine used, ``"layerwise"``, ``"graph"`` or ``"generic"``, or ``"autograd"`` (one backward per
-            minibatch).
+        path: the engine used, ``"layerwise"``, ``"graph"`` or ``"generic"`` (with ``minibatch > 1``, the engine
+            whose forward autograd differentiated once per minibatch).
         num_inputs: number of inputs :math:`N`.
         samples_per_input: labels per input (1 for ``"exact"`` and for data labels).
         labels: ``"model"`` (sampled), ``"given"`` (targets), or ``None`` for ``"exact"``.
         minibatch: inputs summed before squaring (1: per-input estimators).
         piecewise_linear: parameters proven from the traced graph to have :math:`u \equiv 0` (every operation
             between them and the output piecewise linear); their second derivatives were never computed.
+        unused: trainable parameters the model's forward never reads (autograd does not reach them and no
+            operation reads them); their entries are exactly 0.
     """
 
     def __init__(
@@ -58,6 +58,7 @@ class FisherDiagonal(dict):
         labels: str | None,
         minibatch: int = 1,
         piecewise_linear: frozenset[str] = frozenset(),
+        unused: frozenset[str] = frozenset(),
     ) -> None:
         super().__init__(values)
         self.estimator = estimator
@@ -67,6 +68,7 @@ class FisherDiagonal(dict):
         self.labels = labels
         self.minibatch = minibatch
         self.piecewise_linear = piecewise_linear
+        self.unused = unused
 
     def __repr__(self) -> str:
         return (
@@ -97,12 +99,6 @@ class Bounds:
     v2_upper: dict[str, Tensor]
 
 
-def check_estimator(estimator: str, allowed: tuple[str, ...] = ("i1", "i2")) -> None:
-    """Raise ``ValueError`` unless ``estimator`` is one of ``allowed`` (the one estimator-name check)."""
-    if estimator not in allowed:
-        raise ValueError(f"estimator must be one of {allowed}, got {estimator!r}")
-
-
 @dataclass
 class VarianceReport:
     r"""Exact FIM diagonal, conditional variances of Î1 and Î2, input variance and bounds (module docstring).
@@ -116,6 +112,7 @@ class VarianceReport:
         path: the engine used.
         piecewise_linear: parameters proven from the traced graph to have :math:`u \equiv 0` (so
             ``var_i2`` is 0 there); their second derivatives were never computed.
+        unused: trainable parameters the model's forward never reads; every statistic of theirs is exactly 0.
     """
 
     fisher: dict[str, Tensor]
@@ -128,6 +125,7 @@ class VarianceReport:
     family: object = field(repr=False, default=None)
     var_hutchinson: dict[str, Tensor] = field(default_factory=dict)
     piecewise_linear: frozenset[str] = frozenset()
+    unused: frozenset[str] = frozenset()
 
     def statistics(self) -> dict[str, dict[str, Tensor]]:
         """The per-parameter fields by name: ``fisher``, ``var_x``, ``var_i1``, ``var_i2`` and the four bounds."""
@@ -218,7 +216,8 @@ class ConditionalStatistics:
 
     ``fisher[k][n]`` is :math:`I(\theta|x_n)`; ``var_i1``, ``var_i2`` are :math:`V_1, V_2(\theta|x_n)` and
     ``var_hutchinson`` the Hutchinson term's variance; ``bounds`` holds the per-input bounds;
-    ``piecewise_linear`` the parameters proven to have :math:`u \equiv 0`.
+    ``piecewise_linear`` the parameters proven to have :math:`u \equiv 0`; ``unused`` the parameters the
+    forward never reads (every value of theirs is exactly 0).
     """
 
     fisher: dict[str, Tensor]
@@ -228,6 +227,7 @@ class ConditionalStatistics:
     path: str
     var_hutchinson: dict[str, Tensor] = field(default_factory=dict)
     piecewise_linear: frozenset[str] = frozenset()
+    unused: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -236,7 +236,8 @@ class EstimatorTerms:
 
     ``i1[k][n, s]`` is :math:`(\partial_{\theta}\log p(y_{ns}|x_n))^2` and ``i2[k][n, s]`` is
     :math:`-\partial^2_{\theta}\log p(y_{ns}|x_n)`; ``labels`` are the :math:`y_{ns}`. The estimators are the
-    means over ``(n, s)``. ``piecewise_linear``: the parameters proven to have :math:`u \equiv 0`.
+    means over ``(n, s)``. ``piecewise_linear``: the parameters proven to have :math:`u \equiv 0`; ``unused``:
+    the parameters the forward never reads (their terms are exactly 0).
     """
 
     i1: dict[str, Tensor]
@@ -244,3 +245,4 @@ class EstimatorTerms:
     labels: Tensor
     path: str
     piecewise_linear: frozenset[str] = frozenset()
+    unused: frozenset[str] = frozenset()

@@ -542,10 +542,11 @@ def test_engine_is_chosen_once_and_every_forward_pass_is_used(monkeypatch):
     x = _inputs(n=12)
     rep = ft.variance_report(_mlp(), [x[:5], x[5:]], ft.Categorical(), batch_size=3)
     assert chosen == [(5, 4)]
-    assert rows == [3, 2, 3, 3, 1] and rep.num_inputs == 12  # the first chunk gives C: no extra pass
+    # the first chunk gives C (no extra pass); its rows are then run one by one (the independent-rows guard)
+    assert rows == [3, 1, 1, 1, 2, 3, 3, 1] and rep.num_inputs == 12
     rows.clear()
     ft.variance_report(_mlp(), x, ft.Categorical())
-    assert rows == [4, 8]  # default size: a probe chunk of 4 rows, then the rest
+    assert rows == [4, 1, 1, 1, 1, 8]  # default size: a probe chunk of 4 rows, then the rest
 
 
 @pytest.mark.filterwarnings("ignore:There is a performance drop:UserWarning")
