@@ -246,6 +246,7 @@ def per_input_statistics(
         var_hutchinson=get("var_hutchinson"),
         piecewise_linear=run.piecewise_linear,
         unused=run.unused,
+        num_outputs=run.num_outputs,
     )
 
 

@@ -73,14 +73,20 @@ def overridden_base(module: nn.Module) -> type[nn.Module] | None:
     return None
 
 
-def override_reason(path: str, module: nn.Module) -> str | None:
-    """A message if ``module`` overrides the computation of its PyTorch base (:func:`overridden_base`)."""
+def override_reason(path: str | None, module: nn.Module, engine: str) -> str | None:
+    """A message if ``module`` (at ``path``, if given) overrides the computation of its PyTorch base.
+
+    See :func:`overridden_base`; ``engine`` names the path that refuses it.
+    """
     base = overridden_base(module)
     if base is None:
         return None
+    cls = type(module)
+    name = cls.__name__ if cls.__name__ != base.__name__ else f"{cls.__module__}.{cls.__qualname__}"
+    where = f"module '{path}' ({name})" if path is not None else name
     return (
-        f"{_label(path, module)} overrides the forward of {base.__name__}, so it computes something the "
-        f"fast paths do not model"
+        f"{where} overrides the forward of torch.nn.{base.__name__}, which the {engine} path does not model "
+        "(it takes only the stock layer)"
     )
 
 
@@ -118,7 +124,7 @@ def parametrization_reason(model: nn.Module) -> str | None:
     for path, m in occurrences(model):
         if parametrize.is_parametrized(m):
             names = ", ".join(m.parametrizations.keys())
-            return f"{_label(path, m)} has parametrized tensors ({names})"
+            return f"{_label(path, m)} has a parametrization of its tensors ({names})"
     return None
 
 

@@ -75,6 +75,7 @@ class Run:
         self.params = {n: p for n, p in model.named_parameters() if p.requires_grad}
         self.shapes = {n: p.shape for n, p in self.params.items()}
         self.unused: frozenset[str] = frozenset()
+        self.num_outputs = 0
         self._rows_checked = False
 
     @property
@@ -107,6 +108,7 @@ class Run:
         self.engine = select_engine(self.model, x, self.path)
         xb = x[: PROBE_ROWS if self.batch_size is None else min(PROBE_ROWS, self.batch_size)]
         h, tape = self._forward(xb, x, first=True)
+        self.num_outputs = h.shape[1]
         self._guard_rows(xb, h)
         warn_if_probabilities(self.model, h, self.family)
         if self.batch_size is None and size_chunks:

@@ -190,8 +190,7 @@ def estimate(
     order = torch.randperm(n, generator=generator, device=device).to(inputs.device)
     per = per_input_statistics(model, inputs[order[:pilot]], family, batch_size=batch_size, path=path)
     per_input = per.path in ("layerwise", "graph")  # the engine every run of the plan takes
-    with torch.no_grad():
-        classes = model(inputs[:1]).shape[-1]
+    classes = per.num_outputs
     plan, stderr, input_se = {}, {}, {}
     for k, f_n in per.fisher.items():
         f_n = f_n.to(torch.float64)

@@ -217,7 +217,7 @@ class ConditionalStatistics:
     ``fisher[k][n]`` is :math:`I(\theta|x_n)`; ``var_i1``, ``var_i2`` are :math:`V_1, V_2(\theta|x_n)` and
     ``var_hutchinson`` the Hutchinson term's variance; ``bounds`` holds the per-input bounds;
     ``piecewise_linear`` the parameters proven to have :math:`u \equiv 0`; ``unused`` the parameters the
-    forward never reads (every value of theirs is exactly 0).
+    forward never reads (every value of theirs is exactly 0); ``num_outputs`` the model's outputs ``C``.
     """
 
     fisher: dict[str, Tensor]
@@ -228,6 +228,7 @@ class ConditionalStatistics:
     var_hutchinson: dict[str, Tensor] = field(default_factory=dict)
     piecewise_linear: frozenset[str] = frozenset()
     unused: frozenset[str] = frozenset()
+    num_outputs: int = 0
 
 
 @dataclass

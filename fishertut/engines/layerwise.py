@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import UnsupportedModelError
-from ..inspection import hook_reason, overridden_base, parametrization_reason, shared_parameter_reason
+from ..inspection import hook_reason, override_reason, parametrization_reason, shared_parameter_reason
 from ..terms import UnitTerms
 from .activations import SUPPORTED_ACTIVATIONS, ActivationDerivatives, derivatives_for
 from .graph.trace import Traced, piecewise_linear_parameters
@@ -122,12 +122,9 @@ class LayerwiseEngine:
                 return f"{reason}, which the layer-wise path cannot honour; use path='generic'"
         linear_params = set()
         for path, m in _leaves(model):
-            base = overridden_base(m)
-            if base is not None:
-                return (
-                    f"module '{path}' ({type(m).__name__}) overrides the forward of {base.__name__}, which the "
-                    "layer-wise path does not model; use path='generic'"
-                )
+            reason = override_reason(path, m, "layer-wise")
+            if reason is not None:
+                return f"{reason}; use path='generic'"
             if isinstance(m, nn.Linear):
                 linear_params.update(id(p) for p in m.parameters())
                 continue

@@ -29,6 +29,7 @@ from ...inspection import (
     backward_hook_reason,
     hook_reason,
     overridden_base,
+    override_reason,
     parametrization_reason,
     shared_parameter_reason,
 )
@@ -107,11 +108,9 @@ def _conv_padding(m: nn.Conv1d | nn.Conv2d) -> tuple[int, ...]:
 def _module_op(m: nn.Module, path: str) -> NodeOp:
     if getattr(m, "inplace", False):
         raise _Unsupported("in-place operation (inplace=True)")
-    base = overridden_base(m)
-    if base is not None:
-        raise _Unsupported(
-            f"{type(m).__name__} overrides the forward of {base.__name__}, which the graph path does not model"
-        )
+    reason = override_reason(None, m, "graph")
+    if reason is not None:
+        raise _Unsupported(reason)
     if isinstance(m, nn.Linear):
         return Dense(m, path)
     if type(m) in (nn.Conv1d, nn.Conv2d):
@@ -203,15 +202,16 @@ def _model_reason(model: nn.Module) -> str | None:
     return None
 
 
-class _StockLeaves(fx.Tracer):
-    """``torch.fx``'s tracer, keeping a ``torch.nn`` module whole only where its class runs the stock ``forward``.
+class _LayerLeaves(fx.Tracer):
+    """``torch.fx``'s tracer, also keeping whole a module that overrides the ``forward`` of a PyTorch layer.
 
-    A module of PyTorch whose class overrides the ``forward`` of its PyTorch base (a quantisation-aware
-    ``Linear``, say) is traced through, so that no engine mistakes it for the layer it derives from.
+    Such a module (a user's ``Linear`` subclass, ``torch.ao.nn.qat.Linear``) then shows as one node, which
+    :func:`describe` refuses by name and :func:`piecewise_linear_parameters` counts as curved; no engine mistakes
+    it for the layer it derives from.
     """
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return super().is_leaf_module(m, qualname) and overridden_base(m) is None
+        return super().is_leaf_module(m, qualname) or overridden_base(m) is not None
 
 
 @dataclass(frozen=True)
@@ -228,7 +228,7 @@ def trace(model: nn.Module) -> Traced:
     if reason is not None:
         return Traced(None, reason)
     try:
-        graph = _StockLeaves().trace(model)
+        graph = _LayerLeaves().trace(model)
     except Exception as err:  # any tracing failure: the structure is not a static graph
         return Traced(None, f"torch.fx could not trace {type(model).__name__}: {type(err).__name__}: {err}")
     return Traced(fx.GraphModule(model, graph, type(model).__name__), None)
@@ -262,6 +262,9 @@ def describe(model: nn.Module, traced: Traced | None = None) -> Graph | str:
             continue
         where = f"module '{node.target}'" if node.op == "call_module" else f"node '{node.name}'"
         if node.op == "call_module":
+            reason = override_reason(node.target, modules[node.target], "graph")
+            if reason is not None:
+                return reason
             if node.target in called:
                 return f"{where} is called more than once (a reused module)"
             called.add(node.target)
@@ -270,13 +273,6 @@ def describe(model: nn.Module, traced: Traced | None = None) -> Graph | str:
         except _Unsupported as err:
             return f"{where}: {err}"
         if op is None:
-            owner = dict(model.named_modules()).get(node.target.rpartition(".")[0])
-            base = None if owner is None else overridden_base(owner)
-            if base is not None:
-                return (
-                    f"module '{node.target.rpartition('.')[0]}' ({type(owner).__name__}) overrides the forward of "
-                    f"{base.__name__}, which the graph path does not model"
-                )
             return f"{where} reads the attribute '{node.target}' outside a supported layer"
         inputs = tuple(index[a] for a in node.args if isinstance(a, fx.Node))
         index[node] = len(nodes)
