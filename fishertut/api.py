@@ -30,20 +30,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .arguments import check_count
+from .checks.arguments import ESTIMATORS, check_estimator, check_sampling
 from .families import ExponentialFamily
 from .families.statistics import conditional_statistics
-from .minibatch import check_minibatch, one_backward_diagonal
-from .passes import Inputs, Run, all_reduce, identity_channels, labels_and_residuals, shaped
-from .report import (
-    ESTIMATORS,
-    Bounds,
-    ConditionalStatistics,
-    EstimatorTerms,
-    FisherDiagonal,
-    VarianceReport,
-    check_estimator,
-)
+from .minibatch import one_backward_diagonal
+from .passes import Inputs, Run, identity_channels, labels_and_residuals, shaped
+from .report import Bounds, ConditionalStatistics, EstimatorTerms, FisherDiagonal, VarianceReport
 from .terms import PerInputCollector, SumCollector
 
 __all__ = ["fisher_diagonal", "variance_report", "per_input_statistics", "estimator_terms"]
@@ -127,16 +119,10 @@ def fisher_diagonal(
         :class:`FisherDiagonal`: ``{parameter name: tensor shaped like the parameter}``, in the model's dtype.
     """
     check_estimator(estimator, ESTIMATORS)
-    samples = check_count(samples_per_input, "samples_per_input")
-    if targets is not None and estimator == "exact":
-        raise ValueError("targets are not used by estimator='exact' (it averages over all labels); pass targets=None")
-    if targets is not None and samples != 1:
-        raise ValueError(f"samples_per_input must be 1 when targets are given, got {samples}")
-    if check_minibatch(estimator, minibatch, targets) > 1:
-        return one_backward_diagonal(
-            model, inputs, family, estimator, minibatch, samples, targets, generator, batch_size, mask, normalize
-        )
-    run = Run(model, family, path, batch_size, generator, estimator == "i2", mask, normalize)
+    samples, size = check_sampling(estimator, targets, samples_per_input, minibatch)
+    run = Run(model, family, path, batch_size, generator, estimator == "i2", process_group, mask, normalize)
+    if size > 1:
+        return one_backward_diagonal(run, inputs, estimator, size, samples, targets, generator)
     col = SumCollector()
     for _, h, tape, y, layout in run.batches(inputs, targets):
         cov = layout.covariance_channels(h) if estimator in ("exact", "i2") else None
@@ -157,7 +143,7 @@ def fisher_diagonal(
             continue
         for t in run.units(tape, chans, None):
             col.add([("i1", t.jac.square().sum(1), 2)], t)
-    n = all_reduce(col, run.num_inputs, process_group)
+    n = run.reduce(col)
     stat = {"exact": "fisher", "hutchinson": "i1", "i1_sequence": "i1"}.get(estimator, estimator)
     per = 1 if estimator == "exact" else samples
     values = shaped(run, col.sums, stat, 1.0 / (n * per))
@@ -179,6 +165,7 @@ def fisher_diagonal(
         labels=labels,
         piecewise_linear=run.piecewise_linear,
         normalize=run.normalize,
+        unused=run.unused,
     )
 
 
@@ -220,10 +207,10 @@ def variance_report(
         mask: as in :func:`fisher_diagonal`.
         normalize: as in :func:`fisher_diagonal`; the variances are those of the estimators so normalised.
     """
-    run = Run(model, family, path, batch_size, None, True, mask, normalize)
+    run = Run(model, family, path, batch_size, None, True, process_group, mask, normalize)
     col = SumCollector(float64_stats=frozenset({"fisher", "fisher_sq", "var_hutchinson", "var_i1_sequence"}))
     _conditional_pass(run, inputs, col, with_square=True)
-    n = all_reduce(col, run.num_inputs, process_group)
+    n = run.reduce(col)
 
     def get(stat: str) -> dict[str, Tensor]:
         return shaped(run, col.sums, stat, 1.0 / n)
@@ -247,6 +234,7 @@ def variance_report(
         var_i1_sequence=get("var_i1_sequence"),
         max_positions=run.max_positions,
         normalize=run.normalize,
+        unused=run.unused,
     )
 
 
@@ -264,7 +252,7 @@ def per_input_statistics(
     Materialises ``N × P`` values: meant for small models or few inputs (plots of per-input behaviour).
     Frozen parameters (``requires_grad=False``) are left out. Arguments as in :func:`variance_report`.
     """
-    run = Run(model, family, path, batch_size, None, True, mask, normalize)
+    run = Run(model, family, path, batch_size, None, True, mask=mask, normalize=normalize)
     col = PerInputCollector()
     _conditional_pass(run, inputs, col, with_square=False)
     parts = col.result()
@@ -281,6 +269,8 @@ def per_input_statistics(
         var_hutchinson=get("var_hutchinson"),
         piecewise_linear=run.piecewise_linear,
         var_i1_sequence=get("var_i1_sequence"),
+        unused=run.unused,
+        num_outputs=run.num_outputs,
     )
 
 
@@ -304,10 +294,8 @@ def estimator_terms(
     Materialises ``N × S × P`` values: meant for small models or few inputs (Monte-Carlo experiments).
     Frozen parameters (``requires_grad=False``) are left out. Arguments as in :func:`fisher_diagonal`.
     """
-    samples = check_count(samples_per_input, "samples_per_input")
-    if targets is not None and samples != 1:
-        raise ValueError(f"samples_per_input must be 1 when targets are given, got {samples}")
-    run = Run(model, family, path, batch_size, generator, True, mask, normalize)
+    samples, _ = check_sampling("i2", targets, samples_per_input)
+    run = Run(model, family, path, batch_size, generator, True, mask=mask, normalize=normalize)
     col = PerInputCollector()
     labels = []
     for _, h, tape, y, layout in run.batches(inputs, targets):
@@ -341,4 +329,5 @@ def estimator_terms(
         labels=torch.cat(labels, 0),
         path=run.engine.name,
         piecewise_linear=run.piecewise_linear,
+        unused=run.unused,
     )

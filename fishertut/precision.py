@@ -22,8 +22,10 @@ Three steps:
 
 Cost model, in backward passes over the ``N`` inputs: ``minibatch=B > 1`` costs
 :math:`S(1 + c_0/B)` (one backward per minibatch and draw, :math:`c_0` = ``CALL_OVERHEAD`` inputs' worth of
-fixed cost per call); per-input estimators (``B = 1``, only where the layer-wise engine covers the model) cost
-``PER_INPUT_COST`` per draw (the channel backward plus the per-input squares), and ``"exact"`` that per class.
+fixed cost per call); per-input estimators (``B = 1``, only where the engine that runs is a fast path, the
+layer-wise or the graph engine) cost ``PER_INPUT_COST`` per draw (the channel backward plus the per-input
+squares), and ``"exact"`` that per class. The engine is the one the pilot ran on (the same model, inputs and
+``path`` choose the same engine for every run).
 Î2 is not a candidate: in these engines it needs the class channels of ``"exact"`` and a curvature pass more.
 """
 
@@ -36,10 +38,9 @@ import torch
 from torch import Tensor, nn
 
 from .api import fisher_diagonal, per_input_statistics
-from .arguments import check_count
-from .engines.layerwise import LayerwiseEngine
+from .checks.arguments import check_count, check_fraction, check_generator, check_path
+from .checks.models import check_model
 from .families import ExponentialFamily
-from .validation import check_generator, check_model
 from .variances import same_minibatch_pairs
 
 __all__ = ["estimate", "Estimate", "PlanEntry", "CALL_OVERHEAD", "PER_INPUT_COST"]
@@ -72,7 +73,9 @@ class PlanEntry:
 
 
 class Estimate(dict):
-    r"""``{parameter name: estimate}`` with ``stderr``, ``input_stderr`` and ``plan`` (dicts by parameter name).
+    r"""``{parameter name: estimate}`` with ``stderr``, ``input_stderr``, ``plan`` (by parameter name), ``unused``.
+
+    ``unused`` lists the parameters the forward never reads (their entries are exactly 0).
 
     ``stderr`` is the predicted standard error over labels for the given inputs; ``input_stderr`` is
     :math:`\sqrt{\mathrm{var}_x/N}`, the extra term for a reader who treats the inputs as a sample of a larger set.
@@ -85,16 +88,11 @@ class Estimate(dict):
         input_stderr: dict[str, Tensor],
         plan: dict[str, PlanEntry],
         num_inputs: int,
+        unused: frozenset[str] = frozenset(),
     ) -> None:
         super().__init__(values)
         self.stderr, self.input_stderr, self.plan, self.num_inputs = stderr, input_stderr, plan, num_inputs
-
-
-def _check_fraction(value: float, argument: str, upper: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 < value < upper):
-        bound = "(0, 1)" if upper == 1 else "a positive finite number"
-        raise ValueError(f"{argument} must be {bound}, got {value!r}")
-    return float(value)
+        self.unused = unused
 
 
 def _relative_variance(fisher: Tensor, var_x: Tensor, cond: Tensor, n: int, minibatch: int) -> Tensor:
@@ -132,8 +130,8 @@ def _plan_tensor(
             options.append(PlanEntry(est, b, s, cost, math.sqrt(rho / (s * delta)), zero))
     if not options:
         raise ValueError(
-            f"no estimator in {candidates} can run on this model: the per-input ones need the "
-            "layer-wise engine; allow 'i1' or 'hutchinson'"
+            f"no estimator in {candidates} can run on this model: the per-input ones need a fast path "
+            "(the layer-wise or graph engine); allow 'i1' or 'hutchinson'"
         )
     return min(options, key=lambda e: (e.predicted_rtol > rtol * (1 + 1e-12), e.cost, e.predicted_rtol))
 
@@ -149,6 +147,7 @@ def estimate(
     estimators: tuple[str, ...] = CANDIDATES,
     max_samples: int = 1000,
     batch_size: int | None = None,
+    path: str = "auto",
     mask: Tensor | None = None,
     normalize: str = "sequence",
 ) -> Estimate:
@@ -156,7 +155,7 @@ def estimate(
 
     Per parameter tensor, the cheapest of ``estimators`` (with its minibatch size and number of label draws)
     whose Chebyshev bound meets the target on the pilot: see the module docstring for the rule and the cost
-    model. Models outside the layer-wise engine are planned with the one-backward estimators only.
+    model. Models that only the generic engine takes are planned with the one-backward estimators only.
 
     Args:
         model: maps ``(N, ...)`` to ``(N, C)``.
@@ -169,15 +168,16 @@ def estimate(
         estimators: candidates among ``"exact"``, ``"i1"`` and ``"hutchinson"``.
         max_samples: cap on the draws per input or minibatch.
         batch_size: rows per engine call (memory only), at most ``N``.
+        path: as in :func:`~fishertut.fisher_diagonal`; the pilot and every run take it.
         mask: boolean ``(N, *positions)`` for outputs with positions (e.g. language-model logits ``(N, T, V)``),
             as in :func:`~fishertut.fisher_diagonal`; shuffled with the inputs.
         normalize: ``"sequence"`` (default) or ``"token"``, as in :func:`~fishertut.fisher_diagonal`.
 
     Returns:
-        :class:`Estimate`.
+        :class:`Estimate`; its ``unused`` lists the parameters the forward never reads (exactly 0).
     """
-    rtol = _check_fraction(rtol, "rtol", math.inf)
-    delta = _check_fraction(delta, "delta", 1)
+    rtol = check_fraction(rtol, "rtol", math.inf)
+    delta = check_fraction(delta, "delta", 1)
     if not isinstance(inputs, Tensor) or inputs.ndim == 0:
         raise TypeError(f"inputs must be a tensor (N, ...), got {type(inputs).__name__}")
     n = inputs.shape[0]
@@ -190,6 +190,7 @@ def estimate(
     unknown = [e for e in estimators if e not in CANDIDATES]
     if unknown or not estimators:
         raise ValueError(f"estimators must be a non-empty tuple of {CANDIDATES}, got {estimators!r}")
+    check_path(path)
     device, _ = check_model(model)
     check_generator(generator, device)
     order = torch.randperm(n, generator=generator, device=device).to(inputs.device)
@@ -198,12 +199,12 @@ def estimate(
         raise ValueError(f"mask must be a boolean tensor with one row per input ({n}), got {got}")
     mask = None if mask is None else mask.to(device)
     part = None if mask is None else mask[order[:pilot]]
+    pilot_inputs = inputs[order[:pilot]]
     per = per_input_statistics(
-        model, inputs[order[:pilot]], family, batch_size=batch_size, mask=part, normalize=normalize
+        model, pilot_inputs, family, batch_size=batch_size, path=path, mask=part, normalize=normalize
     )
-    per_input = LayerwiseEngine.unsupported_reason(model) is None
-    with torch.no_grad():
-        classes = model(inputs[:1]).shape[-1]
+    per_input = per.path in ("layerwise", "graph")  # the engine every run of the plan takes
+    classes = per.num_outputs
     plan, stderr, input_se = {}, {}, {}
     for k, f_n in per.fisher.items():
         f_n = f_n.to(torch.float64)
@@ -250,11 +251,17 @@ def estimate(
                 samples_per_input=1 if e.estimator == "exact" else e.samples_per_input,
                 minibatch=e.minibatch,
                 batch_size=batch_size,
+                path=path,
                 mask=mask,
                 normalize=normalize,
             )
         values[k] = runs[key][k]
     dtype = next(iter(values.values())).dtype
     return Estimate(
-        values, {k: v.to(dtype) for k, v in stderr.items()}, {k: v.to(dtype) for k, v in input_se.items()}, plan, n
+        values,
+        {k: v.to(dtype) for k, v in stderr.items()},
+        {k: v.to(dtype) for k, v in input_se.items()},
+        plan,
+        n,
+        per.unused,
     )
