@@ -119,7 +119,7 @@ class Run:
         self.engine = select_engine(self.model, x, self.path)
         xb = x[: PROBE_ROWS if self.batch_size is None else min(PROBE_ROWS, self.batch_size)]
         h, tape = self._forward(xb, x, first=True)
-        if h.ndim > 2 and not getattr(self.engine, "flat_outputs", isinstance(self.engine, GenericEngine)):
+        if h.ndim > 2 and not self.engine.flat_outputs:
             # engines meet outputs with positions only flattened, (N, T*C); one that cannot gives way
             if self.path != "auto":
                 raise UnsupportedModelError(

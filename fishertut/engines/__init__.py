@@ -41,10 +41,14 @@ class Engine(Protocol):
     Attributes:
         name: the engine's name, also the ``path=`` value that forces it and the results' ``path``.
         piecewise_linear: trainable parameters proven from the traced graph to have :math:`u \equiv 0`.
+        flat_outputs: whether the engine takes outputs with positions ``(N, T, C)``, differentiating them
+            flattened to ``(N, T·C)`` in memory order (:mod:`fishertut.families.positions` builds the channels);
+            the pass gives way to the generic engine for one that does not.
     """
 
     name: str
     piecewise_linear: frozenset[str]
+    flat_outputs: bool
 
     @classmethod
     def unsupported_reason(cls, model: nn.Module, traced: Traced | None = None) -> str | None:

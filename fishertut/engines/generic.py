@@ -73,6 +73,7 @@ class GenericEngine:
     """
 
     name = "generic"
+    flat_outputs = True
 
     def __init__(
         self, model: nn.Module, chunk_size: int = 512, element_budget: int = 1 << 23, traced: Traced | None = None

@@ -77,6 +77,7 @@ class LayerwiseEngine:
     """
 
     name = "layerwise"
+    flat_outputs = False
 
     def __init__(self, model: nn.Module, traced: Traced | None = None) -> None:
         reason = self.unsupported_reason(model)

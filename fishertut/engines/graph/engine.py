@@ -73,6 +73,7 @@ class GraphEngine:
     """
 
     name = "graph"
+    flat_outputs = False
 
     def __init__(self, model: nn.Module, tangents: bool | None = None, traced: Traced | None = None) -> None:
         traced = trace(model) if traced is None else traced
