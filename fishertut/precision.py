@@ -158,7 +158,7 @@ def estimate(
     model. Models that only the generic engine takes are planned with the one-backward estimators only.
 
     Args:
-        model: maps ``(N, ...)`` to ``(N, C)``.
+        model: maps ``(N, ...)`` to ``(N, C)``, or to ``(N, T, C)`` with positions (then GNB is ``"i1_sequence"``).
         inputs: a tensor ``(N, ...)``.
         family: the output family.
         rtol: relative error, > 0.
