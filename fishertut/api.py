@@ -125,15 +125,16 @@ def fisher_diagonal(
     n = run.reduce(col)
     stat = {"exact": "fisher", "hutchinson": "i1"}.get(estimator, estimator)
     per = 1 if estimator == "exact" else samples
+    values = shaped(run, col.sums, stat, 1.0 / (n * per))
     return FisherDiagonal(
-        shaped(run, col.sums, stat, 1.0 / (n * per)),
+        values,
         estimator=estimator,
         path=run.engine.name,
         num_inputs=n,
         samples_per_input=per,
         labels=None if estimator == "exact" else ("model" if targets is None else "given"),
         piecewise_linear=run.piecewise_linear,
-        unused=run.unused,
+        unused=run.unused_in(values),
     )
 
 
@@ -217,7 +218,7 @@ def variance_report(
         family=family,
         var_hutchinson=get("var_hutchinson"),
         piecewise_linear=run.piecewise_linear,
-        unused=run.unused,
+        unused=run.unused_in(fisher),
     )
 
 
@@ -237,15 +238,16 @@ def per_input_statistics(
     def get(stat: str) -> dict[str, Tensor]:
         return {n: parts[(stat, n)].reshape(-1, *shape).to(run.dtype) for n, shape in run.shapes.items()}
 
+    fisher = get("fisher")
     return ConditionalStatistics(
-        fisher=get("fisher"),
+        fisher=fisher,
         var_i1=get("var_i1"),
         var_i2=get("var_i2"),
         bounds=Bounds(get("v1_lower"), get("v1_upper"), get("v2_lower"), get("v2_upper")),
         path=run.engine.name,
         var_hutchinson=get("var_hutchinson"),
         piecewise_linear=run.piecewise_linear,
-        unused=run.unused,
+        unused=run.unused_in(fisher),
         num_outputs=run.num_outputs,
     )
 
@@ -283,11 +285,12 @@ def estimator_terms(
     def get(stat: str) -> dict[str, Tensor]:
         return {k: parts[(stat, k)].reshape(n, samples, *shape).to(run.dtype) for k, shape in run.shapes.items()}
 
+    i1 = get("i1")
     return EstimatorTerms(
-        i1=get("i1"),
+        i1=i1,
         i2=get("i2"),
         labels=torch.cat(labels, 0),
         path=run.engine.name,
         piecewise_linear=run.piecewise_linear,
-        unused=run.unused,
+        unused=run.unused_in(i1),
     )

@@ -11,10 +11,13 @@ import numbers
 import torch
 from torch import Tensor
 
+from ..families import ExponentialFamily
+
 __all__ = [
     "PATHS",
     "ESTIMATORS",
     "check_count",
+    "check_family",
     "check_fraction",
     "coerce_targets",
     "check_path",
@@ -80,6 +83,15 @@ def check_generator(generator: torch.Generator | None, device: torch.device) -> 
         raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
     if generator.device.type != device.type:
         raise ValueError(f"generator is on {generator.device} but the model is on {device}")
+
+
+def check_family(family: object) -> None:
+    """``family`` must be a fishertut output family, else ``TypeError``."""
+    if not isinstance(family, ExponentialFamily):
+        raise TypeError(
+            f"family must be a fishertut family such as ft.Categorical() or ft.Gaussian(sigma), "
+            f"got {type(family).__name__}"
+        )
 
 
 def check_fraction(value: object, argument: str, upper: float) -> float:
