@@ -58,7 +58,10 @@ def coerce_targets(targets: object, device: torch.device, dtype: torch.dtype) ->
 
     Raises:
         TypeError: ``targets`` is of another type, or a sequence that is not numeric.
+        ValueError: ``targets`` is a string other than ``"data"``.
     """
+    if isinstance(targets, str) and targets != "data":
+        raise ValueError(f"targets must be None, a tensor of labels or 'data', got {targets!r}")
     if targets is None or isinstance(targets, (str, Tensor)):
         return targets
     if isinstance(targets, (list, tuple)) or type(targets).__module__ == "numpy":
