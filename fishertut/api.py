@@ -165,7 +165,7 @@ def fisher_diagonal(
         labels=labels,
         piecewise_linear=run.piecewise_linear,
         normalize=run.normalize,
-        unused=run.unused,
+        unused=run.unused_in(values),
     )
 
 
@@ -234,7 +234,7 @@ def variance_report(
         var_i1_sequence=get("var_i1_sequence"),
         max_positions=run.max_positions,
         normalize=run.normalize,
-        unused=run.unused,
+        unused=run.unused_in(fisher),
     )
 
 
@@ -260,8 +260,9 @@ def per_input_statistics(
     def get(stat: str) -> dict[str, Tensor]:
         return {n: parts[(stat, n)].reshape(-1, *shape).to(run.dtype) for n, shape in run.shapes.items()}
 
+    fisher = get("fisher")
     return ConditionalStatistics(
-        fisher=get("fisher"),
+        fisher=fisher,
         var_i1=get("var_i1"),
         var_i2=get("var_i2"),
         bounds=Bounds(get("v1_lower"), get("v1_upper"), get("v2_lower"), get("v2_upper")),
@@ -269,7 +270,7 @@ def per_input_statistics(
         var_hutchinson=get("var_hutchinson"),
         piecewise_linear=run.piecewise_linear,
         var_i1_sequence=get("var_i1_sequence"),
-        unused=run.unused,
+        unused=run.unused_in(fisher),
         num_outputs=run.num_outputs,
     )
 
@@ -322,12 +323,13 @@ def estimator_terms(
     def get(stat: str) -> dict[str, Tensor]:
         return {k: parts[(stat, k)].reshape(n, samples, *shape).to(run.dtype) for k, shape in run.shapes.items()}
 
+    i1 = get("i1")
     return EstimatorTerms(
-        i1=get("i1"),
+        i1=i1,
         i2=get("i2"),
         i1_sequence=get("i1_sequence"),
         labels=torch.cat(labels, 0),
         path=run.engine.name,
         piecewise_linear=run.piecewise_linear,
-        unused=run.unused,
+        unused=run.unused_in(i1),
     )

@@ -149,8 +149,9 @@ def one_backward_diagonal(
     col = SumCollector()
     col.sums = {("i1", n): total for (n, _), total in zip(params, sums)}
     count = run.reduce(col)
+    values = shaped(run, col.sums, "i1", 1.0 / (count * samples))
     return FisherDiagonal(
-        shaped(run, col.sums, "i1", 1.0 / (count * samples)),
+        values,
         estimator=estimator,
         path=run.engine.name,
         num_inputs=count,
@@ -162,6 +163,6 @@ def one_backward_diagonal(
         else "given",
         minibatch=minibatch,
         piecewise_linear=run.piecewise_linear,
-        unused=run.unused,
+        unused=run.unused_in(values),
         normalize=run.normalize,
     )

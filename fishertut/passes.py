@@ -13,7 +13,14 @@ import torch
 from torch import Tensor, nn
 
 from .batches import iterate_batches
-from .checks.arguments import check_count, check_generator, check_path, check_process_group, coerce_targets
+from .checks.arguments import (
+    check_count,
+    check_family,
+    check_generator,
+    check_path,
+    check_process_group,
+    coerce_targets,
+)
 from .checks.batches import (
     PROBE_ROWS,
     check_batch,
@@ -64,11 +71,7 @@ class Run:
         mask: Tensor | None = None,
         normalize: str = "sequence",
     ) -> None:
-        if not isinstance(family, ExponentialFamily):
-            raise TypeError(
-                f"family must be a fishertut family such as ft.Categorical() or ft.Gaussian(sigma), "
-                f"got {type(family).__name__}"
-            )
+        check_family(family)
         self.device, self.dtype = check_model(model)
         check_generator(generator, self.device)
         self.batch_size = None if batch_size is None else check_count(batch_size, "batch_size")
@@ -88,6 +91,13 @@ class Run:
         self.mask = mask
         self.max_positions = 1
         self._rows_checked = False
+
+    def unused_in(self, values: dict[str, Tensor]) -> frozenset[str]:
+        """The parameters the probe rows never read whose ``values`` are all 0.
+
+        A parameter the model reads only for other inputs (a routed expert, say) is not listed.
+        """
+        return frozenset(n for n in self.unused if not bool(values[n].any()))
 
     @property
     def piecewise_linear(self) -> frozenset[str]:

@@ -38,9 +38,10 @@ import torch
 from torch import Tensor, nn
 
 from .api import fisher_diagonal, per_input_statistics
-from .checks.arguments import check_count, check_fraction, check_generator, check_path
+from .checks.arguments import check_count, check_fraction, check_generator, check_path, check_process_group
 from .checks.models import check_model
 from .families import ExponentialFamily
+from .report import ConditionalStatistics
 from .variances import same_minibatch_pairs
 
 __all__ = ["estimate", "Estimate", "PlanEntry", "CALL_OVERHEAD", "PER_INPUT_COST"]
@@ -136,6 +137,38 @@ def _plan_tensor(
     return min(options, key=lambda e: (e.predicted_rtol > rtol * (1 + 1e-12), e.cost, e.predicted_rtol))
 
 
+def _pilot_moments(
+    per: ConditionalStatistics, n: int, process_group: object | None
+) -> tuple[dict[str, tuple[Tensor, Tensor, dict[str, Tensor]]], int]:
+    """Per tensor, the pilot's mean Fisher, input variance and mean conditional variances, in float64.
+
+    The conditional variances are those of ``"i1"`` (per token), ``"i1_sequence"`` (what GNB's minibatches
+    square; equal to ``"i1"`` without positions) and ``"hutchinson"``. Over the pilots of all ranks of
+    ``process_group`` (summed moments), and with the inputs of all ranks.
+    """
+    names = ("i1", "i1_sequence", "hutchinson")
+    wide = {k: (per.fisher[k], per.var_i1[k], per.var_i1_sequence[k], per.var_hutchinson[k]) for k in per.fisher}
+    wide = {k: tuple(t.to(torch.float64) for t in ts) for k, ts in wide.items()}
+    if process_group is None:
+        return {
+            k: (f.mean(0), f.var(0, unbiased=False), {e: v.mean(0) for e, v in zip(names, vs)})
+            for k, (f, *vs) in wide.items()
+        }, n
+    import torch.distributed as dist
+
+    sums = {k: torch.stack([f.sum(0), f.square().sum(0), *(v.sum(0) for v in vs)]) for k, (f, *vs) in wide.items()}
+    keys = list(sums)
+    m = next(iter(wide.values()))[0].shape[0]
+    flat = torch.cat([sums[k].flatten() for k in keys] + [sums[keys[0]].new_tensor([m, n])])
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=process_group)
+    m, n = int(round(flat[-2].item())), int(round(flat[-1].item()))
+    out = {}
+    for k, part in zip(keys, flat[:-2].split([sums[k].numel() for k in keys])):
+        s1, s2, *cs = part.view_as(sums[k]) / m
+        out[k] = (s1, (s2 - s1.square()).clamp_min(0), dict(zip(names, cs)))
+    return out, n
+
+
 def estimate(
     model: nn.Module,
     inputs: Tensor,
@@ -148,6 +181,7 @@ def estimate(
     max_samples: int = 1000,
     batch_size: int | None = None,
     path: str = "auto",
+    process_group: object | None = None,
     mask: Tensor | None = None,
     normalize: str = "sequence",
 ) -> Estimate:
@@ -169,6 +203,9 @@ def estimate(
         max_samples: cap on the draws per input or minibatch.
         batch_size: rows per engine call (memory only), at most ``N``.
         path: as in :func:`~fishertut.fisher_diagonal`; the pilot and every run take it.
+        process_group: a ``torch.distributed`` group whose ranks each hold part of the inputs: the pilot's
+            moments and every run's sums are all-reduced, so every rank plans alike and returns the estimate
+            over all inputs (each rank's pilot is drawn from its own inputs).
         mask: boolean ``(N, *positions)`` for outputs with positions (e.g. language-model logits ``(N, T, V)``),
             as in :func:`~fishertut.fisher_diagonal`; shuffled with the inputs.
         normalize: ``"sequence"`` (default) or ``"token"``, as in :func:`~fishertut.fisher_diagonal`.
@@ -191,6 +228,7 @@ def estimate(
     if unknown or not estimators:
         raise ValueError(f"estimators must be a non-empty tuple of {CANDIDATES}, got {estimators!r}")
     check_path(path)
+    check_process_group(process_group)
     device, _ = check_model(model)
     check_generator(generator, device)
     order = torch.randperm(n, generator=generator, device=device).to(inputs.device)
@@ -205,16 +243,9 @@ def estimate(
     )
     per_input = per.path in ("layerwise", "graph")  # the engine every run of the plan takes
     classes = per.num_outputs
+    moments, n = _pilot_moments(per, n, process_group)
     plan, stderr, input_se = {}, {}, {}
-    for k, f_n in per.fisher.items():
-        f_n = f_n.to(torch.float64)
-        fisher, var_x = f_n.mean(0), f_n.var(0, unbiased=False)
-        # B > 1 squares whole sequences: GNB over sequences has the per-sequence variance (equal without positions)
-        cond = {
-            "i1": per.var_i1[k].to(torch.float64).mean(0),
-            "i1_sequence": per.var_i1_sequence[k].to(torch.float64).mean(0),
-            "hutchinson": per.var_hutchinson[k].to(torch.float64).mean(0),
-        }
+    for k, (fisher, var_x, cond) in moments.items():
         entry = _plan_tensor(
             fisher.flatten(),
             var_x.flatten(),
@@ -252,6 +283,7 @@ def estimate(
                 minibatch=e.minibatch,
                 batch_size=batch_size,
                 path=path,
+                process_group=process_group,
                 mask=mask,
                 normalize=normalize,
             )

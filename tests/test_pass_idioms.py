@@ -399,3 +399,39 @@ def test_every_engine_meets_the_protocol_contract(kind):
 def test_the_engines_have_one_name_each():
     assert [k.name for k in ft.engines.ENGINES] == ["layerwise", "graph", "generic"]
     assert [k.__module__.split(".")[2] for k in ft.engines.ENGINES] == ["layerwise", "graph", "generic"]
+
+
+@pytest.mark.parametrize("build", [_scaled, lambda: _checkpointed()[0], lambda: _seeded(SpareHead)])
+@pytest.mark.parametrize("entry", ["exact", "i1-minibatch", "report"])
+def test_the_model_is_traced_once_per_call(build, entry, monkeypatch):
+    from fishertut.engines.graph import trace
+
+    calls = []
+    original = trace._LayerLeaves.trace
+
+    def counting(self, root, *args, **kwargs):
+        calls.append(type(root).__name__)
+        return original(self, root, *args, **kwargs)
+
+    monkeypatch.setattr(trace._LayerLeaves, "trace", counting)
+    _entry_points(build(), _x())[entry]()
+    assert len(calls) == 1
+
+
+def test_a_parameter_read_only_for_other_inputs_is_not_listed_unused():
+    class Routed(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(3, 4), nn.Linear(3, 4)
+
+        def forward(self, x):  # rows with a positive first feature go through b (none among the probe rows)
+            return torch.cat([self.a(r) if r[0, 0] <= 0 else self.b(r) for r in x.split(1)])
+
+    model = _seeded(Routed)
+    x = _x(8)
+    x[:4, 0] = -x[:4, 0].abs()
+    x[4:, 0] = x[4:, 0].abs()
+    y = _labels(8)
+    got = ft.fisher_diagonal(model, x, FAM, "i1", targets=y, minibatch=2)  # per-input engines refuse the routing
+    assert_dicts_close(got, _score_sums(oracle.Problem("routed", model, x, "categorical"), y, 2))
+    assert got.unused == frozenset() and (got["b.weight"] != 0).any()

@@ -11,10 +11,13 @@ import numbers
 import torch
 from torch import Tensor
 
+from ..families import ExponentialFamily
+
 __all__ = [
     "PATHS",
     "ESTIMATORS",
     "check_count",
+    "check_family",
     "check_fraction",
     "coerce_targets",
     "check_path",
@@ -55,7 +58,10 @@ def coerce_targets(targets: object, device: torch.device, dtype: torch.dtype) ->
 
     Raises:
         TypeError: ``targets`` is of another type, or a sequence that is not numeric.
+        ValueError: ``targets`` is a string other than ``"data"``.
     """
+    if isinstance(targets, str) and targets != "data":
+        raise ValueError(f"targets must be None, a tensor of labels or 'data', got {targets!r}")
     if targets is None or isinstance(targets, (str, Tensor)):
         return targets
     if isinstance(targets, (list, tuple)) or type(targets).__module__ == "numpy":
@@ -80,6 +86,15 @@ def check_generator(generator: torch.Generator | None, device: torch.device) -> 
         raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
     if generator.device.type != device.type:
         raise ValueError(f"generator is on {generator.device} but the model is on {device}")
+
+
+def check_family(family: object) -> None:
+    """``family`` must be a fishertut output family, else ``TypeError``."""
+    if not isinstance(family, ExponentialFamily):
+        raise TypeError(
+            f"family must be a fishertut family such as ft.Categorical() or ft.Gaussian(sigma), "
+            f"got {type(family).__name__}"
+        )
 
 
 def check_fraction(value: object, argument: str, upper: float) -> float:
