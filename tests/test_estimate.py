@@ -137,8 +137,10 @@ def test_bad_arguments():
 
 
 def test_a_held_out_pilot_plans_without_seeing_the_inputs(one_thread):
-    """A pilot tensor of its own: the plan comes from it alone, and the estimate over the other inputs still
-    lands within rtol for at least 1 - delta of the parameters over 20 seeds (Chebyshev's guarantee)."""
+    """A pilot tensor of its own plans alone; the estimate over the other inputs still meets rtol.
+
+    Over 20 seeds at least 1 - delta of the parameters land within rtol (Chebyshev's guarantee).
+    """
     model, x, fam = _net("cat")
     pilot, rest = x[:24], x[24:]
     exact = ft.fisher_diagonal(model, rest, fam)
