@@ -33,7 +33,7 @@ def _layers(model: nn.Module) -> list[nn.Module]:
 
 
 def linearised_logit_variance(model: nn.Module, x: Tensor, variance: Mapping[str, Tensor]) -> Tensor:
-    r"""Variances ``(N, C)`` of the linearised logits :math:`J_n\delta`, :math:`\delta\sim\mathcal N(0,\Sigma_\theta)`.
+    r"""Variances ``(N, C)`` of :math:`J_n\delta`, :math:`\delta\sim\mathcal N(0,\mathrm{diag}\,\sigma^2)`.
 
     The diagonal of :math:`\Sigma_n = J_n\operatorname{diag}(\sigma^2)J_n^\top`, without forming :math:`J_n`. For a
     Linear layer with input :math:`a_n` and :math:`G_n = \partial h/\partial z` ``(C, out)`` at its output
