@@ -47,16 +47,19 @@ def _beta_fraction(a: float, b: float, x: float) -> float:
     return h
 
 
-def _incomplete_beta(a: float, b: float, x: float) -> float:
-    r"""The regularised incomplete beta function :math:`I_x(a, b)` for :math:`a, b > 0`, :math:`0\le x\le1`."""
+def _incomplete_beta(a: float, b: float, x: float, y: float) -> float:
+    r"""The regularised incomplete beta function :math:`I_x(a, b)` for :math:`a, b > 0`, with :math:`y = 1 - x`.
+
+    ``y`` is passed separately so that a caller who knows it accurately (near :math:`x = 1`) loses no digits.
+    """
     if x <= 0.0:
         return 0.0
-    if x >= 1.0:
+    if y <= 0.0:
         return 1.0
-    log_front = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
+    log_front = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log(y)
     if x < (a + 1.0) / (a + b + 2.0):
         return math.exp(log_front) * _beta_fraction(a, b, x) / a
-    return 1.0 - math.exp(log_front) * _beta_fraction(b, a, 1.0 - x) / b
+    return 1.0 - math.exp(log_front) * _beta_fraction(b, a, y) / b
 
 
 def t_cdf(t: float, dof: float) -> float:
@@ -65,7 +68,7 @@ def t_cdf(t: float, dof: float) -> float:
     :math:`P(T\le t) = 1 - \tfrac12 I_{\nu/(\nu+t^2)}(\nu/2, 1/2)` for :math:`t\ge0`, and symmetric.
     """
     nu = _check_dof(dof)
-    tail = 0.5 * _incomplete_beta(0.5 * nu, 0.5, nu / (nu + t * t))
+    tail = 0.5 * _incomplete_beta(0.5 * nu, 0.5, nu / (nu + t * t), t * t / (nu + t * t))
     return 1.0 - tail if t >= 0 else tail
 
 
