@@ -4,7 +4,8 @@ The target is :math:`\mathcal I(\theta_i) = \frac1N\sum_n I(\theta_i\mid x_n)` o
 Three steps:
 
 1. **Pilot.** Exact per-input :math:`I_n`, :math:`V_1` and the Hutchinson variance on ``pilot`` inputs
-   (:func:`~fishertut.per_input_statistics`, any model the engines run, the generic one included).
+   (:func:`~fishertut.per_input_statistics`, any model the engines run, the generic one included): a random
+   subset of the inputs, or a separate tensor of inputs (then the plan never sees the inputs it estimates on).
 2. **Plan.** Per parameter tensor, each candidate (estimator ``k``, minibatch ``B``) has, per draw, the relative
    variance (:mod:`fishertut.variances`, inputs given, randomly partitioned)
 
@@ -176,7 +177,7 @@ def estimate(
     rtol: float = 0.1,
     delta: float = 0.05,
     generator: torch.Generator | None = None,
-    pilot: int = 64,
+    pilot: int | Tensor = 64,
     estimators: tuple[str, ...] = CANDIDATES,
     max_samples: int = 1000,
     batch_size: int | None = None,
@@ -198,7 +199,8 @@ def estimate(
         rtol: relative error, > 0.
         delta: failure probability per parameter, in (0, 1).
         generator: random source for the pilot subset, the shuffle and the draws.
-        pilot: inputs in the pilot (all of them if fewer).
+        pilot: the number of inputs in the pilot, drawn from ``inputs`` (all of them if fewer), or a tensor
+            ``(P, ...)`` of pilot inputs of their own, e.g. held out from ``inputs``.
         estimators: candidates among ``"exact"``, ``"i1"`` and ``"hutchinson"``.
         max_samples: cap on the draws per input or minibatch.
         batch_size: rows per engine call (memory only), at most ``N``.
@@ -222,7 +224,14 @@ def estimate(
         raise ValueError("inputs is empty: it has no rows")
     if batch_size is not None and check_count(batch_size, "batch_size") > n:
         raise ValueError(f"batch_size={batch_size} is larger than the data ({n} inputs)")
-    check_count(pilot, "pilot")
+    if isinstance(pilot, Tensor):
+        if pilot.ndim != inputs.ndim or pilot.shape[1:] != inputs.shape[1:] or pilot.shape[0] == 0:
+            raise ValueError(
+                f"pilot must be a number of inputs or a non-empty tensor shaped like the inputs' rows "
+                f"(P, {', '.join(map(str, inputs.shape[1:]))}), got {tuple(pilot.shape)}"
+            )
+    else:
+        check_count(pilot, "pilot")
     check_count(max_samples, "max_samples")
     unknown = [e for e in estimators if e not in CANDIDATES]
     if unknown or not estimators:
@@ -235,11 +244,14 @@ def estimate(
     if mask is not None and (not isinstance(mask, Tensor) or mask.shape[:1] != inputs.shape[:1]):
         got = tuple(mask.shape) if isinstance(mask, Tensor) else type(mask).__name__
         raise ValueError(f"mask must be a boolean tensor with one row per input ({n}), got {got}")
+    if mask is not None and isinstance(pilot, Tensor):
+        raise ValueError("a pilot tensor has no mask: pass pilot as a number of inputs when inputs are masked")
     mask = None if mask is None else mask.to(device)
-    part = None if mask is None else mask[order[:pilot]]
-    pilot_inputs = inputs[order[:pilot]]
+    part = None if mask is None or isinstance(pilot, Tensor) else mask[order[:pilot]]
+    pilot_inputs = pilot if isinstance(pilot, Tensor) else inputs[order[:pilot]]
+    pilot_batch = None if batch_size is None else min(batch_size, pilot_inputs.shape[0])
     per = per_input_statistics(
-        model, pilot_inputs, family, batch_size=batch_size, path=path, mask=part, normalize=normalize
+        model, pilot_inputs, family, batch_size=pilot_batch, path=path, mask=part, normalize=normalize
     )
     per_input = per.path in ("layerwise", "graph")  # the engine every run of the plan takes
     classes = per.num_outputs

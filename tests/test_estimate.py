@@ -134,3 +134,34 @@ def test_bad_arguments():
     skip, xs, cat = _skip_problem()
     with pytest.raises(ValueError, match="need a fast path"):
         ft.estimate(skip, xs, cat, estimators=("exact",))
+
+
+def test_a_held_out_pilot_plans_without_seeing_the_inputs(one_thread):
+    """A pilot tensor of its own plans alone; the estimate over the other inputs still meets rtol.
+
+    Over 20 seeds at least 1 - delta of the parameters land within rtol (Chebyshev's guarantee).
+    """
+    model, x, fam = _net("cat")
+    pilot, rest = x[:24], x[24:]
+    exact = ft.fisher_diagonal(model, rest, fam)
+    rtol, delta = 0.3, 0.2
+    outside = total = 0
+    for seed in range(20):
+        kwargs = dict(rtol=rtol, delta=delta, estimators=("i1",), max_samples=10**6)
+        est = ft.estimate(model, rest, fam, generator=torch.Generator().manual_seed(seed), pilot=pilot, **kwargs)
+        same = ft.estimate(model, pilot, fam, generator=torch.Generator().manual_seed(seed), pilot=24, **kwargs)
+        assert {k: e.samples_per_input for k, e in est.plan.items()} != {} and est.num_inputs == 24
+        assert [(e.estimator, e.minibatch) for e in est.plan.values()] == [
+            (e.estimator, e.minibatch) for e in same.plan.values()
+        ]
+        for k, f in exact.items():
+            live = f > 0
+            outside += int(((est[k] - f).abs() > rtol * f)[live].sum())
+            total += int(live.sum())
+    assert outside / total <= delta, f"{outside}/{total} parameters outside rtol"
+
+
+def test_a_pilot_tensor_must_be_shaped_like_the_inputs():
+    model, x, fam = _net("cat")
+    with pytest.raises(ValueError, match=r"pilot must be a number of inputs or a non-empty tensor .*\(P, 3\)"):
+        ft.estimate(model, x, fam, pilot=torch.zeros(4, 2, dtype=x.dtype))

@@ -13,6 +13,9 @@ package. Each module says which chapters use it:
 * :mod:`~fishertut.lab.natural_gradient`: diagonal natural-gradient descent on toy problems;
 * :mod:`~fishertut.lab.downstream`: EWC penalty, diagonal Laplace predictive and their metrics (chapter
   :doc:`/book/downstream`);
+* :mod:`~fishertut.lab.laplace`: the diagonal Laplace posterior's logit variances, probit predictive and evidence,
+  :mod:`~fishertut.lab.stacked`: many small networks trained at once, :mod:`~fishertut.lab.statistics`: t intervals
+  and AUROC (chapter :doc:`/book/downstream`);
 * :mod:`~fishertut.lab.plotting`: the house style and all the book's figure helpers;
 * :mod:`~fishertut.lab.symbolic`: the SymPy derivations of the two families (the theory chapters);
 * :mod:`~fishertut.lab.tables`: tables formatted for people (every chapter that shows a table).
@@ -29,10 +32,13 @@ _SUBMODULES = (
     "casestudy",
     "data",
     "downstream",
+    "laplace",
     "models",
     "montecarlo",
     "natural_gradient",
     "plotting",
+    "stacked",
+    "statistics",
     "symbolic",
     "tables",
     "training",

@@ -289,7 +289,7 @@ def test_training_with_an_ewc_penalty_stays_near_the_anchor() -> None:
     assert moved(held) < 0.1 * moved(free)
 
 
-def test_plot_bands_draws_the_mean_and_standard_error_of_each_diagonal() -> None:
+def test_plot_bands_draws_the_mean_and_t_interval_of_each_diagonal() -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
@@ -307,16 +307,17 @@ def test_plot_bands_draws_the_mean_and_standard_error_of_each_diagonal() -> None
         }
     )
     fig, ax = plt.subplots()
-    styles = {"exact": ("black", "-"), "other": ("red", "--"), "absent": ("blue", ":")}
+    styles = {"exact": ("black", "-"), "other": ("red", "--", "s"), "absent": ("blue", ":")}
     plotting.plot_bands(ax, table, "metric", styles)
     plotting.plot_baseline(ax, pd.Series([1.0, 2.0, 3.0]), "baseline")
     assert [line.get_label() for line in ax.lines] == ["exact", "other", "baseline"]
     x, y = ax.lines[1].get_data()
     assert list(x) == [1.0, 10.0] and list(y) == pytest.approx([0.0, 3.0])
     assert ax.lines[0].get_linewidth() > ax.lines[1].get_linewidth()  # the reference is drawn wide
-    # band at strength 10: mean 3 +- sd(1, 2, 6)/sqrt(3) = 3 +- sqrt(7)/sqrt(3)
+    assert ax.lines[1].get_marker() == "s"
+    # band at strength 10: mean 3 +- t_{0.975, 2} sd(1, 2, 6)/sqrt(3) = 3 +- 4.302653 sqrt(7)/sqrt(3)
     band = ax.collections[1].get_paths()[0].vertices
-    half = math.sqrt(7) / math.sqrt(3)
-    assert np.isclose(band[:, 1].max(), 3 + half) and np.isclose(band[:, 1].min(), 0.0)
+    half = 4.302653 * math.sqrt(7) / math.sqrt(3)
+    assert np.isclose(band[:, 1].max(), 3 + half) and np.isclose(band[:, 1].min(), 3 - half)
     assert ax.lines[2].get_ydata()[0] == pytest.approx(2.0) and ax.get_xscale() == "log"
     plt.close(fig)
