@@ -8,7 +8,7 @@ context). Open it in Jupyter with ``fishertut`` installed to run the chapter you
 So that the notebook reads like the page (module :mod:`myst_markdown` does the rewriting):
 
 * the glued numbers in the prose are the values of the build's own run (myst-nb's ``<doc>.glue.json`` in
-  ``_build/jupyter_execute``), formatted as on the page;
+  ``_build/jupyter_execute``), formatted as on the page (exponents too: ``_ext/people_numbers.py``);
 * cross-references, equation numbers and citations are the numbers and titles the page shows, as ordinary
   links or text; each figure's caption follows its cell, with its number;
 * the cells that set seeds and the figure style are not tagged ``remove-cell`` (the book hides them).
@@ -25,6 +25,7 @@ import jupytext
 import nbformat
 from docutils.nodes import make_id
 from myst_markdown import to_jupyter_markdown
+from people_numbers import exponents_for_people
 from sphinx.application import Sphinx
 from sphinx.directives.code import LiteralIncludeReader
 from sphinx.util import logging
@@ -71,7 +72,7 @@ class BuildResolver:
 
         if key not in self.glued or "text/plain" not in self.glued[key].get("data", {}):
             return self._warn(f"no glued text for {key!r}")
-        return format_plain_text(self.glued[key]["data"]["text/plain"], fmt or "")
+        return exponents_for_people(format_plain_text(self.glued[key]["data"]["text/plain"], fmt or ""))
 
     def doc(self, target: str) -> tuple[str, str | None]:
         """A document's title, and a link to its notebook."""
@@ -209,6 +210,7 @@ def add_notebook(app: Sphinx, pagename: str, templatename: str, context: dict, d
 
 
 def setup(app: Sphinx) -> dict:
-    """Register the handler before the theme builds its header buttons (priority 501)."""
+    """Register the handler before the theme builds its header buttons (priority 501); numbers for people."""
+    app.setup_extension("people_numbers")
     app.connect("html-page-context", add_notebook, priority=400)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

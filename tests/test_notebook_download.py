@@ -116,3 +116,30 @@ def test_leftover_finds_myst(text: str) -> None:
 def test_leftover_ignores_ordinary_markdown(text: str) -> None:
     """Ordinary markdown is not mistaken for MyST."""
     assert not myst_markdown.LEFTOVER.search(text)
+
+
+sys.path.insert(0, str(ROOT / "_ext"))
+import people_numbers  # noqa: E402
+
+sys.path.remove(str(ROOT / "_ext"))
+
+
+@pytest.mark.parametrize(
+    ("python", "people"),
+    [
+        ("4.18e+11", "4.18 × 10¹¹"),
+        ("1.2e-05", "1.2 × 10⁻⁵"),
+        ("-3e-12", "−3 × 10⁻¹²"),
+        ("from 126 to 4.18e+11;", "from 126 to 4.18 × 10¹¹;"),
+        ("8.8e+03", "8.8 × 10³"),
+    ],
+)
+def test_exponents_are_written_for_people(python: str, people: str) -> None:
+    """Python's exponent notation becomes a power of ten with a superscript exponent."""
+    assert people_numbers.exponents_for_people(python) == people
+
+
+@pytest.mark.parametrize("text", ["126", "0.51", "layer 1e", "see fig-3e-2", "x1e5", "e-05"])
+def test_other_text_is_left_alone(text: str) -> None:
+    """Words, labels and plain numbers are not numbers in exponent notation."""
+    assert people_numbers.exponents_for_people(text) == text

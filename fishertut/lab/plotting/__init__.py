@@ -1,7 +1,7 @@
 """All the book's figures: the house style and the figure helpers, one module per chapter that needs its own.
 
-* :mod:`~fishertut.lab.plotting.style`: :func:`set_style`, :data:`PALETTE`, :func:`estimator_color`,
-  :func:`errorbar_estimates` (every chapter);
+* :mod:`~fishertut.lab.plotting.style`: :func:`set_style`, :data:`PALETTE`, :func:`series_style`,
+  :func:`estimator_color`, :func:`errorbar_estimates` (every chapter);
 * :mod:`~fishertut.lab.plotting.casestudy`: :func:`plot_case_study`, :func:`plot_bound_ratios`,
   :func:`plot_monte_carlo`, :func:`plot_calibration` (chapters "Case study: an MNIST classifier" and "Case study: a
   convolutional network"), :func:`plot_layer_tradeoff` (the latter);
@@ -16,12 +16,26 @@ Everything is importable from here: ``ft.lab.plotting.set_style()``, ``ft.lab.pl
 from .casestudy import plot_bound_ratios, plot_calibration, plot_case_study, plot_layer_tradeoff, plot_monte_carlo
 from .downstream import plot_bands, plot_baseline
 from .natural_gradient import loss_grid, plot_ngd_paths, plot_ngd_runs
-from .style import ESTIMATOR_COLORS, PALETTE, errorbar_estimates, estimator_color, set_style
+from .style import (
+    ESTIMATOR_COLORS,
+    MAX_FIGURE_WIDTH,
+    PALETTE,
+    SERIES_COLORS,
+    SERIES_MARKERS,
+    errorbar_estimates,
+    estimator_color,
+    series_style,
+    set_style,
+)
 
 __all__ = [
     "PALETTE",
     "ESTIMATOR_COLORS",
+    "SERIES_COLORS",
+    "SERIES_MARKERS",
+    "MAX_FIGURE_WIDTH",
     "set_style",
+    "series_style",
     "estimator_color",
     "errorbar_estimates",
     "plot_case_study",

@@ -270,11 +270,12 @@ def plot_calibration(table: Any, activation: str | None = None, *, group: str = 
 def plot_layer_tradeoff(table: Any, epoch: int | None = None, *, group: str = "layer", axes: Any = None) -> Any:
     r"""The per-layer trade-off: relative standard deviations of Î1 and Î2 side by side, one panel per activation.
 
-    For each layer (labelled with its kind where the network mixes kinds), two bars on a log scale:
-    :math:`\sqrt{\overline{V_1}}/\overline{\mathcal I}` (``rel_sd_i1``) and
-    :math:`\sqrt{\overline{V_2}}/\overline{\mathcal I}` (``rel_sd_i2``), one label per input with the input
-    held fixed. The lower bar is the estimator to use in that layer. Where :math:`V_2 = 0` there is no Î2 bar;
-    the layer is marked :math:`V_2 = 0` instead.
+    For each layer (labelled with its kind where the network mixes kinds), two points on a log scale (points,
+    not bars: a bar's length on a log axis depends on where the axis starts):
+    :math:`\sqrt{\overline{V_1}}/\overline{\mathcal I}` (``rel_sd_i1``, circles) and
+    :math:`\sqrt{\overline{V_2}}/\overline{\mathcal I}` (``rel_sd_i2``, squares), joined by a grey line, one
+    label per input with the input held fixed. The lower point is the estimator to use in that layer. Where
+    :math:`V_2 = 0` there is no Î2 point; the layer is marked :math:`V_2 = 0` instead.
 
     Args:
         table: :attr:`~fishertut.lab.casestudy.CaseStudy.table` (or several concatenated), at most four
@@ -284,7 +285,7 @@ def plot_layer_tradeoff(table: Any, epoch: int | None = None, *, group: str = "l
         axes: one axis per activation; default: a new figure 7 in wide, sharing the y-axis.
 
     Returns:
-        The axes array, one per activation (in the table's order).
+        The axes array, one per activation (in the table's order); each holds one line per estimator.
     """
     import matplotlib.pyplot as plt
 
@@ -297,27 +298,32 @@ def plot_layer_tradeoff(table: Any, epoch: int | None = None, *, group: str = "l
     if len(activations) > 4:
         raise ValueError(f"at most four activations per figure, got {activations}")
     if axes is None:
-        _, axes = plt.subplots(1, len(activations), figsize=(7.0, 3.0), sharey=True, squeeze=False)
+        _, axes = plt.subplots(1, len(activations), figsize=(7.0, 3.2), sharey=True, squeeze=False)
     axes = np.asarray(axes).reshape(-1)
-    width = 0.38
+    markers = {"1": "o", "2": "s"}
     for ax, act in zip(axes, activations):
         d = sub[sub["activation"] == act].sort_values("layer")
         names = _labels(d)
         pos = np.arange(len(d))
-        for off, k in ((-width / 2, "1"), (width / 2, "2")):
-            rel = d[f"rel_sd_i{k}"].to_numpy(dtype=float)
-            live = d[f"var_i{k}"].to_numpy() > 0
-            ax.bar(
-                pos[live] + off,
-                rel[live],
-                width,
+        rel = {k: d[f"rel_sd_i{k}"].to_numpy(dtype=float) for k in markers}
+        live = {k: d[f"var_i{k}"].to_numpy() > 0 for k in markers}
+        both = live["1"] & live["2"]
+        ax.vlines(pos[both], rel["1"][both], rel["2"][both], color="0.7", lw=1.2, zorder=1)
+        for k, marker in markers.items():
+            ax.plot(
+                pos[live[k]],
+                rel[k][live[k]],
+                ls="none",
+                marker=marker,
+                ms=7,
                 color=estimator_color(f"i{k}"),
                 label=rf"$\hat{{\mathcal{{I}}}}_{k}$",
+                zorder=3,
             )
-            for p in pos[~live]:
+            for p in pos[~live[k]]:
                 ax.annotate(
-                    "$V_2=0$",
-                    (p + off, 0.0),
+                    f"$V_{k}=0$",
+                    (p, 0.0),
                     xycoords=("data", "axes fraction"),
                     xytext=(0, 3),
                     textcoords="offset points",
@@ -327,13 +333,23 @@ def plot_layer_tradeoff(table: Any, epoch: int | None = None, *, group: str = "l
                     color=estimator_color(f"i{k}"),
                 )
         ax.set_yscale("log")
+        ax.set_xlim(-0.5, len(d) - 0.5)
         ax.yaxis.set_major_formatter(FuncFormatter(_plain))
         ax.yaxis.set_minor_formatter(FuncFormatter(_plain))
         ax.set_xticks(pos, [names[layer].replace(" (", "\n(") for layer in d["layer"]])
         ax.set_title(f"{act}, epoch {epoch}")
     axes[0].set_ylabel("relative sd (sd / Fisher)")
     handles = [
-        Line2D([], [], color=estimator_color(f"i{k}"), lw=6, label=rf"$\hat{{\mathcal{{I}}}}_{k}$") for k in ("1", "2")
+        Line2D(
+            [],
+            [],
+            ls="none",
+            marker=markers[k],
+            ms=7,
+            color=estimator_color(f"i{k}"),
+            label=rf"$\hat{{\mathcal{{I}}}}_{k}$",
+        )
+        for k in ("1", "2")
     ]
     axes[0].figure.legend(handles=handles, loc="outside lower center", ncols=2)
     return axes
