@@ -179,3 +179,17 @@ def test_notebook_leftovers_name_each_cell() -> None:
     ]
     found = book_content.notebook_leftovers(cells)
     assert [f.split(":")[0] for f in found] == ["cell 1", "cell 1", "cell 2", "cell 3", "cell 3"], found
+
+
+def test_the_landing_page_must_offer_a_pdf_that_is_there(tmp_path: Path) -> None:
+    """No link, a link to nothing, a link to something else, and a real PDF."""
+    (tmp_path / "book").mkdir()
+    landing = tmp_path / "book" / "intro.html"
+    landing.write_text(_page("<p>No PDF here.</p>"))
+    assert "links to no PDF" in book_content.pdf_findings(landing)[0]
+    landing.write_text(_page('<p><a href="../fishertut.pdf">fishertut.pdf</a></p>'))
+    assert "not there" in book_content.pdf_findings(landing)[0]
+    (tmp_path / "fishertut.pdf").write_text("<html>an error page</html>")
+    assert "not a PDF" in book_content.pdf_findings(landing)[0]
+    (tmp_path / "fishertut.pdf").write_bytes(b"%PDF-1.4\n%...")
+    assert book_content.pdf_findings(landing) == []

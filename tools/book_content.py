@@ -11,8 +11,9 @@ Per page (:func:`page_findings`, on the page's HTML):
 * **unnumbered figures**: an image in the text that is not in a figure with a numbered caption.
 
 For the book (:func:`missing_exercises`): every chapter of the Theory part of ``_toc.yml`` has a section
-"Exercises". For a download (:func:`notebook_leftovers`): no MyST role, directive, target or glue
-placeholder left in the markdown of the ``.ipynb``, which plain Jupyter would show as raw text.
+"Exercises"; and (:func:`pdf_findings`) the landing page links to a PDF of the book that is there. For a
+download (:func:`notebook_leftovers`): no MyST role, directive, target or glue placeholder left in the
+markdown of the ``.ipynb``, which plain Jupyter would show as raw text.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 
 from bs4 import BeautifulSoup
 
-__all__ = ["page_findings", "missing_exercises", "notebook_leftovers"]
+__all__ = ["page_findings", "missing_exercises", "notebook_leftovers", "pdf_findings"]
 
 #: A chapter, section, figure, table or equation number typed in the text.
 TYPED_NUMBER = re.compile(
@@ -119,3 +120,18 @@ def notebook_leftovers(cells: list[dict]) -> list[str]:
             line = source[source.rfind("\n", 0, m.start()) + 1 : end if end >= 0 else len(source)]
             found.append(f"cell {index}: MyST left for plain Jupyter: {line.strip()[:90]}")
     return found
+
+
+def pdf_findings(landing: Path) -> list[str]:
+    """Problems with the PDF that the landing page (its built HTML file) offers: no link, no file, not a PDF."""
+    links = [a["href"] for a in _article(landing.read_text(encoding="utf-8")).select("a[href]")]
+    pdfs = [h for h in links if h.split("#")[0].endswith(".pdf")]
+    if not pdfs:
+        return [f"{landing.name} links to no PDF of the book"]
+    path = (landing.parent / pdfs[0].split("#")[0]).resolve()
+    if not path.is_file():
+        return [f"{landing.name} links to {pdfs[0]}, which is not there (make pdf)"]
+    with path.open("rb") as f:
+        if f.read(5) != b"%PDF-":
+            return [f"{pdfs[0]} is not a PDF"]
+    return []

@@ -303,13 +303,21 @@ def check_files(html: Path, names: list[str]) -> int:
 
 
 def check_book_parts(html: Path, toc: Path) -> int:
-    """The checks on the whole book: every theory chapter has exercises. Returns the number of findings."""
+    """The checks on the whole book: theory chapters have exercises, the PDF is offered. Returns the findings."""
+    import yaml
+
     missing = book_content.missing_exercises(toc, html)
     for m in missing:
         print(f"FAIL exercises: {m}")
     if not missing:
         print("ok   every theory chapter has a section 'Exercises'")
-    return len(missing)
+    root = yaml.safe_load(toc.read_text(encoding="utf-8"))["root"]
+    pdf = book_content.pdf_findings(html / f"{root}.html")
+    for p in pdf:
+        print(f"FAIL pdf: {p}")
+    if not pdf:
+        print("ok   the landing page offers the book as a PDF")
+    return len(missing) + len(pdf)
 
 
 def main(argv: list[str] | None = None) -> int:
