@@ -61,3 +61,19 @@ def test_format_table_rejects_unknown_columns():
         format_table(pd.DataFrame({"a": [1]}), percent=["missing_column"])
     with pytest.raises(TypeError, match="frame"):
         format_table([1, 2])
+
+
+def test_forced_notation():
+    assert format_number(0.5, scientific=True) == "5.00 × 10⁻¹"
+    assert format_number(1234, scientific=True) == "1.23 × 10³"
+    assert format_number(2.5e-7, scientific=False) == "0.000000250"
+
+
+def test_a_column_uses_one_notation_and_cells_do_not_wrap():
+    """A column with one tiny value shows all its numbers as m × 10^e; other columns stay plain."""
+    frame = pd.DataFrame({"diff": [1.0e-3 * 1.0, 2.3e-5, -0.0123], "ratio": [0.51, 1.2, 24.0]})
+    html = format_table(frame).to_html()
+    for text in ("1.00 × 10⁻³", "2.30 × 10⁻⁵", "−1.23 × 10⁻²", "0.510", "1.20", "24.0"):
+        assert text in html, text
+    assert "0.0123" not in html
+    assert "nowrap" in html
