@@ -122,6 +122,10 @@ def _page(body: str) -> str:
         "<pre>x = 1e-3  # chapter 3</pre><p><code>eq-in-code</code></p>",
         '<p>Inline maths <span class="math notranslate nohighlight">\\(\\text{eq-x}\\)</span> is TeX.</p>',
         '<div class="cell_output docutils container"><div class="output text_plain"><pre>4.18e+11</pre></div></div>',
+        '<div class="cell_output"><div class="output text_html"><p>see chapter 3 of the log</p></div></div>',
+        "<dl><dt>axes (Any) – default: a new figure 7 in wide, or 6.5 inches</dt></dl>",
+        '<dl class="py function"><dt class="sig">is_close(a, rtol=1e-09)</dt></dl>',
+        '<table class="indextable"><tr><td><img src="../_static/minus.png" /></td></tr></table>',
     ],
 )
 def test_clean_pages_raise_no_finding(body: str) -> None:
@@ -135,6 +139,8 @@ def test_clean_pages_raise_no_finding(body: str) -> None:
         ("<p>the tanh MLP of chapter 10 is smaller</p>", "typed number"),
         ("<p>In a hurry: chapters 3, 7 and 9.</p>", "typed number"),
         ("<p>as Fig. 2.1 shows</p>", "typed number"),
+        ("<p>the MLP of chapter 10 in the same setting</p>", "typed number"),
+        (f'<div class="cell_output">{FIGURE.replace("the estimates", "the MLP of chapter 10")}</div>', "typed number"),
         ("<p>by eq. (3.2), the variance</p>", "typed number"),
         ("<p>see § 4 below</p>", "typed number"),
         ("<p>by eq. eq-expfam-diag the entries are</p>", "raw label"),

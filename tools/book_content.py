@@ -29,7 +29,7 @@ __all__ = ["page_findings", "missing_exercises", "notebook_leftovers", "pdf_find
 #: A chapter, section, figure, table or equation number typed in the text.
 TYPED_NUMBER = re.compile(
     r"(?:\b(?:chapters?|ch\.|sections?|sec\.|figs?\.|figures?|tables?|eqs?\.|equations?)|§)"
-    r"\s*\(?\d+(?:\.\d+)*\)?",
+    r"\s*\(?\d+(?:\.\d+)*\)?(?!\d|\s*(?:inch(?:es)?|cm|mm|pt|px)\b|\s*in\s+(?:wide|tall|high)\b)",  # sizes
     re.IGNORECASE,
 )
 
@@ -43,7 +43,7 @@ RAW_LABEL = re.compile(r"(?<![\w/#.-])(?:eq|equation|fig|tab|table|sec|ch|thm|le
 RAW_EXPONENT = re.compile(r"(?<![\w.])\d+(?:\.\d+)?e[+-]?\d+\b")
 
 #: Not prose: code, maths (its TeX source), scripts, and what Sphinx numbers itself.
-NOT_TEXT = "pre, code, script, style, span.math, div.math, .eqno, .headerlink, .caption-number, .highlight"
+NOT_TEXT = "pre, code, script, style, span.math, div.math, .eqno, .headerlink, .caption-number, .highlight, dt.sig"
 
 #: What plain Jupyter shows raw in a notebook's markdown.
 NOTEBOOK_LEFTOVER = re.compile(
@@ -73,7 +73,7 @@ def page_findings(html: str) -> list[str]:
     """The findings on one page's HTML (see the module docstring), one line each."""
     article = _article(html)
     findings = []
-    prose = _text(article, f"{NOT_TEXT}, a, div.cell_output, nav")
+    prose = _text(article, f"{NOT_TEXT}, a, div.cell_output div.output, nav")  # captions of outputs count
     for m in TYPED_NUMBER.finditer(prose):
         around = prose[max(0, m.start() - 40) : m.end() + 25]
         if not PAPER.search(around):
@@ -83,6 +83,8 @@ def page_findings(html: str) -> list[str]:
     tables = _text(article, f"{NOT_TEXT}, div.cell_output pre, .output.text_plain")
     findings += [f"raw exponent (format it): ...{_snippet(tables, m)}..." for m in RAW_EXPONENT.finditer(tables)]
     for img in article.select("img"):
+        if "_static/" in img.get("src", ""):  # the theme's icons
+            continue
         figure = img.find_parent(["figure"]) or img.find_parent("div", class_="figure")
         number = figure.select_one(".caption-number") if figure else None
         if number is None:
