@@ -14,12 +14,13 @@ is not typeset, or a request to the network was made.
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 #: Runs in the page before printing: waits for MathJax, hides the navigation; returns untypeset formulas.
 PREPARE = r"""
@@ -39,6 +40,20 @@ async () => {
 """
 
 
+def _static_of(missing: Path, page: Path) -> Path | None:
+    """A ``_static`` file asked for next to the page, served from the build's own ``_static``.
+
+    The single-page build links MathJax as ``_static/mathjax/...`` relative to ``book/intro.html``, one
+    folder too deep; every other file is linked correctly.
+    """
+    inside = missing.parts[missing.parts.index("_static") :]
+    for folder in page.resolve().parents:
+        candidate = folder.joinpath(*inside)
+        if candidate.is_file():
+            return candidate
+    return None
+
+
 def print_pdf(page: Path, out: Path, browser: str) -> int:
     """Print ``page`` to ``out``; return the number of problems found (printed)."""
     from playwright.sync_api import sync_playwright
@@ -51,8 +66,14 @@ def print_pdf(page: Path, out: Path, browser: str) -> int:
         blocked: list[str] = []
 
         def route(r):
-            if urlparse(r.request.url).scheme == "file":
-                r.continue_()
+            url = urlparse(r.request.url)
+            if url.scheme == "file":
+                local = Path(unquote(url.path))
+                served = _static_of(local, page) if not local.exists() and "_static" in local.parts else None
+                if served is not None:
+                    r.fulfill(path=str(served))
+                else:
+                    r.continue_()
             else:
                 blocked.append(r.request.url)
                 r.abort()
@@ -75,6 +96,12 @@ def print_pdf(page: Path, out: Path, browser: str) -> int:
     return problems
 
 
+def _follow_redirect(page: Path) -> Path:
+    """The page an ``index.html`` forwards to (Jupyter Book's singlehtml index is only a redirect)."""
+    m = re.search(r'http-equiv="refresh"\s+content="\d+;\s*url=([^"]+)"', page.read_text(encoding="utf-8")[:2000], re.I)
+    return page.parent / m.group(1) if m else page
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; the exit status is 1 on any problem."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -87,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     if not Path(args.browser).is_file():
         raise SystemExit(f"no Chromium at {args.browser}: apt-get install chromium (Debian), or pass --browser")
     start = time.perf_counter()
-    problems = print_pdf(args.page, args.out, args.browser)
+    problems = print_pdf(_follow_redirect(args.page), args.out, args.browser)
     size = args.out.stat().st_size / 1e6 if args.out.is_file() else 0.0
     print(f"{args.out}: {size:.1f} MB in {time.perf_counter() - start:.0f} s")
     return 1 if problems or not size else 0
