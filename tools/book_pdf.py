@@ -40,13 +40,20 @@ async () => {
 """
 
 
-def _static_of(missing: Path, page: Path) -> Path | None:
-    """A ``_static`` file asked for next to the page, served from the build's own ``_static``.
+#: The build's folders of files that pages link to.
+SHARED = ("_static", "_images", "_downloads")
 
-    The single-page build links MathJax as ``_static/mathjax/...`` relative to ``book/intro.html``, one
-    folder too deep; every other file is linked correctly.
+
+def _from_build_root(missing: Path, page: Path) -> Path | None:
+    """A file of a shared folder asked for next to the page, served from that folder of the build, if any.
+
+    Jupyter Book writes the single page as ``book/intro.html`` but links MathJax (``_static/mathjax/...``)
+    and the figures (``_images/...``) as from the build's root, one folder too shallow.
     """
-    inside = missing.parts[missing.parts.index("_static") :]
+    shared = [i for i, part in enumerate(missing.parts) if part in SHARED]
+    if not shared:
+        return None
+    inside = missing.parts[shared[-1] :]
     for folder in page.resolve().parents:
         candidate = folder.joinpath(*inside)
         if candidate.is_file():
@@ -69,7 +76,7 @@ def print_pdf(page: Path, out: Path, browser: str) -> int:
             url = urlparse(r.request.url)
             if url.scheme == "file":
                 local = Path(unquote(url.path))
-                served = _static_of(local, page) if not local.exists() and "_static" in local.parts else None
+                served = None if local.exists() else _from_build_root(local, page)
                 if served is not None:
                     r.fulfill(path=str(served))
                 else:
