@@ -157,7 +157,9 @@ def test_plots(study: cs.CaseStudy) -> None:
 
     axes = plotting.plot_case_study(study.table)
     assert axes.shape == (4,)
-    assert len(axes[0].lines) == 6 and len(axes[3].lines) == 3  # no Î2 curves in the last layer
+    assert len(axes[0].lines) == 4 and len(axes[3].lines) == 3  # no Î2 curves in the last layer
+    assert len(axes[0].collections) == 1 and not axes[3].collections  # Î2's bounds: one band
+    assert all(len(ax.get_legend_handles_labels()[0]) <= 5 for ax in axes)  # at most five series a panel
     assert all(float(t) == int(t) for ax in axes for t in ax.get_xticks())  # whole epochs
     assert axes[0].figure.get_size_inches()[0] <= 7.0  # fits the book's column
     ratios = plotting.plot_bound_ratios(study.table)

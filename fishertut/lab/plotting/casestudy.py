@@ -87,9 +87,9 @@ def plot_case_study(
 ) -> Any:
     r"""The top row of the paper's figure: one panel per layer, epochs on the x-axis, log scale.
 
-    Each panel shows the Fisher information, :math:`\sqrt{V_1}` and :math:`\sqrt{V_2}` (pooled as in
-    :mod:`fishertut.pooling`) with their upper bounds (dashed) and the lower bound of :math:`\sqrt{V_2}` (dotted;
-    the lower bound of :math:`V_1` is 0 for ten classes). Î2 is left out where its variance is 0 (the last layer,
+    Each panel shows the Fisher information, :math:`\sqrt{V_1}` with its upper bound (dashed; its lower bound
+    is 0 for ten classes) and :math:`\sqrt{V_2}` (pooled as in :mod:`fishertut.pooling`) inside the band between
+    its lower and upper bounds: five series at most. Î2 is left out where its variance is 0 (the last layer,
     or every layer of a ReLU network). The bottom row of the paper's figure is :func:`plot_bound_ratios`.
 
     Args:
@@ -115,8 +115,15 @@ def plot_case_study(
         has_i2 = bool((d["var_i2"] > 0).all())
         if has_i2:
             ax.plot(ep, d["sd_i2"], color=c2, label=r"sd of $\hat{\mathcal{I}}_2$")
-            ax.plot(ep, d["sd_i2_upper"], color=c2, ls="--", lw=1.1, label=r"upper bound, $\hat{\mathcal{I}}_2$")
-            ax.plot(ep, d["sd_i2_lower"], color=c2, ls=":", lw=1.1, label=r"lower bound, $\hat{\mathcal{I}}_2$")
+            ax.fill_between(
+                ep,
+                d["sd_i2_lower"],
+                d["sd_i2_upper"],
+                color=c2,
+                alpha=0.2,
+                lw=0,
+                label=r"bounds, $\hat{\mathcal{I}}_2$",
+            )
         ax.set_yscale("log")
         ax.set_title(names[layer] + (f" ({group}s)" if group != "layer" else "") + ("" if has_i2 else r", $V_2 = 0$"))
         ax.set_xlabel("epoch")

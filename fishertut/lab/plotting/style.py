@@ -100,7 +100,7 @@ _RC: dict[str, Any] = {
     "errorbar.capsize": 2.0,
     "legend.frameon": False,
     "image.cmap": "viridis",
-    "mathtext.fontset": "cm",
+    "mathtext.fontset": "dejavusans",  # maths as tall and as heavy as the text around it (cm is smaller)
     # Deterministic vector output: no random ids or dates in SVG/PDF files.
     "svg.hashsalt": "fishertut",
     "pdf.fonttype": 42,
