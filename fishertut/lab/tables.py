@@ -5,7 +5,7 @@ printing it raw. Numbers are formatted by :func:`format_number`: integers (and i
 thousands separators, other values with ``digits`` significant figures, in plain notation between
 :math:`10^{-3}` and :math:`10^{6}` and as :math:`m \times 10^{e}` outside that range; missing values are
 shown as an em dash. In a table, a column uses one notation: :math:`m \times 10^{e}` for all its values
-if any needs it, and cells never wrap (a number and its star stay on one line).
+if any needs it, and a number, or a short text such as a number with its star, never wraps; longer texts do.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ _STYLES = [
     {"selector": "th", "props": "padding: 0.25em 0.7em; text-align: right; white-space: normal;"},
     {
         "selector": "td",
-        "props": "padding: 0.25em 0.7em; text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap;",
+        "props": "padding: 0.25em 0.7em; text-align: right; font-variant-numeric: tabular-nums;",
     },
     {"selector": "th.row_heading", "props": "text-align: left;"},
 ]
@@ -74,6 +74,16 @@ def format_number(value: Any, digits: int = 3, *, percent: bool = False, scienti
             mantissa = f"{x / 10.0**exponent:.{digits - 1}f}"
         text = f"{mantissa} × 10{str(exponent).translate(_SUPERSCRIPT)}"
     return text.replace("-", "−")
+
+
+#: Texts up to this long never wrap in a table cell (a formatted number with an interval and a star fits).
+_SHORT = 32
+
+
+def _no_wrap(value: Any) -> str:
+    """The CSS of a cell: a number or a short text stays on one line."""
+    short = isinstance(value, numbers.Real) or len(str(value)) <= _SHORT
+    return "white-space: nowrap;" if short else ""
 
 
 def _column_notation(column: Any, *, percent: bool) -> bool | None:
@@ -144,5 +154,5 @@ def format_table(
         )
         for i, c in enumerate(frame.columns)
     }
-    styler = shown.style.format(formatters).set_table_styles(_STYLES)
+    styler = shown.style.format(formatters).set_table_styles(_STYLES).map(_no_wrap)
     return styler if index else styler.hide(axis="index")

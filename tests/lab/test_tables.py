@@ -72,8 +72,11 @@ def test_forced_notation():
 def test_a_column_uses_one_notation_and_cells_do_not_wrap():
     """A column with one tiny value shows all its numbers as m × 10^e; other columns stay plain."""
     frame = pd.DataFrame({"diff": [1.0e-3 * 1.0, 2.3e-5, -0.0123], "ratio": [0.51, 1.2, 24.0]})
+    frame["note"] = ["+0.21 ± 0.03 *", "a setting described in a sentence long enough to wrap", ""]
     html = format_table(frame).to_html()
     for text in ("1.00 × 10⁻³", "2.30 × 10⁻⁵", "−1.23 × 10⁻²", "0.510", "1.20", "24.0"):
         assert text in html, text
     assert "0.0123" not in html
-    assert "nowrap" in html
+    assert html.count("white-space: nowrap") == 1  # one CSS rule shared by the 8 short cells; not the long one
+    rule = html[: html.index("white-space: nowrap")].rsplit("}", 1)[-1]
+    assert rule.count("#T_") == 8, rule
