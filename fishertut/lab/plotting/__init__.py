@@ -4,7 +4,8 @@
   :func:`estimator_color`, :func:`errorbar_estimates` (every chapter);
 * :mod:`~fishertut.lab.plotting.casestudy`: :func:`plot_case_study`, :func:`plot_bound_ratios`,
   :func:`plot_monte_carlo`, :func:`plot_calibration` (chapters "Case study: an MNIST classifier" and "Case study: a
-  convolutional network"), :func:`plot_layer_tradeoff` (the latter);
+  convolutional network");
+* :mod:`~fishertut.lab.plotting.tradeoff`: :func:`plot_layer_tradeoff` (chapter "Case study: a convolutional network");
 * :mod:`~fishertut.lab.plotting.natural_gradient`: :func:`plot_ngd_runs`, :func:`plot_ngd_paths`,
   :func:`loss_grid` (chapter "Natural gradient with estimated Fisher information");
 * :mod:`~fishertut.lab.plotting.downstream`: :func:`plot_bands`, :func:`plot_baseline` (chapter "Does it matter
@@ -13,7 +14,7 @@
 Everything is importable from here: ``ft.lab.plotting.set_style()``, ``ft.lab.plotting.plot_case_study(...)``.
 """
 
-from .casestudy import plot_bound_ratios, plot_calibration, plot_case_study, plot_layer_tradeoff, plot_monte_carlo
+from .casestudy import plot_bound_ratios, plot_calibration, plot_case_study, plot_monte_carlo
 from .downstream import plot_bands, plot_baseline
 from .natural_gradient import loss_grid, plot_ngd_paths, plot_ngd_runs
 from .style import (
@@ -27,6 +28,7 @@ from .style import (
     series_style,
     set_style,
 )
+from .tradeoff import plot_layer_tradeoff
 
 __all__ = [
     "PALETTE",
