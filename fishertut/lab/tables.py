@@ -154,5 +154,7 @@ def format_table(
         )
         for i, c in enumerate(frame.columns)
     }
-    styler = shown.style.format(formatters).set_table_styles(_STYLES).map(_no_wrap)
+    styler = shown.style.format(formatters).set_table_styles(_STYLES)
+    if shown.index.is_unique and shown.columns.is_unique:  # pandas styles cells only where labels are unique
+        styler = styler.map(_no_wrap)
     return styler if index else styler.hide(axis="index")

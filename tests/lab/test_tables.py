@@ -80,3 +80,10 @@ def test_a_column_uses_one_notation_and_cells_do_not_wrap():
     assert html.count("white-space: nowrap") == 1  # one CSS rule shared by the 8 short cells; not the long one
     rule = html[: html.index("white-space: nowrap")].rsplit("}", 1)[-1]
     assert rule.count("#T_") == 8, rule
+
+
+def test_format_table_with_repeated_row_labels_still_renders():
+    """Rows may share a label (several comparisons of one kind): the table renders, numbers formatted."""
+    frame = pd.DataFrame({"ms": [1.5, 2.5e-5]}, index=["same", "same"])
+    html = format_table(frame).to_html()
+    assert "1.50 × 10⁰" in html and "2.50 × 10⁻⁵" in html
