@@ -2,7 +2,8 @@
 #
 #   make book    build the book, every chapter executed  -> _build/html/index.html
 #   make test    lint (ruff) + unit tests + every chapter run as a notebook (nbval)
-#   make check   make test, make book, then every built page checked in headless Chromium, offline
+#   make check   make test, make book, make pdf, then every built page checked in headless Chromium, offline
+#   make pdf     the whole book as one PDF (single-page build printed by Chromium) -> _build/html/fishertut.pdf
 #   make browser-check   only the last step, on the book already built
 #   make lab     JupyterLab on book/ (.md chapters open as notebooks)
 #   make bench   run the benchmarks
@@ -40,10 +41,10 @@ CHAPTERS = $(shell grep -l '^ *format_name: *myst' book/*.md 2>/dev/null)
 LIBHASH = $(shell cat pyproject.toml requirements.txt $$(find fishertut -name '*.py' | LC_ALL=C sort) 2>/dev/null | sha256sum | cut -c1-16)
 LIBSTAMP := $(BUILD)/.libhash
 
-.PHONY: help venv book test lint unit nbval nbval-convert check browser-check lab bench clean distclean
+.PHONY: help venv book pdf test lint unit nbval nbval-convert check browser-check lab bench clean distclean
 
 help:
-	@sed -n '3,10p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '3,11p' Makefile | sed 's/^# \{0,1\}//'
 
 # --- environment -------------------------------------------------------------------
 
@@ -68,6 +69,17 @@ book: $(STAMP)
 	fi
 	$(JB) build . -W --keep-going
 	@echo "Book: $(BUILD)/html/index.html"
+
+# The PDF: the single-page build (same execution cache, so no chapter runs again after `make book`),
+# printed by the Chromium of the browser check once MathJax is done, offline (tools/book_pdf.py). It lands
+# in the HTML build, where the landing page links to it. Needs `make book` first (the cache and the site).
+SINGLE := $(BUILD)/singlehtml
+PDF := $(BUILD)/html/fishertut.pdf
+
+pdf: $(STAMP)
+	@test -f $(BUILD)/html/index.html || { echo "build the book first: make book"; exit 1; }
+	$(JB) build . --builder singlehtml -W --keep-going
+	$(PY) tools/book_pdf.py --page $(SINGLE)/index.html --out $(PDF)
 
 # --- tests -------------------------------------------------------------------------
 
@@ -111,15 +123,18 @@ nbval: nbval-convert
 
 # Every page of _build/html in Debian's chromium (apt-get install chromium), network cut off, 1280 px:
 # maths typeset, nothing wider than its column, no warning in an output, images loaded, no internal
-# references, an .ipynb download per chapter (tools/check_book.py). Not part of `make test`, which needs
-# no system package.
+# references, an .ipynb download per chapter that reads in plain Jupyter; and what the pages say: no typed
+# chapter/figure/equation numbers, no raw labels or exponents, every figure numbered, every theory chapter
+# with exercises, the PDF there (tools/check_book.py, tools/book_content.py). Not part of `make test`,
+# which needs no system package.
 check:
 	$(MAKE) --no-print-directory test
 	$(MAKE) --no-print-directory book
+	$(MAKE) --no-print-directory pdf
 	$(MAKE) --no-print-directory browser-check
 
 browser-check: $(STAMP)
-	$(PY) tools/check_book.py --html $(BUILD)/html
+	$(PY) tools/check_book.py --html $(BUILD)/html --toc _toc.yml
 
 # --- interactive, benchmarks -------------------------------------------------------
 

@@ -15,8 +15,15 @@ Per page, at the given width (1280 px by default), it asserts that:
 * no cell output holds a warning, an error or a traceback (stderr streams included);
 * every image loaded;
 * no text refers to documents the reader does not have (``spec 4``, ``open point``, ``the specification``);
-* a chapter offers its ``.ipynb`` download next to the ``.md``, and the file is a valid notebook;
-* the page made no request to the network.
+* a chapter offers its ``.ipynb`` download next to the ``.md``, and the file is a valid notebook that reads
+  in plain Jupyter (no MyST role, directive or glue placeholder left in its markdown);
+* the page made no request to the network;
+* what the page says (``tools/book_content.py``, read from the file): no chapter, figure or equation number
+  typed instead of a cross-reference, no raw label, no raw exponent (``4.18e+11``), every figure numbered
+  and captioned.
+
+For the whole book, every chapter of the Theory part of ``_toc.yml`` must end with a section "Exercises".
+``--no-browser`` runs only the checks on the files (those in ``book_content.py`` and the downloads).
 
 It prints one block per page and exits non-zero if any page fails. It is not a unit test: ``pytest tests``
 does not collect it, and ``make test`` needs no browser.
@@ -31,6 +38,9 @@ import sys
 import tempfile
 from pathlib import Path
 from urllib.parse import unquote, urlparse
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import book_content  # a module of this folder
 
 CHROMIUM_ARGS = [
     "--headless",
@@ -200,6 +210,7 @@ def _check_notebook(page: Path, downloads: list[str]) -> list[str]:
         problems.append(f"{path.name} has no code cell")
     if any(cell.get("outputs") for cell in nb.cells if cell.cell_type == "code"):
         problems.append(f"{path.name} carries stored outputs")
+    problems += [f"{path.name}: {p}" for p in book_content.notebook_leftovers(nb.cells)]
     return problems
 
 
@@ -257,6 +268,7 @@ def check(html: Path, names: list[str], width: int, height: int, browser_path: s
             for m in INTERNAL_REFERENCES.finditer(found["text"]):
                 snippet = found["text"][max(0, m.start() - 40) : m.end() + 40].replace("\n", " ")
                 problems.append(f"internal reference: ...{snippet}...")
+            problems += book_content.page_findings(page.read_text(encoding="utf-8"))
             if _is_chapter(html, page):
                 problems += _check_notebook(page, found["downloads"])
             problems += [f"network request (blocked): {u}" for u in blocked]
@@ -272,6 +284,42 @@ def check(html: Path, names: list[str], width: int, height: int, browser_path: s
     return failing
 
 
+def check_files(html: Path, names: list[str]) -> int:
+    """The checks that need no browser (what the pages say, the downloads); print them; return the failures."""
+    failing = 0
+    for page in _pages(html, names):
+        text = page.read_text(encoding="utf-8")
+        if REDIRECT.search(text[:2000]):
+            continue
+        problems = book_content.page_findings(text)
+        if _is_chapter(html, page):
+            links = re.findall(r'href="([^"]*_sources[^"]*\.(?:ipynb|md))"', text)
+            problems += _check_notebook(page, links)
+        print(f"{'FAIL' if problems else 'ok  '} {page.relative_to(html).as_posix()}", flush=True)
+        for p in problems:
+            print(f"       - {p}")
+        failing += bool(problems)
+    return failing
+
+
+def check_book_parts(html: Path, toc: Path) -> int:
+    """The checks on the whole book: theory chapters have exercises, the PDF is offered. Returns the findings."""
+    import yaml
+
+    missing = book_content.missing_exercises(toc, html)
+    for m in missing:
+        print(f"FAIL exercises: {m}")
+    if not missing:
+        print("ok   every theory chapter has a section 'Exercises'")
+    root = yaml.safe_load(toc.read_text(encoding="utf-8"))["root"]
+    pdf = book_content.pdf_findings(html / f"{root}.html")
+    for p in pdf:
+        print(f"FAIL pdf: {p}")
+    if not pdf:
+        print("ok   the landing page offers the book as a PDF")
+    return len(missing) + len(pdf)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; the exit status is 1 if any page fails."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -280,12 +328,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--width", type=int, default=1280)
     parser.add_argument("--height", type=int, default=900)
     parser.add_argument("--browser", default=shutil.which("chromium") or "/usr/bin/chromium")
+    parser.add_argument("--toc", type=Path, default=Path("_toc.yml"), help="the table of contents")
+    parser.add_argument("--no-browser", action="store_true", help="only the checks on the files")
     args = parser.parse_args(argv)
     if not (args.html / "index.html").is_file():
         raise SystemExit(f"{args.html}/index.html not found: build the book first (make book)")
-    if not Path(args.browser).is_file():
-        raise SystemExit(f"no Chromium at {args.browser}: apt-get install chromium (Debian), or pass --browser")
-    return 1 if check(args.html.resolve(), args.pages, args.width, args.height, args.browser) else 0
+    html = args.html.resolve()
+    if args.no_browser:
+        failing = check_files(html, args.pages)
+    else:
+        if not Path(args.browser).is_file():
+            raise SystemExit(f"no Chromium at {args.browser}: apt-get install chromium (Debian), or pass --browser")
+        failing = check(html, args.pages, args.width, args.height, args.browser)
+    if not args.pages:
+        failing += check_book_parts(html, args.toc)
+    return 1 if failing else 0
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ Every chapter that shows a table passes its ``pandas.DataFrame`` through :func:`
 printing it raw. Numbers are formatted by :func:`format_number`: integers (and integral counts) with
 thousands separators, other values with ``digits`` significant figures, in plain notation between
 :math:`10^{-3}` and :math:`10^{6}` and as :math:`m \times 10^{e}` outside that range; missing values are
-shown as an em dash.
+shown as an em dash. In a table, a column uses one notation: :math:`m \times 10^{e}` for all its values
+if any needs it, and a number, or a short text such as a number with its star, never wraps; longer texts do.
 """
 
 from __future__ import annotations
@@ -22,18 +23,23 @@ _MISSING = "—"
 #: Cell padding and alignment, so adjacent numbers never run into each other and long headers wrap.
 _STYLES = [
     {"selector": "th", "props": "padding: 0.25em 0.7em; text-align: right; white-space: normal;"},
-    {"selector": "td", "props": "padding: 0.25em 0.7em; text-align: right; font-variant-numeric: tabular-nums;"},
+    {
+        "selector": "td",
+        "props": "padding: 0.25em 0.7em; text-align: right; font-variant-numeric: tabular-nums;",
+    },
     {"selector": "th.row_heading", "props": "text-align: left;"},
 ]
 
 
-def format_number(value: Any, digits: int = 3, *, percent: bool = False) -> str:
-    """One number as a person reads it.
+def format_number(value: Any, digits: int = 3, *, percent: bool = False, scientific: bool | None = None) -> str:
+    r"""One number as a person reads it.
 
     Args:
         value: an int, float, numpy scalar, ``None`` or ``NaN``; anything else is returned as ``str(value)``.
         digits: significant figures for non-integral values (at least 1).
         percent: show ``value`` (a fraction) as a percentage with ``digits`` significant figures.
+        scientific: ``True``: always :math:`m \times 10^{e}` (integers included); ``False``: never;
+            ``None``: only outside :math:`[10^{-3}, 10^{6})`.
 
     Returns:
         ``"241,006"`` for an integral value, ``"0.0123"``, ``"12.3"``, ``"1.23 × 10⁻⁶"`` for others,
@@ -52,12 +58,13 @@ def format_number(value: Any, digits: int = 3, *, percent: bool = False) -> str:
         return "∞" if x > 0 else "−∞"
     if percent:
         return f"{format_number(100.0 * x, digits)}%"
-    if isinstance(value, numbers.Integral) or (x.is_integer() and abs(x) >= 10 ** (digits - 1)):
+    integral = isinstance(value, numbers.Integral) or (x.is_integer() and abs(x) >= 10 ** (digits - 1))
+    if integral and not scientific:
         return f"{round(x):,}".replace("-", "−")
     if x == 0.0:
         return "0"
     exponent = math.floor(math.log10(abs(x)))
-    if -3 <= exponent < 6:
+    if scientific is False or (scientific is None and -3 <= exponent < 6):
         decimals = max(digits - 1 - exponent, 0)
         text = f"{round(x, decimals):,.{decimals}f}"
     else:
@@ -67,6 +74,29 @@ def format_number(value: Any, digits: int = 3, *, percent: bool = False) -> str:
             mantissa = f"{x / 10.0**exponent:.{digits - 1}f}"
         text = f"{mantissa} × 10{str(exponent).translate(_SUPERSCRIPT)}"
     return text.replace("-", "−")
+
+
+#: Texts up to this long never wrap in a table cell (a formatted number with an interval and a star fits).
+_SHORT = 32
+
+
+def _no_wrap(value: Any) -> str:
+    """The CSS of a cell: a number or a short text stays on one line."""
+    short = isinstance(value, numbers.Real) or len(str(value)) <= _SHORT
+    return "white-space: nowrap;" if short else ""
+
+
+def _column_notation(column: Any, *, percent: bool) -> bool | None:
+    r"""``True`` if any number of the column needs :math:`m \times 10^{e}` (then all its numbers get it)."""
+    if percent:
+        return None
+    for v in column:
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or isinstance(v, numbers.Integral):
+            continue
+        x = float(v)
+        if math.isfinite(x) and x != 0.0 and not -3 <= math.floor(math.log10(abs(x))) < 6:
+            return True
+    return None
 
 
 def readable_header(name: Any) -> str:
@@ -117,8 +147,14 @@ def format_table(
     if shown.index.name is not None:
         shown.index.name = readable_header(shown.index.name)
     formatters = {
-        shown.columns[i]: (lambda v, p=(c in percent): format_number(v, digits, percent=p))
+        shown.columns[i]: (
+            lambda v, p=(c in percent), sci=_column_notation(frame[c], percent=c in percent): format_number(
+                v, digits, percent=p, scientific=sci
+            )
+        )
         for i, c in enumerate(frame.columns)
     }
     styler = shown.style.format(formatters).set_table_styles(_STYLES)
+    if shown.index.is_unique and shown.columns.is_unique:  # pandas styles cells only where labels are unique
+        styler = styler.map(_no_wrap)
     return styler if index else styler.hide(axis="index")

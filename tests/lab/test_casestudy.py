@@ -157,7 +157,9 @@ def test_plots(study: cs.CaseStudy) -> None:
 
     axes = plotting.plot_case_study(study.table)
     assert axes.shape == (4,)
-    assert len(axes[0].lines) == 6 and len(axes[3].lines) == 3  # no Î2 curves in the last layer
+    assert len(axes[0].lines) == 4 and len(axes[3].lines) == 3  # no Î2 curves in the last layer
+    assert len(axes[0].collections) == 1 and not axes[3].collections  # Î2's bounds: one band
+    assert all(len(ax.get_legend_handles_labels()[0]) <= 5 for ax in axes)  # at most five series a panel
     assert all(float(t) == int(t) for ax in axes for t in ax.get_xticks())  # whole epochs
     assert axes[0].figure.get_size_inches()[0] <= 7.0  # fits the book's column
     ratios = plotting.plot_bound_ratios(study.table)
@@ -254,9 +256,10 @@ def test_lenet_plots_label_layers_by_kind(lenets: dict[str, cs.CaseStudy]) -> No
     assert [ax.get_title() for ax in axes] == ["tanh, epoch 1", "relu, epoch 1"]
     last = both[(both["epoch"] == 1) & (both["group"] == "layer")]
     for ax, act, n_i2 in zip(axes, ("tanh", "relu"), (3, 0)):
-        bars = [p.get_height() for p in ax.patches]
-        assert len(bars) == 4 + n_i2  # no Î2 bar where V2 = 0
-        assert bars[:4] == list(last[last["activation"] == act].sort_values("layer")["rel_sd_i1"])
+        assert not ax.patches  # points, not bars: a bar on a log axis has no meaningful length
+        i1_points, i2_points = (line.get_ydata() for line in ax.get_lines())
+        assert len(i2_points) == n_i2  # no Î2 point where V2 = 0
+        assert list(i1_points) == list(last[last["activation"] == act].sort_values("layer")["rel_sd_i1"])
         assert len(ax.texts) == 4 - n_i2  # ... but a "V2 = 0" mark
         assert [t.get_text() for t in ax.get_xticklabels()][0] == "layer 1\n(conv)"
     assert axes[0].figure.get_size_inches()[0] <= 7.0

@@ -61,3 +61,29 @@ def test_format_table_rejects_unknown_columns():
         format_table(pd.DataFrame({"a": [1]}), percent=["missing_column"])
     with pytest.raises(TypeError, match="frame"):
         format_table([1, 2])
+
+
+def test_forced_notation():
+    assert format_number(0.5, scientific=True) == "5.00 × 10⁻¹"
+    assert format_number(1234, scientific=True) == "1.23 × 10³"
+    assert format_number(2.5e-7, scientific=False) == "0.000000250"
+
+
+def test_a_column_uses_one_notation_and_cells_do_not_wrap():
+    """A column with one tiny value shows all its numbers as m × 10^e; other columns stay plain."""
+    frame = pd.DataFrame({"diff": [1.0e-3 * 1.0, 2.3e-5, -0.0123], "ratio": [0.51, 1.2, 24.0]})
+    frame["note"] = ["+0.21 ± 0.03 *", "a setting described in a sentence long enough to wrap", ""]
+    html = format_table(frame).to_html()
+    for text in ("1.00 × 10⁻³", "2.30 × 10⁻⁵", "−1.23 × 10⁻²", "0.510", "1.20", "24.0"):
+        assert text in html, text
+    assert "0.0123" not in html
+    assert html.count("white-space: nowrap") == 1  # one CSS rule shared by the 8 short cells; not the long one
+    rule = html[: html.index("white-space: nowrap")].rsplit("}", 1)[-1]
+    assert rule.count("#T_") == 8, rule
+
+
+def test_format_table_with_repeated_row_labels_still_renders():
+    """Rows may share a label (several comparisons of one kind): the table renders, numbers formatted."""
+    frame = pd.DataFrame({"ms": [1.5, 2.5e-5]}, index=["same", "same"])
+    html = format_table(frame).to_html()
+    assert "1.50 × 10⁰" in html and "2.50 × 10⁻⁵" in html

@@ -1,4 +1,4 @@
-r"""Figures of the case-study chapters: per-layer curves through training, Monte Carlo, calibration, trade-off.
+r"""Figures of the case-study chapters: per-layer curves through training, Monte Carlo, calibration.
 
 Every figure is 7 in wide (the book's column) with at most four panels, and integer epoch ticks. The tables are
 those of :func:`fishertut.lab.casestudy.run_case_study`, pooled per layer as in
@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from matplotlib.lines import Line2D
-from matplotlib.ticker import FuncFormatter, MaxNLocator
+from matplotlib.ticker import MaxNLocator
 from torch import Tensor
 
 from ...groups import flatten, layer_groups
@@ -21,7 +21,7 @@ from .style import errorbar_estimates, estimator_color
 if TYPE_CHECKING:
     from ..casestudy import CaseStudy
 
-__all__ = ["plot_case_study", "plot_bound_ratios", "plot_monte_carlo", "plot_calibration", "plot_layer_tradeoff"]
+__all__ = ["plot_case_study", "plot_bound_ratios", "plot_monte_carlo", "plot_calibration"]
 
 #: Line styles of the layers, where colour stands for the estimator.
 _STYLES: list[Any] = ["-", "--", "-.", ":", (0, (5, 1, 1, 1))]
@@ -87,9 +87,9 @@ def plot_case_study(
 ) -> Any:
     r"""The top row of the paper's figure: one panel per layer, epochs on the x-axis, log scale.
 
-    Each panel shows the Fisher information, :math:`\sqrt{V_1}` and :math:`\sqrt{V_2}` (pooled as in
-    :mod:`fishertut.pooling`) with their upper bounds (dashed) and the lower bound of :math:`\sqrt{V_2}` (dotted;
-    the lower bound of :math:`V_1` is 0 for ten classes). Î2 is left out where its variance is 0 (the last layer,
+    Each panel shows the Fisher information, :math:`\sqrt{V_1}` with its upper bound (dashed; its lower bound
+    is 0 for ten classes) and :math:`\sqrt{V_2}` (pooled as in :mod:`fishertut.pooling`) inside the band between
+    its lower and upper bounds: five series at most. Î2 is left out where its variance is 0 (the last layer,
     or every layer of a ReLU network). The bottom row of the paper's figure is :func:`plot_bound_ratios`.
 
     Args:
@@ -115,8 +115,15 @@ def plot_case_study(
         has_i2 = bool((d["var_i2"] > 0).all())
         if has_i2:
             ax.plot(ep, d["sd_i2"], color=c2, label=r"sd of $\hat{\mathcal{I}}_2$")
-            ax.plot(ep, d["sd_i2_upper"], color=c2, ls="--", lw=1.1, label=r"upper bound, $\hat{\mathcal{I}}_2$")
-            ax.plot(ep, d["sd_i2_lower"], color=c2, ls=":", lw=1.1, label=r"lower bound, $\hat{\mathcal{I}}_2$")
+            ax.fill_between(
+                ep,
+                d["sd_i2_lower"],
+                d["sd_i2_upper"],
+                color=c2,
+                alpha=0.2,
+                lw=0,
+                label=r"bounds, $\hat{\mathcal{I}}_2$",
+            )
         ax.set_yscale("log")
         ax.set_title(names[layer] + (f" ({group}s)" if group != "layer" else "") + ("" if has_i2 else r", $V_2 = 0$"))
         ax.set_xlabel("epoch")
@@ -265,75 +272,3 @@ def plot_calibration(table: Any, activation: str | None = None, *, group: str = 
     ]
     ax.legend(handles=estimators + _layer_handles(layers, names), loc="upper left", bbox_to_anchor=(1.02, 1.0))
     return ax
-
-
-def plot_layer_tradeoff(table: Any, epoch: int | None = None, *, group: str = "layer", axes: Any = None) -> Any:
-    r"""The per-layer trade-off: relative standard deviations of Î1 and Î2 side by side, one panel per activation.
-
-    For each layer (labelled with its kind where the network mixes kinds), two bars on a log scale:
-    :math:`\sqrt{\overline{V_1}}/\overline{\mathcal I}` (``rel_sd_i1``) and
-    :math:`\sqrt{\overline{V_2}}/\overline{\mathcal I}` (``rel_sd_i2``), one label per input with the input
-    held fixed. The lower bar is the estimator to use in that layer. Where :math:`V_2 = 0` there is no Î2 bar;
-    the layer is marked :math:`V_2 = 0` instead.
-
-    Args:
-        table: :attr:`~fishertut.lab.casestudy.CaseStudy.table` (or several concatenated), at most four
-            activations.
-        epoch: which epoch; default the last one in the table.
-        group: ``"layer"``, ``"weight"`` or ``"bias"``.
-        axes: one axis per activation; default: a new figure 7 in wide, sharing the y-axis.
-
-    Returns:
-        The axes array, one per activation (in the table's order).
-    """
-    import matplotlib.pyplot as plt
-
-    sub = table[table["group"] == group]
-    epoch = int(sub["epoch"].max()) if epoch is None else epoch
-    sub = sub[sub["epoch"] == epoch]
-    activations = list(dict.fromkeys(sub["activation"]))
-    if not activations:
-        raise ValueError(f"no rows for epoch={epoch}, group={group!r}")
-    if len(activations) > 4:
-        raise ValueError(f"at most four activations per figure, got {activations}")
-    if axes is None:
-        _, axes = plt.subplots(1, len(activations), figsize=(7.0, 3.0), sharey=True, squeeze=False)
-    axes = np.asarray(axes).reshape(-1)
-    width = 0.38
-    for ax, act in zip(axes, activations):
-        d = sub[sub["activation"] == act].sort_values("layer")
-        names = _labels(d)
-        pos = np.arange(len(d))
-        for off, k in ((-width / 2, "1"), (width / 2, "2")):
-            rel = d[f"rel_sd_i{k}"].to_numpy(dtype=float)
-            live = d[f"var_i{k}"].to_numpy() > 0
-            ax.bar(
-                pos[live] + off,
-                rel[live],
-                width,
-                color=estimator_color(f"i{k}"),
-                label=rf"$\hat{{\mathcal{{I}}}}_{k}$",
-            )
-            for p in pos[~live]:
-                ax.annotate(
-                    "$V_2=0$",
-                    (p + off, 0.0),
-                    xycoords=("data", "axes fraction"),
-                    xytext=(0, 3),
-                    textcoords="offset points",
-                    rotation=90,
-                    ha="center",
-                    va="bottom",
-                    color=estimator_color(f"i{k}"),
-                )
-        ax.set_yscale("log")
-        ax.yaxis.set_major_formatter(FuncFormatter(_plain))
-        ax.yaxis.set_minor_formatter(FuncFormatter(_plain))
-        ax.set_xticks(pos, [names[layer].replace(" (", "\n(") for layer in d["layer"]])
-        ax.set_title(f"{act}, epoch {epoch}")
-    axes[0].set_ylabel("relative sd (sd / Fisher)")
-    handles = [
-        Line2D([], [], color=estimator_color(f"i{k}"), lw=6, label=rf"$\hat{{\mathcal{{I}}}}_{k}$") for k in ("1", "2")
-    ]
-    axes[0].figure.legend(handles=handles, loc="outside lower center", ncols=2)
-    return axes

@@ -15,10 +15,13 @@ from matplotlib.axes import Axes
 
 __all__ = [
     "PALETTE",
+    "SERIES_COLORS",
+    "SERIES_MARKERS",
     "ESTIMATOR_COLORS",
     "COLUMN_PX",
     "MAX_FIGURE_WIDTH",
     "set_style",
+    "series_style",
     "estimator_color",
     "errorbar_estimates",
 ]
@@ -27,9 +30,13 @@ __all__ = [
 #: A wider image is scaled down to it, and its text with it.
 COLUMN_PX: int = 672
 
-#: Widest figure, in inches, whose smallest text (9.5 pt) still shows at 9 pt or more on the page: a figure
-#: this wide is scaled to :data:`COLUMN_PX`, and 9.5 pt x 672 / (72 x 7.1 in) = 12.5 CSS px (9.4 pt).
-MAX_FIGURE_WIDTH: float = 7.0
+#: Dots per inch of a figure on the page: a figure is shown at ``width x DISPLAY_DPI`` CSS pixels (its PNG
+#: has twice as many, for sharp text on high-density screens), so 1 pt of figure text is 1 pt on the page.
+DISPLAY_DPI: int = 96
+
+#: Widest figure, in inches, that the column shows at full size: 7 in x 96 dpi = :data:`COLUMN_PX`. A wider
+#: one would be scaled down, and its 10 pt text with it.
+MAX_FIGURE_WIDTH: float = COLUMN_PX / DISPLAY_DPI
 
 #: Okabe–Ito colour-blind-safe palette (black first), used as the default colour cycle.
 PALETTE: tuple[str, ...] = (
@@ -43,6 +50,13 @@ PALETTE: tuple[str, ...] = (
     "#F0E442",  # yellow
 )
 
+#: The colour cycle: five Okabe–Ito colours that stay apart (no orange next to vermillion, no two blues).
+#: A panel holds at most five series; a sixth would repeat the first colour.
+SERIES_COLORS: tuple[str, ...] = (PALETTE[0], PALETTE[1], PALETTE[5], PALETTE[3], PALETTE[6])
+
+#: Markers to tell series apart without colour, in the order of :data:`SERIES_COLORS`.
+SERIES_MARKERS: tuple[str, ...] = ("o", "s", "^", "D", "v")
+
 #: Fixed colours for the quantities that appear in many chapters, so that a reader can rely on them.
 ESTIMATOR_COLORS: dict[str, str] = {
     "exact": PALETTE[0],
@@ -52,11 +66,12 @@ ESTIMATOR_COLORS: dict[str, str] = {
     "bound": PALETTE[3],
 }
 
-#: Sizes: no text below 9.5 pt, so that a figure up to :data:`MAX_FIGURE_WIDTH` wide keeps at least 9 pt on
-#: the page. Backgrounds are opaque white (figure, axes and saved files), for any page theme.
+#: Sizes: no text below 10 pt, shown at its size on the page (:data:`DISPLAY_DPI`) when the figure is at most
+#: :data:`MAX_FIGURE_WIDTH` wide; maths in legends and labels is 10 pt too (its sub- and superscripts are
+#: smaller, as in the text's maths). Backgrounds are opaque white (figure, axes and saved files).
 _RC: dict[str, Any] = {
     "figure.figsize": (6.4, 3.6),
-    "figure.dpi": 110,
+    "figure.dpi": DISPLAY_DPI,
     "figure.constrained_layout.use": True,
     "figure.facecolor": "white",
     "figure.edgecolor": "white",
@@ -67,14 +82,14 @@ _RC: dict[str, Any] = {
     "savefig.facecolor": "white",
     "savefig.edgecolor": "white",
     "savefig.transparent": False,
-    "font.size": 10.0,
-    "axes.titlesize": 10.5,
-    "axes.labelsize": 10.0,
-    "legend.fontsize": 9.5,
-    "legend.title_fontsize": 9.5,
-    "xtick.labelsize": 9.5,
-    "ytick.labelsize": 9.5,
-    "figure.titlesize": 10.5,
+    "font.size": 10.5,
+    "axes.titlesize": 11.0,
+    "axes.labelsize": 10.5,
+    "legend.fontsize": 10.5,
+    "legend.title_fontsize": 10.5,
+    "xtick.labelsize": 10.0,
+    "ytick.labelsize": 10.0,
+    "figure.titlesize": 11.0,
     "axes.spines.top": False,
     "axes.spines.right": False,
     "axes.grid": True,
@@ -85,7 +100,7 @@ _RC: dict[str, Any] = {
     "errorbar.capsize": 2.0,
     "legend.frameon": False,
     "image.cmap": "viridis",
-    "mathtext.fontset": "cm",
+    "mathtext.fontset": "dejavusans",  # maths as tall and as heavy as the text around it (cm is smaller)
     # Deterministic vector output: no random ids or dates in SVG/PDF files.
     "svg.hashsalt": "fishertut",
     "pdf.fonttype": 42,
@@ -96,12 +111,36 @@ def set_style() -> None:
     """Apply the book's matplotlib style (the same rcParams every time).
 
     Resets matplotlib to its defaults first, so a chapter's figures do not depend on what ran before,
-    then sets fonts (no text below 9.5 pt), sizes, opaque white backgrounds, a light grid and the
-    Okabe–Ito colour cycle :data:`PALETTE`. The backend is not changed.
+    then sets fonts (no text below 10 pt), sizes, opaque white backgrounds, a light grid and the
+    five-colour cycle :data:`SERIES_COLORS`. The backend is not changed. In a notebook, figures are shown at
+    :data:`DISPLAY_DPI` with twice the pixels (``retina``), so the page shows their text at its size.
     """
     mpl.rcdefaults()  # leaves the backend alone
     mpl.rcParams.update(_RC)
-    mpl.rcParams["axes.prop_cycle"] = mpl.cycler(color=list(PALETTE))
+    mpl.rcParams["axes.prop_cycle"] = mpl.cycler(color=list(SERIES_COLORS))
+    _show_sharp()
+
+
+def _show_sharp() -> None:
+    """In an IPython kernel, show inline figures as 2x PNGs at their size in CSS pixels (``retina``)."""
+    try:
+        from IPython import get_ipython
+        from matplotlib_inline.backend_inline import set_matplotlib_formats
+    except ImportError:  # no IPython: nothing is shown inline
+        return
+    if get_ipython() is not None:
+        set_matplotlib_formats("retina")
+
+
+def series_style(index: int) -> dict[str, str]:
+    """Colour and marker of the ``index``-th series of a panel (at most five), for plots drawn as points.
+
+    Raises:
+        ValueError: If ``index`` is not in 0..4: a panel holds at most five series.
+    """
+    if not 0 <= index < len(SERIES_COLORS):
+        raise ValueError(f"series index {index}: a panel holds at most {len(SERIES_COLORS)} series, split it")
+    return {"color": SERIES_COLORS[index], "marker": SERIES_MARKERS[index]}
 
 
 def estimator_color(name: str) -> str:
