@@ -4,8 +4,8 @@ Rules, in order: backward hooks are refused on every path (see :mod:`fishertut.i
 ``path="generic"`` takes the ``torch.func`` engine; otherwise the layer-wise engine if it can honour the
 model and the batch exactly (``path="layerwise"`` raises :class:`~fishertut.UnsupportedModelError` with
 the reason if not), else the graph engine (:mod:`fishertut.engines.graph.engine`) if it can (``path="graph"``
-tries only it, and raises naming the layer it cannot take), else ``path="auto"`` falls back to the generic
-engine.
+tries only it, and raises naming the layer it cannot take), else the transformer engine (:mod:`fishertut.engines.transformer`) for the sequence models it takes
+(``path="transformer"`` likewise), else ``path="auto"`` falls back to the generic engine.
 """
 
 from __future__ import annotations
@@ -17,11 +17,12 @@ from ..inspection import backward_hook_reason
 from .generic import GenericEngine
 from .graph.engine import GraphEngine
 from .layerwise import LayerwiseEngine
+from .transformer import TransformerEngine
 
 __all__ = ["PATHS", "Engine", "check_path", "select_engine"]
 
-PATHS = ("auto", "layerwise", "graph", "generic")
-Engine = LayerwiseEngine | GraphEngine | GenericEngine
+PATHS = ("auto", "layerwise", "graph", "transformer", "generic")
+Engine = LayerwiseEngine | GraphEngine | TransformerEngine | GenericEngine
 
 
 def check_path(path: object) -> str:
@@ -35,7 +36,7 @@ def select_engine(model: nn.Module, x: Tensor, path: str) -> Engine:
     """The engine for ``model`` on batches like ``x`` (the first batch), or an exception saying why none fits.
 
     Raises:
-        UnsupportedModelError: the model has backward hooks, or ``path="layerwise"``/``"graph"`` and that
+        UnsupportedModelError: the model has backward hooks, or ``path="layerwise"``/``"graph"``/``"transformer"`` and that
             engine cannot honour the model or inputs shaped like ``x``.
     """
     reason = backward_hook_reason(model)
@@ -43,7 +44,7 @@ def select_engine(model: nn.Module, x: Tensor, path: str) -> Engine:
         raise UnsupportedModelError(reason)
     if check_path(path) == "generic":
         return GenericEngine(model)
-    for name, kind in (("layerwise", LayerwiseEngine), ("graph", GraphEngine)):
+    for name, kind in (("layerwise", LayerwiseEngine), ("graph", GraphEngine), ("transformer", TransformerEngine)):
         if path not in ("auto", name):
             continue
         reason = kind.unsupported_reason(model)
