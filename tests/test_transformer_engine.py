@@ -159,4 +159,3 @@ def test_float32_agrees_with_float64_and_generic(one_thread):
     got = ft.fisher_diagonal(model.float(), x, ft.Categorical())
     assert got.path == "transformer"
     assert_dicts_close(got, ref, rtol=1e-4, what="float32 fisher")
-

@@ -4,8 +4,9 @@ Rules, in order: backward hooks are refused on every path (see :mod:`fishertut.i
 ``path="generic"`` takes the ``torch.func`` engine; otherwise the layer-wise engine if it can honour the
 model and the batch exactly (``path="layerwise"`` raises :class:`~fishertut.UnsupportedModelError` with
 the reason if not), else the graph engine (:mod:`fishertut.engines.graph.engine`) if it can (``path="graph"``
-tries only it, and raises naming the layer it cannot take), else the transformer engine (:mod:`fishertut.engines.transformer`) for the sequence models it takes
-(``path="transformer"`` likewise), else ``path="auto"`` falls back to the generic engine.
+tries only it, and raises naming the layer it cannot take), else the transformer engine
+(:mod:`fishertut.engines.transformer`) for the sequence models it takes (``path="transformer"`` likewise),
+else ``path="auto"`` falls back to the generic engine.
 """
 
 from __future__ import annotations
@@ -36,8 +37,8 @@ def select_engine(model: nn.Module, x: Tensor, path: str) -> Engine:
     """The engine for ``model`` on batches like ``x`` (the first batch), or an exception saying why none fits.
 
     Raises:
-        UnsupportedModelError: the model has backward hooks, or ``path="layerwise"``/``"graph"``/``"transformer"`` and that
-            engine cannot honour the model or inputs shaped like ``x``.
+        UnsupportedModelError: the model has backward hooks, or ``path`` names a fast engine
+            (``"layerwise"``, ``"graph"``, ``"transformer"``) that cannot honour the model or inputs shaped like ``x``.
     """
     reason = backward_hook_reason(model)
     if reason is not None:
