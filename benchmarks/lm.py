@@ -3,28 +3,25 @@ r"""Time the Fisher of a tiny causal GPT against one plain forward+backward; ``m
 Model: :func:`fishertut.lab.gpt.tiny_gpt` (V = 32, T = 16, d = 32, 4 heads, 2 pre-LN layers, GELU MLP, head
 tied to the embedding; 27k parameters), 8 token sequences, float32, 2 threads. Per position the output is a
 categorical over the V tokens, the positions independent given the sequence (teacher forcing), so the Fisher of
-a sequence is the sum over its positions. Each quantity goes through an engine with the output-space channels
-that define it (``C = T·V`` outputs per sequence; :math:`S_t` the covariance factor of position ``t``,
-:math:`\varepsilon_t` the residual of one label drawn at position ``t``):
+a sequence is the sum over its positions. Every row runs through the public API on logits ``(N, T, V)``
+(``ft.fisher_diagonal``, ``ft.variance_report``):
 
 ==========================  ==============================================  ==========================
-row                         channels per sequence                           target
+row                         call                                            target
 ==========================  ==============================================  ==========================
-exact diagonal              ``T·V``: :math:`S_t` on position ``t``            ≤ 0.3× the generic engine
-per-sequence Î1             1: :math:`(\varepsilon_1, \dots, \varepsilon_T)`   ≤ 3× forward+backward
-per-token Î1                ``T``: :math:`\varepsilon_t` on position ``t``    ≤ T/2× forward+backward
-GNB, Hutchinson (B = 8)     ``fisher_diagonal(..., minibatch=8)``           ≤ 1.5× forward+backward
-full variance report        identity (every output's J and u), 8 sequences  ≤ 10× exact, ≤ 2 GB
+exact diagonal              ``"exact"`` (transformer path; generic forced)  ≤ 0.3× the generic engine
+per-sequence Î1             ``"i1_sequence"``                               ≤ 3× forward+backward
+per-token Î1                ``"i1"``                                        ≤ T/2× forward+backward
+GNB, Hutchinson (B = 8)     ``"i1_sequence"``, ``"hutchinson"``, B = 8      ≤ 1.5× forward+backward
+full variance report        ``variance_report``, 8 sequences                ≤ 10× exact, ≤ 2 GB
 ==========================  ==============================================  ==========================
 
 The reference is one ``cross_entropy(logits, labels, reduction="sum").backward()`` over the 8 sequences.
-GNB and Hutchinson run through today's public API on outputs flattened to ``(N, T·V)``, which reads them as one
-categorical over ``T·V`` classes: the cost (one backward pass per minibatch) is that of the per-position
-estimator, the labels are not. The report likewise runs ``variance_report`` on the flattened outputs: the
-engine work (``J`` and ``u`` of all ``C`` outputs) is what the per-position report needs. Before timing, the
-exact diagonal of both engines and the per-sequence and per-token Î1 are checked against ``torch.func``
-(``jacrev`` of the log-likelihoods). Peak memory of the report: the peak resident set size of a fresh process
-running it, minus its size after setup.
+Before timing, the exact diagonal (public API, and both engines along per-position channels, ``C = T·V``
+outputs per sequence, :math:`S_t` the covariance factor of position ``t``) and the per-sequence and per-token
+Î1 for given labels (channels :math:`(\varepsilon_1,\dots,\varepsilon_T)` and :math:`\varepsilon_t` on
+position ``t``) are checked against ``torch.func`` (``jacrev`` of the per-position log-likelihoods). Peak
+memory of the report: the peak resident set size of a fresh process running it, minus its size after setup.
 
 Usage::
 
@@ -153,7 +150,8 @@ def _status_kb(field: str) -> float:
 
 def _report_child(queue: mp.Queue) -> None:
     torch.set_num_threads(2)
-    model, x, _ = setup()
+    _, x, _ = setup()
+    model = tiny_gpt(vocab=V, context=T)
     Path("/proc/self/clear_refs").write_text("5")  # reset the peak resident set size
     base = _status_kb("VmHWM")
     start = time.perf_counter()
@@ -184,26 +182,37 @@ def measure(repeats: int) -> dict[str, object]:
         "per-sequence Î1": rel_error(per_position(fast, x, rows["sequence"]), ref["sequence"]),
         "per-token Î1": rel_error(per_position(fast, x, rows["token"]), ref["token"]),
     }
-    bad = {k: e for k, e in checks.items() if not e <= TOLERANCE}
-    if bad:
-        raise AssertionError(f"disagreement with torch.func beyond {TOLERANCE}: {bad}")
     gen = torch.Generator().manual_seed(0)
 
     def plain() -> None:
         model.zero_grad(set_to_none=True)
         torch.nn.functional.cross_entropy(model(x).view(N * T, V), y.view(-1), reduction="sum").backward()
 
+    seq = tiny_gpt(vocab=V, context=T)  # the same weights, logits (N, T, V)
+    fam = ft.Categorical()
+
+    def api(estimator: str, minibatch: int = 1, path: str = "auto") -> Callable[[], object]:
+        def call() -> object:
+            out = ft.fisher_diagonal(seq, x, fam, estimator, generator=gen, minibatch=minibatch, path=path)
+            assert out.path in (path, "autograd") or path == "auto", out.path
+            return out
+
+        return call
+
+    api_exact = ft.fisher_diagonal(seq, x, fam)
+    checks["exact, public API (N, T, V)"] = rel_error({k: v.flatten() for k, v in api_exact.items()}, ref["exact"])
     calls = {
         "forward+backward": plain,
-        "exact (transformer)": lambda: per_position(fast, x, rows["exact"]),
-        "exact (generic)": lambda: per_position(generic, x, rows["exact"]),
-        "per-sequence Î1": lambda: per_position(fast, x, rows["sequence"]),
-        "per-token Î1": lambda: per_position(fast, x, rows["token"]),
-        "GNB, B = 8": lambda: ft.fisher_diagonal(model, x, ft.Categorical(), "i1", minibatch=N, generator=gen),
-        "Hutchinson, B = 8": lambda: ft.fisher_diagonal(
-            model, x, ft.Categorical(), "hutchinson", minibatch=N, generator=gen
-        ),
+        "exact (transformer)": api("exact"),
+        "exact (generic)": api("exact", path="generic"),
+        "per-sequence Î1": api("i1_sequence"),
+        "per-token Î1": api("i1"),
+        "GNB, B = 8": api("i1_sequence", N),
+        "Hutchinson, B = 8": api("hutchinson", N),
     }
+    bad = {k: e for k, e in checks.items() if not e <= TOLERANCE}
+    if bad:
+        raise AssertionError(f"disagreement with torch.func beyond {TOLERANCE}: {bad}")
     med = time_all(calls, repeats)
     report = report_row()
     return {"checks": checks, "seconds": med, "report": report}

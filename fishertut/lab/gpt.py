@@ -4,7 +4,7 @@ r"""A tiny decoder-only transformer (GPT) for the language-model benchmark, the 
 self-attention, then a GELU or SiLU MLP of width ``4 d``, each added back to the residual stream), a final
 norm and a head tied to the token embedding: logits :math:`h_t = E\,\mathrm{norm}(x_t)`, shape ``(N, T, V)``
 (or ``(N, T V)`` with ``flat=True``). The attention can be written three ways, all computing the same
-function: ``"mha"`` (``nn.MultiheadAttention`` with a causal ``attn_mask``), ``"sdpa"``
+function: ``"mha"`` (``nn.MultiheadAttention`` with a causal ``attn_mask`` and ``is_causal=True``), ``"sdpa"``
 (``F.scaled_dot_product_attention(..., is_causal=True)`` inside the block) and ``"manual"``
 (:math:`\mathrm{softmax}(QK^\top/\sqrt{d_h} + \text{mask})V` by hand).
 """
@@ -65,7 +65,7 @@ class Block(nn.Module):
         if self.attention == "mha":
             t = x.shape[1]
             mask = torch.ones(t, t, dtype=torch.bool, device=x.device).triu(1)
-            y = self.attn(y, y, y, attn_mask=mask, need_weights=False)[0]
+            y = self.attn(y, y, y, attn_mask=mask, is_causal=True, need_weights=False)[0]
         else:
             y = self.attn(y)
         x = x + y
