@@ -25,6 +25,8 @@ container modules run their own ``forward`` (that is where attention and residua
 
 from __future__ import annotations
 
+import functools
+import weakref
 from collections.abc import Iterator
 
 import torch
@@ -36,9 +38,10 @@ from ..errors import UnsupportedModelError
 from ..inspection import hook_reason, inplace_disabled, parametrization_reason
 from ..terms import UnitTerms
 from .composites import composites
-from .generic import _ATTENTION_KERNELS, GenericEngine
+from .generic import _ATTENTION_KERNELS, GenericEngine, _aliases
+from .graph.trace import piecewise_linear_parameters
 
-__all__ = ["TransformerEngine", "LEAVES"]
+__all__ = ["TransformerEngine", "LEAVES", "BATCH_CHANNELS"]
 
 LEAVES: tuple[type[nn.Module], ...] = (
     nn.Embedding,
@@ -54,6 +57,8 @@ LEAVES: tuple[type[nn.Module], ...] = (
     nn.Dropout,
 )
 _SEQUENCE_MODULES = (nn.Embedding, nn.MultiheadAttention)
+BATCH_CHANNELS = 128
+_PROBED: weakref.WeakKeyDictionary[nn.Module, dict[tuple, str | None]] = weakref.WeakKeyDictionary()
 
 
 def _message(reason: str) -> str:
@@ -107,8 +112,16 @@ class TransformerEngine(GenericEngine):
         reason = self.unsupported_reason(model)
         if reason is not None:
             raise UnsupportedModelError(reason)
-        super().__init__(model, chunk_size, element_budget)
-        self.channel_budget = channel_budget
+        self.model = model
+        self.chunk_size, self.element_budget, self.channel_budget = chunk_size, element_budget, channel_budget
+        self.forward_mode, self._mode_checked = True, False
+        self.params = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
+        self.aliases = _aliases(model, self.params)
+
+    @functools.cached_property
+    def piecewise_linear(self) -> frozenset[str]:
+        r"""Parameters with :math:`u \equiv 0` (traced only when second derivatives are asked for)."""
+        return piecewise_linear_parameters(self.model)
 
     @classmethod
     def unsupported_reason(cls, model: nn.Module) -> str | None:
@@ -117,7 +130,18 @@ class TransformerEngine(GenericEngine):
         return None if reason is None else _message(reason)
 
     def input_reason(self, x: Tensor) -> str | None:
-        """``None`` if one vector-Jacobian product of the first input goes through ``torch.func``, else why not."""
+        """``None`` if one vector-Jacobian product of the first input goes through ``torch.func``, else why not.
+
+        The answer is remembered per model, input shape (after the batch axis), dtype and device, so that
+        repeated calls on one model do not pay for the probe again.
+        """
+        key = (tuple(x.shape[1:]), x.dtype, x.device, tuple((n, p.dtype, p.device) for n, p in self.params.items()))
+        seen = _PROBED.setdefault(self.model, {})
+        if key not in seen:
+            seen[key] = self._probe(x)
+        return seen[key]
+
+    def _probe(self, x: Tensor) -> str | None:
         try:
             with inplace_disabled(self.model), composites(self.model), sdpa_kernel(_ATTENTION_KERNELS):
                 h, pullback = vjp(lambda p: self._output(p, x[0]), self.params)
@@ -127,9 +151,16 @@ class TransformerEngine(GenericEngine):
         return None
 
     def per_input_elements(self, channels: int, curvature: bool) -> int:
-        """Peak elements per input: the channel derivatives and, with curvature, every output's second derivatives."""
+        """Elements per input that size the batches: the derivatives of up to :data:`BATCH_CHANNELS` channels.
+
+        The channel derivatives of a batch, ``N × K × P``, are returned at once; with more channels than
+        :data:`BATCH_CHANNELS` (the exact diagonal and the report have ``K = C``) a batch takes ``K /
+        BATCH_CHANNELS`` times the budget, and the engine forms them in groups of ``channel_budget``. With
+        curvature, every output's second derivatives of one parameter tensor are added.
+        """
         numel = sum(p.numel() for p in self.params.values())
-        return max(1, channels * numel // 2 + (channels * numel // 2 if curvature else 0))
+        largest = max(p.numel() for p in self.params.values())
+        return max(1, min(channels, BATCH_CHANNELS) * numel + (channels * largest if curvature else 0))
 
     def _forward_mode_agrees(self, xi: Tensor) -> bool:
         r"""Forward-over-forward against reverse-over-reverse for :math:`w^\top h` along a random direction ``e``.
@@ -195,7 +226,8 @@ class TransformerEngine(GenericEngine):
                         self.forward_mode = False
                 for name in self.params:
                     j = jac[name]
-                    curv, zero = None, curvature_channels is not None and name in self.piecewise_linear
+                    zero = curvature_channels is not None and name in self.piecewise_linear
+                    curv = None
                     if zero:
                         curv = j.new_zeros(()).expand(j.shape[0], curvature_channels.shape[1], j.shape[2])
                     elif curvature_channels is not None:
