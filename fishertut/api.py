@@ -30,20 +30,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .arguments import check_count
+from .checks.arguments import ESTIMATORS, check_estimator, check_sampling
 from .families import ExponentialFamily
 from .families.statistics import conditional_statistics
-from .minibatch import check_minibatch, one_backward_diagonal
-from .passes import Inputs, Run, all_reduce, identity_channels, labels_and_residuals, shaped
-from .report import (
-    ESTIMATORS,
-    Bounds,
-    ConditionalStatistics,
-    EstimatorTerms,
-    FisherDiagonal,
-    VarianceReport,
-    check_estimator,
-)
+from .minibatch import one_backward_diagonal
+from .passes import Inputs, Run, identity_channels, labels_and_residuals, shaped
+from .report import Bounds, ConditionalStatistics, EstimatorTerms, FisherDiagonal, VarianceReport
 from .terms import PerInputCollector, SumCollector
 
 __all__ = ["fisher_diagonal", "variance_report", "per_input_statistics", "estimator_terms"]
@@ -87,7 +79,7 @@ def fisher_diagonal(
     Labels :math:`y_{ns}` are drawn from the model, ``samples_per_input`` per input, from ``generator``,
     unless ``targets`` gives them; with data labels ``"i1"`` is the empirical Fisher (chapter "The empirical
     Fisher"); ``targets="argmax"`` takes the most probable class at every position. Both are biased by design
-    and random in nothing: the result's ``bias`` is their exact error against the exact Fisher.
+    and random in nothing: :meth:`VarianceReport.bias` gives their exact error against the exact Fisher.
 
     Frozen parameters (``requires_grad=False``) are left out: they are constants of the model, and only
     trainable ones get an entry. Hooks, parametrizations (results keyed by ``model.named_parameters()``, e.g.
@@ -127,20 +119,13 @@ def fisher_diagonal(
         :class:`FisherDiagonal`: ``{parameter name: tensor shaped like the parameter}``, in the model's dtype.
     """
     check_estimator(estimator, ESTIMATORS)
-    samples = check_count(samples_per_input, "samples_per_input")
-    if targets is not None and estimator == "exact":
-        raise ValueError("targets are not used by estimator='exact' (it averages over all labels); pass targets=None")
-    if targets is not None and samples != 1:
-        raise ValueError(f"samples_per_input must be 1 when targets are given, got {samples}")
-    if check_minibatch(estimator, minibatch, targets) > 1:
-        return one_backward_diagonal(
-            model, inputs, family, estimator, minibatch, samples, targets, generator, batch_size, mask, normalize
-        )
-    fixed = targets is not None  # data or argmax labels: no randomness, the error is the bias
-    run = Run(model, family, path, batch_size, generator, estimator == "i2", mask, normalize)
+    samples, size = check_sampling(estimator, targets, samples_per_input, minibatch)
+    run = Run(model, family, path, batch_size, generator, estimator == "i2", process_group, mask, normalize)
+    if size > 1:
+        return one_backward_diagonal(run, inputs, estimator, size, samples, targets, generator)
     col = SumCollector()
     for _, h, tape, y, layout in run.batches(inputs, targets):
-        cov = layout.covariance_channels(h) if estimator in ("exact", "i2") or fixed else None
+        cov = layout.covariance_channels(h) if estimator in ("exact", "i2") else None
         if estimator == "exact":
             for t in run.units(tape, cov, None):
                 col.add([("fisher", t.jac.square().sum(1), 2)], t)
@@ -153,19 +138,15 @@ def fisher_diagonal(
         if estimator == "i2":
             # only the sum over labels of the label noise enters: one curvature channel r = sum_s c_t eps_s
             for t in run.units(tape, cov, layout.curvature_channels(eps)):
-                fisher = t.jac.square().sum(1)
-                stats = [("i2", samples * fisher if t.curv_zero else samples * fisher - t.curv[:, 0], 2)]
-                col.add(stats + ([("fisher", fisher, 2)] if fixed else []), t)
+                i2 = samples * t.jac.square().sum(1)
+                col.add([("i2", i2 if t.curv_zero else i2 - t.curv[:, 0], 2)], t)
             continue
-        k = chans.shape[1]
-        for t in run.units(tape, chans if cov is None else torch.cat([chans, cov], 1), None):
-            sq = t.jac.square()
-            col.add([("i1", sq[:, :k].sum(1), 2)] + ([("fisher", sq[:, k:].sum(1), 2)] if fixed else []), t)
-    n = all_reduce(col, run.num_inputs, process_group)
+        for t in run.units(tape, chans, None):
+            col.add([("i1", t.jac.square().sum(1), 2)], t)
+    n = run.reduce(col)
     stat = {"exact": "fisher", "hutchinson": "i1", "i1_sequence": "i1"}.get(estimator, estimator)
     per = 1 if estimator == "exact" else samples
     values = shaped(run, col.sums, stat, 1.0 / (n * per))
-    exact = shaped(run, col.sums, "fisher", 1.0 / n) if fixed else None
     labels = (
         None
         if estimator == "exact"
@@ -183,8 +164,8 @@ def fisher_diagonal(
         samples_per_input=per,
         labels=labels,
         piecewise_linear=run.piecewise_linear,
-        bias=None if exact is None else {k: values[k] - exact[k] for k in values},
         normalize=run.normalize,
+        unused=run.unused_in(values),
     )
 
 
@@ -226,10 +207,10 @@ def variance_report(
         mask: as in :func:`fisher_diagonal`.
         normalize: as in :func:`fisher_diagonal`; the variances are those of the estimators so normalised.
     """
-    run = Run(model, family, path, batch_size, None, True, mask, normalize)
+    run = Run(model, family, path, batch_size, None, True, process_group, mask, normalize)
     col = SumCollector(float64_stats=frozenset({"fisher", "fisher_sq", "var_hutchinson", "var_i1_sequence"}))
     _conditional_pass(run, inputs, col, with_square=True)
-    n = all_reduce(col, run.num_inputs, process_group)
+    n = run.reduce(col)
 
     def get(stat: str) -> dict[str, Tensor]:
         return shaped(run, col.sums, stat, 1.0 / n)
@@ -253,6 +234,7 @@ def variance_report(
         var_i1_sequence=get("var_i1_sequence"),
         max_positions=run.max_positions,
         normalize=run.normalize,
+        unused=run.unused_in(fisher),
     )
 
 
@@ -270,7 +252,7 @@ def per_input_statistics(
     Materialises ``N × P`` values: meant for small models or few inputs (plots of per-input behaviour).
     Frozen parameters (``requires_grad=False``) are left out. Arguments as in :func:`variance_report`.
     """
-    run = Run(model, family, path, batch_size, None, True, mask, normalize)
+    run = Run(model, family, path, batch_size, None, True, mask=mask, normalize=normalize)
     col = PerInputCollector()
     _conditional_pass(run, inputs, col, with_square=False)
     parts = col.result()
@@ -278,8 +260,9 @@ def per_input_statistics(
     def get(stat: str) -> dict[str, Tensor]:
         return {n: parts[(stat, n)].reshape(-1, *shape).to(run.dtype) for n, shape in run.shapes.items()}
 
+    fisher = get("fisher")
     return ConditionalStatistics(
-        fisher=get("fisher"),
+        fisher=fisher,
         var_i1=get("var_i1"),
         var_i2=get("var_i2"),
         bounds=Bounds(get("v1_lower"), get("v1_upper"), get("v2_lower"), get("v2_upper")),
@@ -287,6 +270,8 @@ def per_input_statistics(
         var_hutchinson=get("var_hutchinson"),
         piecewise_linear=run.piecewise_linear,
         var_i1_sequence=get("var_i1_sequence"),
+        unused=run.unused_in(fisher),
+        num_outputs=run.num_outputs,
     )
 
 
@@ -310,10 +295,8 @@ def estimator_terms(
     Materialises ``N × S × P`` values: meant for small models or few inputs (Monte-Carlo experiments).
     Frozen parameters (``requires_grad=False``) are left out. Arguments as in :func:`fisher_diagonal`.
     """
-    samples = check_count(samples_per_input, "samples_per_input")
-    if targets is not None and samples != 1:
-        raise ValueError(f"samples_per_input must be 1 when targets are given, got {samples}")
-    run = Run(model, family, path, batch_size, generator, True, mask, normalize)
+    samples, _ = check_sampling("i2", targets, samples_per_input)
+    run = Run(model, family, path, batch_size, generator, True, mask=mask, normalize=normalize)
     col = PerInputCollector()
     labels = []
     for _, h, tape, y, layout in run.batches(inputs, targets):
@@ -340,11 +323,13 @@ def estimator_terms(
     def get(stat: str) -> dict[str, Tensor]:
         return {k: parts[(stat, k)].reshape(n, samples, *shape).to(run.dtype) for k, shape in run.shapes.items()}
 
+    i1 = get("i1")
     return EstimatorTerms(
-        i1=get("i1"),
+        i1=i1,
         i2=get("i2"),
         i1_sequence=get("i1_sequence"),
         labels=torch.cat(labels, 0),
         path=run.engine.name,
         piecewise_linear=run.piecewise_linear,
+        unused=run.unused_in(i1),
     )

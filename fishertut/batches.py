@@ -29,10 +29,9 @@ def iterate_batches(inputs: Tensor | Iterable, targets: Tensor | str | None) -> 
     Args:
         inputs: a tensor ``(N, ...)``, or an iterable of tensors or ``(x, y)`` pairs (e.g. a ``DataLoader``).
         targets: ``None``; a tensor of labels aligned with the rows of ``inputs`` (in iteration order);
-            or ``"data"`` to take ``y`` from the ``(x, y)`` pairs.
+            or ``"data"`` to take ``y`` from the ``(x, y)`` pairs (as :func:`~fishertut.checks.arguments.coerce_targets`
+            leaves them).
     """
-    if isinstance(targets, str) and targets != "data":
-        raise ValueError(f"targets must be None, a tensor of labels or 'data', got {targets!r}")
     if isinstance(inputs, Tensor):
         if targets == "data":
             raise ValueError("targets='data' needs inputs that yield (x, y) pairs, but inputs is a tensor")

@@ -37,119 +37,35 @@ pass per input.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from .arguments import check_count, coerce_targets
-from .batches import iterate_batches
-from .families import ExponentialFamily
-from .families.positions import Positions, check_normalize, checked_mask_and_labels
-from .guards import PROBE_ROWS, check_independent_rows, check_output_kind, run_forward, warn_if_probabilities
+from .checks.batches import check_output_kind
+from .checks.values import Checks
+from .families.positions import Positions, checked_mask_and_labels
+from .passes import Inputs, Run, shaped
 from .report import FisherDiagonal
-from .validation import Checks, check_batch, check_generator, check_model
+from .terms import SumCollector
 
-__all__ = [
-    "ONE_BACKWARD",
-    "check_minibatch",
-    "one_backward_diagonal",
-]
+__all__ = ["ONE_BACKWARD", "one_backward_diagonal"]
 
 ONE_BACKWARD = ("i1", "i1_sequence", "hutchinson")
 
 
-def check_minibatch(estimator: str, minibatch: int, targets: object) -> int:
-    """The inputs summed before squaring for ``estimator`` (1 for ``"i2"``, which ``minibatch`` leaves as it is).
-
-    Raises:
-        ValueError: ``minibatch`` is not a positive integer, or is > 1 with ``"exact"``; ``"hutchinson"`` with
-            ``targets``.
-    """
-    size = check_count(minibatch, "minibatch")
-    if size > 1 and estimator == "exact":
-        raise ValueError("minibatch applies to sampled estimators; estimator='exact' takes minibatch=1")
-    if targets is not None and estimator == "hutchinson":
-        raise ValueError("estimator='hutchinson' draws its own signs; pass targets=None")
-    return 1 if estimator == "i2" else size
-
-
-def _minibatches(
-    inputs: Iterable | Tensor,
-    targets: Tensor | str | None,
-    size: int,
-    device: torch.device,
-    dtype: torch.dtype,
-    checks: Checks,
-) -> Iterator[tuple[Tensor, Tensor | None]]:
-    """Regroup the stream into minibatches of ``size`` consecutive inputs (the last one may be smaller)."""
-    xs: list[Tensor] = []
-    ys: list[Tensor | None] = []
-    held = 0
-
-    def joined() -> tuple[Tensor, Tensor | None]:
-        x = xs[0] if len(xs) == 1 else torch.cat(xs)
-        return x, (None if ys[0] is None else ys[0] if len(ys) == 1 else torch.cat(ys))
-
-    for x, y in iterate_batches(inputs, targets):
-        x = check_batch(x, device, dtype, checks)
-        start = 0
-        while held + x.shape[0] - start >= size:
-            take = size - held
-            xs.append(x[start : start + take])
-            ys.append(None if y is None else y[start : start + take])
-            yield joined()
-            xs, ys, held, start = [], [], 0, start + take
-        if start < x.shape[0]:
-            xs.append(x[start:])
-            ys.append(None if y is None else y[start:])
-            held += x.shape[0] - start
-    if held:
-        yield joined()
-
-
-def _checked_output(
-    model: nn.Module, x: Tensor, family: ExponentialFamily, checks: Checks, parts: list | None = None
-) -> Tensor:
-    """The outputs for ``x`` (by chunks of ``parts`` if given), validated: one row per input, fit for the family."""
-    h = model(x) if parts is None else torch.cat([model(c) for c in parts])
-    check_output_kind(h.detach(), x.shape[0], h.dtype, family, checks)
-    return h
-
-
-def _probe(model: nn.Module, x: Tensor, family: ExponentialFamily, dtype: torch.dtype, checks: Checks) -> None:
-    """The checks of the engines' first chunk: the forward pass, the output's kind, independent rows."""
-    probe = x[:PROBE_ROWS]
-    h, _ = run_forward(lambda t: (model(t), None), probe, model, dtype, x.shape)
-    check_output_kind(h, probe.shape[0], dtype, family, checks)
-    check_independent_rows(model, probe, h)
-    warn_if_probabilities(model, Positions(family, tuple(h.shape), None, "sequence", h.dtype, h.device).rows(h), family)
-
-
-def _channels(
-    layout: Positions,
-    estimator: str,
-    h: Tensor,
-    y: Tensor | None,
-    samples: int,
-    generator: torch.Generator | None,
-) -> Tensor:
+def _channels(layout: Positions, estimator: str, h: Tensor, y: Tensor | str | None, samples: int, generator) -> Tensor:
     """Channels ``(N, S, K)`` for flat outputs ``h``: Rademacher ones, or the residuals of every position's label."""
     if estimator == "hutchinson":
         return layout.hutchinson_channels(h, samples, generator)
-    eps = layout.sample(h, samples, generator)[1] if y is None else layout.given(h, y)[1]
+    if y is None:
+        eps = layout.sample(h, samples, generator)[1]
+    else:
+        eps = layout.argmax(h)[1] if isinstance(y, str) else layout.given(h, y)[1]
     return layout.score_channels(eps, per_token=False)
 
 
 def _layout(
-    family: ExponentialFamily,
-    estimator: str,
-    h: Tensor,
-    mask: Tensor | None,
-    y: Tensor | None,
-    normalize: str,
-    checks: Checks,
-) -> tuple[Positions, Tensor | None]:
+    run: Run, estimator: str, h: Tensor, mask: Tensor | None, y: Tensor | str | None, checks: Checks
+) -> tuple[Positions, Tensor | str | None]:
     """The positions of one minibatch's outputs ``h`` (raw shape), with its mask and checked labels."""
     shape = tuple(h.shape)
     if estimator == "i1" and len(shape) > 2:
@@ -157,96 +73,71 @@ def _layout(
             "minibatch > 1 sums whole sequences before squaring: for outputs with positions, shape "
             f"{shape}, that is estimator='i1_sequence' (GNB over sequences); 'i1' is per token, minibatch=1"
         )
-    mask, labels = checked_mask_and_labels(family, shape, mask, y, h.device, h.dtype, checks)
-    return Positions(family, shape, mask, normalize, h.dtype, h.device), labels
+    given = None if isinstance(y, str) else y
+    mask, labels = checked_mask_and_labels(run.family, shape, mask, given, h.device, h.dtype, checks)
+    return Positions(run.family, shape, mask, run.normalize, h.dtype, h.device), y if isinstance(y, str) else labels
 
 
 def one_backward_diagonal(
-    model: nn.Module,
-    inputs: Tensor | Iterable,
-    family: ExponentialFamily,
+    run: Run,
+    inputs: Inputs,
     estimator: str,
     minibatch: int,
-    samples_per_input: int = 1,
-    targets: Tensor | str | None = None,
+    samples: int = 1,
+    targets: object = None,
     generator: torch.Generator | None = None,
-    batch_size: int | None = None,
-    mask: Tensor | None = None,
-    normalize: str = "sequence",
 ) -> FisherDiagonal:
     r"""GNB or Hutchinson with ``minibatch`` inputs summed before squaring (module docstring), by autograd.
 
-    Labels (or signs) are drawn from ``generator`` once per minibatch, so ``batch_size`` (rows per
-    forward/backward call; a minibatch larger than it is split and its gradients summed, at the price of one
-    extra forward without gradients) never changes the result.
+    The pass ``run`` (:class:`~fishertut.passes.Run`) validates, chooses the engine, guards the first
+    minibatch and all-reduces the sums; autograd differentiates the engine's forward. Labels (or signs) are
+    drawn from ``generator`` once per minibatch, so ``batch_size`` (rows per forward/backward call; a
+    minibatch larger than it is split and its gradients summed, at the price of one extra forward without
+    gradients) never changes the result.
 
     Args:
-        model: any module mapping ``(N, ...)`` to ``(N, C)`` or ``(N, T, C)`` that autograd can differentiate.
+        run: the pass, built from the caller's arguments.
         inputs: a tensor ``(N, ...)`` or an iterable of tensors or ``(x, y)`` pairs.
-        family: the output family.
+        estimator: ``"i1"``, ``"i1_sequence"`` or ``"hutchinson"``.
+        minibatch: inputs per minibatch ``B``.
+        samples: draws ``S`` of labels (or signs) per minibatch.
         targets: ``None`` (labels from the model), labels aligned with ``inputs``, ``"data"`` or ``"argmax"``;
             only for ``"i1"``/``"i1_sequence"``, where fixed labels give the squared minibatch sum (biased).
         generator: random source for the labels or signs.
-        estimator: ``"i1"``, ``"i1_sequence"`` or ``"hutchinson"``.
-        minibatch: inputs per minibatch ``B``.
-        samples_per_input: draws ``S`` of labels (or signs) per minibatch.
-        batch_size: rows per call; default: the whole minibatch.
-        mask: boolean ``(N, *positions)`` for outputs with positions, as in :func:`~fishertut.fisher_diagonal`.
-        normalize: ``"sequence"`` or ``"token"``, as in :func:`~fishertut.fisher_diagonal`.
     """
     if estimator not in ONE_BACKWARD:
         raise ValueError(f"minibatch > 1 needs estimator in {ONE_BACKWARD}, got {estimator!r}")
-    normalize = check_normalize(normalize)
-    if mask is not None and not isinstance(mask, Tensor):
-        raise TypeError(f"mask must be None or a boolean tensor (N, *positions), got {type(mask).__name__}")
-    size = check_count(minibatch, "minibatch")
-    samples = check_count(samples_per_input, "samples_per_input")
-    chunk = size if batch_size is None else check_count(batch_size, "batch_size")
-    if estimator == "hutchinson" and targets is not None:
-        raise ValueError("estimator='hutchinson' draws its own signs; pass targets=None")
-    if targets is not None and samples != 1:
-        raise ValueError(f"samples_per_input must be 1 when targets are given, got {samples}")
-    device, dtype = check_model(model)
-    check_generator(generator, device)
-    argmax = isinstance(targets, str) and targets == "argmax"
-    targets = coerce_targets(None if argmax else targets, device, dtype)
-    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    sums = [torch.zeros(p.shape, dtype=torch.float64, device=device) for _, p in params]
-    checks, count = Checks(), 0
-    for xb, yb in _minibatches(inputs, targets, size, device, dtype, checks):
-        if xb.shape[0] == 0:
-            continue
-        if count == 0:
-            _probe(model, xb, family, dtype, checks)
-        rows = None if mask is None else mask[count : count + xb.shape[0]]
-        if rows is not None and rows.shape[0] != xb.shape[0]:
-            raise ValueError(f"mask has {mask.shape[0]} rows but inputs has more than that")
+    family, checks = run.family, run.checks
+    params = list(run.params.items())
+    sums = [torch.zeros(p.shape, dtype=torch.float64, device=run.device) for _, p in params]
+    for xb, yb, mask in run.minibatches(inputs, targets, minibatch):
+        chunk = xb.shape[0] if run.batch_size is None else run.batch_size
         parts = xb.split(chunk)
         single = len(parts) == 1
         # one chunk: square each gradient straight into the float64 sums; several: add the chunks' gradients first
         grads = None if single else [[torch.zeros_like(p) for _, p in params] for _ in range(samples)]
         if not single:
             with torch.no_grad():
-                h_all = _checked_output(model, xb, family, checks, parts)
-            layout, yb = _layout(family, estimator, h_all, rows, yb, normalize, checks)
-            yb = "argmax" if argmax else yb
-            channels = _channels(layout, estimator, layout.flat(h_all), yb, samples, generator).split(chunk)
+                h_all = torch.cat([run.output(c) for c in parts])
+            check_output_kind(h_all, xb.shape[0], run.dtype, family, checks)
+            layout, labels = _layout(run, estimator, h_all, mask, yb, checks)
+            channels = _channels(layout, estimator, layout.flat(h_all), labels, samples, generator).split(chunk)
         for index, x in enumerate(parts):
             with torch.enable_grad():
+                h = run.output(x)
                 if single:
-                    h = _checked_output(model, x, family, checks)
-                    layout, yb = _layout(family, estimator, h.detach(), rows, yb, normalize, checks)
-                    yb = "argmax" if argmax else yb
-                    h = layout.flat(h)
-                    chan = _channels(layout, estimator, h.detach(), yb, samples, generator)
+                    check_output_kind(h.detach(), x.shape[0], run.dtype, family, checks)
+                    layout, labels = _layout(run, estimator, h.detach(), mask, yb, checks)
+                    chan = _channels(layout, estimator, layout.flat(h.detach()), labels, samples, generator)
                 else:
-                    h, chan = model(x).reshape(x.shape[0], -1), channels[index]
+                    chan = channels[index]
+                h = h.reshape(x.shape[0], -1)
                 for s in range(samples):
                     g = torch.autograd.grad(
                         (chan[:, s] * h).sum(), [p for _, p in params], retain_graph=s < samples - 1, allow_unused=True
                     )
                     for k, gi in enumerate(g):
-                        if gi is None:
+                        if gi is None:  # a parameter the forward does not use (the pass proved it)
                             continue
                         if single:
                             sums[k].addcmul_(gi, gi)
@@ -255,21 +146,23 @@ def one_backward_diagonal(
         for s in range(0 if single else samples):
             for total, g in zip(sums, grads[s]):
                 total.addcmul_(g, g)
-        count += xb.shape[0]
-        checks.defer()
-    checks.flush()
-    if count == 0:
-        raise ValueError("inputs is empty: it yielded no rows")
-    if mask is not None and count != mask.shape[0]:
-        raise ValueError(f"mask has {mask.shape[0]} rows but inputs has {count}")
-    values = {n: (total / (count * samples)).to(dtype) for (n, _), total in zip(params, sums)}
+    col = SumCollector()
+    col.sums = {("i1", n): total for (n, _), total in zip(params, sums)}
+    count = run.reduce(col)
+    values = shaped(run, col.sums, "i1", 1.0 / (count * samples))
     return FisherDiagonal(
         values,
         estimator=estimator,
-        path="autograd",
+        path=run.engine.name,
         num_inputs=count,
         samples_per_input=samples,
-        labels="argmax" if argmax else "given" if targets is not None else "model",
-        minibatch=size,
-        normalize=normalize,
+        labels="argmax"
+        if isinstance(targets, str) and targets == "argmax"
+        else "model"
+        if targets is None
+        else "given",
+        minibatch=minibatch,
+        piecewise_linear=run.piecewise_linear,
+        unused=run.unused_in(values),
+        normalize=run.normalize,
     )

@@ -1,87 +1,135 @@
 r"""One pass of an entry point over the data: validation, the engine chosen once, chunks, labels, reductions.
 
-Used by every function of :mod:`fishertut.api`; see chapter "The two estimators" for what the passes compute.
+Every estimator goes through it: the functions of :mod:`fishertut.api` (chunks of the engines' own size), the
+one-backward estimators of :mod:`fishertut.minibatch` (minibatches of consecutive inputs) and, through them,
+:func:`fishertut.estimate`. See chapter "The two estimators" for what the passes compute.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 import torch
 from torch import Tensor, nn
 
-from .arguments import check_count, coerce_targets
 from .batches import iterate_batches
-from .engines import Engine, check_path, select_engine
+from .checks.arguments import (
+    check_count,
+    check_family,
+    check_generator,
+    check_path,
+    check_process_group,
+    coerce_targets,
+)
+from .checks.batches import (
+    PROBE_ROWS,
+    check_batch,
+    check_independent_rows,
+    check_output_kind,
+    run_forward,
+    warn_if_probabilities,
+)
+from .checks.models import check_model, unreached_parameters
+from .checks.values import Checks
+from .engines import Engine, select_engine
 from .engines.generic import GenericEngine
-from .engines.graph.trace import piecewise_linear_parameters
 from .errors import UnsupportedModelError
 from .families import ExponentialFamily
 from .families.positions import Positions, check_normalize, checked_mask_and_labels
-from .guards import PROBE_ROWS, check_independent_rows, check_output_kind, run_forward, warn_if_probabilities
 from .terms import SumCollector, UnitTerms
-from .validation import Checks, check_batch, check_generator, check_model
 
-__all__ = ["Run", "Inputs", "LABEL_SOURCES", "identity_channels", "labels_and_residuals", "all_reduce", "shaped"]
+__all__ = ["Run", "Inputs", "identity_channels", "labels_and_residuals", "shaped"]
 
 _ELEMENT_BUDGET = 1 << 25
 Inputs = Tensor | Iterable
-LABEL_SOURCES = ("data", "argmax")
 
 
 class Run:
-    """One pass over the data: validation, engine choice, batching, labels, and per-batch callbacks.
+    """One pass over the data: validation, engine choice, batching, labels, guards and the all-reduce.
 
     The engine is chosen once, on the first batch (:func:`fishertut.engines.select_engine`). Its first
-    :data:`~fishertut.guards.PROBE_ROWS` rows (at most ``batch_size``) go through the engine as a chunk of their
-    own: their outputs give the number of outputs ``C`` (which sizes the later chunks) and feed the first-batch
-    guards; no forward pass is spent on learning ``C`` alone.
+    :data:`~fishertut.checks.batches.PROBE_ROWS` rows (at most ``batch_size``) go through the engine as a chunk
+    of their own: their outputs give the number of outputs ``C`` (which sizes the later chunks) and feed the
+    first-batch guards (independent rows, probabilities, parameters autograd does not reach); no forward pass
+    is spent on learning ``C`` alone.
+
+    Args:
+        model, family, path, batch_size, generator, process_group: as the public functions take them.
+        curvature: whether the engines will be asked for second derivatives (sizes the chunks).
+        mask, normalize: as the public functions take them (:mod:`fishertut.families.positions`).
     """
 
     def __init__(
         self,
         model: nn.Module,
         family: ExponentialFamily,
-        path: str,
-        batch_size: int | None,
-        generator: torch.Generator | None,
-        curvature: bool,
+        path: str = "auto",
+        batch_size: int | None = None,
+        generator: torch.Generator | None = None,
+        curvature: bool = False,
+        process_group: object | None = None,
         mask: Tensor | None = None,
         normalize: str = "sequence",
     ) -> None:
-        if not isinstance(family, ExponentialFamily):
-            raise TypeError(
-                f"family must be a fishertut family such as ft.Categorical() or ft.Gaussian(sigma), "
-                f"got {type(family).__name__}"
-            )
+        check_family(family)
         self.device, self.dtype = check_model(model)
         check_generator(generator, self.device)
         self.batch_size = None if batch_size is None else check_count(batch_size, "batch_size")
         self.model, self.family, self.path = model, family, check_path(path)
+        self.process_group = check_process_group(process_group)
         self.curvature = curvature
+        self.engine: Engine | None = None
+        self.checks = Checks()
+        self.num_inputs = 0
+        self.params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+        self.shapes = {n: p.shape for n, p in self.params.items()}
+        self.unused: frozenset[str] = frozenset()
+        self.num_outputs = 0
         self.normalize = check_normalize(normalize)
         if mask is not None and not isinstance(mask, Tensor):
             raise TypeError(f"mask must be None or a boolean tensor (N, *positions), got {type(mask).__name__}")
         self.mask = mask
         self.max_positions = 1
-        self.engine: Engine | None = None
-        self.num_inputs = 0
-        self.shapes = {n: p.shape for n, p in model.named_parameters() if p.requires_grad}
-        self.piecewise_linear = piecewise_linear_parameters(model)
+        self._rows_checked = False
 
-    def _forward(self, xb: Tensor, checks: Checks, batch: Tensor) -> tuple[Tensor, object]:
-        h, tape = run_forward(self.engine.forward, xb, self.model, self.dtype, batch.shape)
-        check_output_kind(h, xb.shape[0], self.dtype, self.family, checks)
-        if not checks.eager:
+    def unused_in(self, values: dict[str, Tensor]) -> frozenset[str]:
+        """The parameters the probe rows never read whose ``values`` are all 0.
+
+        A parameter the model reads only for other inputs (a routed expert, say) is not listed.
+        """
+        return frozenset(n for n in self.unused if not bool(values[n].any()))
+
+    @property
+    def piecewise_linear(self) -> frozenset[str]:
+        """The chosen engine's parameters proven piecewise linear (empty before the first batch)."""
+        return frozenset() if self.engine is None else self.engine.piecewise_linear
+
+    def output(self, x: Tensor) -> Tensor:
+        """The engine's outputs for ``x``, differentiable when gradients are enabled."""
+        return self.engine.forward(x)[0]
+
+    def _forward(self, xb: Tensor, batch: Tensor, first: bool = False) -> tuple[Tensor, object]:
+        h, tape = run_forward(self.engine.forward, xb, self.model, self.dtype, batch.shape, grad=first)
+        check_output_kind(h, xb.shape[0], self.dtype, self.family, self.checks)
+        if first:  # the first chunk's outputs also show which parameters autograd reaches
+            self.unused = unreached_parameters(h, self.params, lambda: self.output(xb))
+            h = h.detach()
+        if not self.checks.eager:
             # a non-finite output is reported at the end of the pass; meanwhile it must not derail the maths
             h = torch.nan_to_num(h, nan=0.0, posinf=0.0, neginf=0.0)
         return h, tape
 
-    def _first_chunk(self, x: Tensor, checks: Checks) -> tuple[Tensor, Tensor, object]:
+    def _guard_rows(self, xb: Tensor, h: Tensor) -> None:
+        """Independent rows, checked once on the first chunk with two rows or more."""
+        if not self._rows_checked and xb.shape[0] >= 2:
+            self._rows_checked = True
+            check_independent_rows(self.output, xb[:PROBE_ROWS], h[:PROBE_ROWS])
+
+    def _first_chunk(self, x: Tensor, size_chunks: bool = True) -> tuple[Tensor, Tensor, object]:
         self.engine = select_engine(self.model, x, self.path)
         xb = x[: PROBE_ROWS if self.batch_size is None else min(PROBE_ROWS, self.batch_size)]
-        h, tape = self._forward(xb, checks, x)
-        if h.ndim > 2 and not getattr(self.engine, "flat_outputs", isinstance(self.engine, GenericEngine)):
+        h, tape = self._forward(xb, x, first=True)
+        if h.ndim > 2 and not self.engine.flat_outputs:
             # engines meet outputs with positions only flattened, (N, T*C); one that cannot gives way
             if self.path != "auto":
                 raise UnsupportedModelError(
@@ -89,12 +137,13 @@ class Run:
                     "(positions): use path='auto' or 'generic'"
                 )
             self.engine = GenericEngine(self.model)
-            h, tape = self._forward(xb, checks, x)
-        check_independent_rows(self.model, xb, h)
+            h, tape = self._forward(xb, x, first=True)
+        self.num_outputs = h[0].numel()
+        self._guard_rows(xb, h)
         layout = Positions(self.family, tuple(h.shape), None, self.normalize, h.dtype, h.device)
         warn_if_probabilities(self.model, layout.rows(h), self.family)
-        if self.batch_size is None:
-            per_input = self.engine.per_input_elements(2 * h[0].numel(), self.curvature)
+        if self.batch_size is None and size_chunks:
+            per_input = self.engine.per_input_elements(2 * self.num_outputs, self.curvature)
             self.batch_size = max(1, min(4096, _ELEMENT_BUDGET // per_input))
         return xb, h, tape
 
@@ -103,11 +152,10 @@ class Run:
 
         The outputs are validated; labels are checked if asked (``y`` is ``"argmax"`` for argmax labels);
         ``positions`` is the chunk's :class:`~fishertut.families.positions.Positions` (mask and weights).
-
         Value checks (NaN/Inf, label range) are read at once for the first chunk and, for the others,
         collected on the device and read once at the end (no host-device round trip per batch).
         """
-        checks = Checks()
+        checks = self.checks
         argmax = isinstance(targets, str) and targets == "argmax"
         targets = coerce_targets(None if argmax else targets, self.device, self.dtype)
         offset = 0
@@ -118,13 +166,14 @@ class Run:
             start, labels, mask = 0, None, None
             while start < x.shape[0]:
                 if self.engine is None:
-                    xb, h, tape = self._first_chunk(x, checks)
+                    xb, h, tape = self._first_chunk(x)
                 else:
                     xb = x[start : start + self.batch_size]
-                    h, tape = self._forward(xb, checks, x)
-                whole = (x.shape[0], *h.shape[1:])
+                    h, tape = self._forward(xb, x)
+                    self._guard_rows(xb, h)
                 if start == 0:  # the whole batch's labels and mask, against outputs of its shape
-                    part = self._mask_rows(offset, x.shape[0])
+                    whole = (x.shape[0], *h.shape[1:])
+                    part = self.mask_rows(offset, x.shape[0])
                     mask, labels = checked_mask_and_labels(self.family, whole, part, y, self.device, self.dtype, checks)
                 rows = slice(start, start + xb.shape[0])
                 layout = Positions(
@@ -137,13 +186,32 @@ class Run:
                 yield xb, layout.flat(h), tape, yb, layout
                 checks.defer()
             offset += x.shape[0]
-        checks.flush()
-        if self.mask is not None and offset != self.mask.shape[0]:
-            raise ValueError(f"mask has {self.mask.shape[0]} rows but inputs has {offset}")
-        if self.num_inputs == 0:
-            raise ValueError("inputs is empty: it yielded no rows")
+        self._finish()
 
-    def _mask_rows(self, offset: int, rows: int) -> Tensor | None:
+    def minibatches(
+        self, inputs: Inputs, targets: object, size: int
+    ) -> Iterator[tuple[Tensor, Tensor | str | None, Tensor | None]]:
+        """Yield ``(x, y, mask)`` minibatches of ``size`` consecutive inputs (the last may be smaller), validated.
+
+        The first minibatch chooses the engine and passes the first-batch guards, as in :meth:`batches`;
+        ``batch_size`` (if given) stays the caller's to apply. ``y`` is ``"argmax"`` for argmax labels; ``mask``
+        the minibatch's rows of the mask (unchecked: the caller checks it against the outputs).
+        """
+        checks = self.checks
+        argmax = isinstance(targets, str) and targets == "argmax"
+        targets = coerce_targets(None if argmax else targets, self.device, self.dtype)
+        for x, y in _regroup(
+            iterate_batches(inputs, targets), size, lambda x: check_batch(x, self.device, self.dtype, checks)
+        ):
+            if self.engine is None:
+                self._first_chunk(x, size_chunks=False)
+            mask = self.mask_rows(self.num_inputs, x.shape[0])
+            self.num_inputs += x.shape[0]
+            yield x, "argmax" if argmax else y, mask
+            checks.defer()
+        self._finish()
+
+    def mask_rows(self, offset: int, rows: int) -> Tensor | None:
         """The rows of ``mask`` for a batch of ``rows`` inputs starting at input ``offset``."""
         if self.mask is None:
             return None
@@ -152,10 +220,58 @@ class Run:
             raise ValueError(f"mask has {self.mask.shape[0]} rows but inputs has more than that")
         return part
 
+    def _finish(self) -> None:
+        self.checks.flush()
+        if self.num_inputs == 0:
+            raise ValueError("inputs is empty: it yielded no rows")
+        if self.mask is not None and self.num_inputs != self.mask.shape[0]:
+            raise ValueError(f"mask has {self.mask.shape[0]} rows but inputs has {self.num_inputs}")
+
     def units(self, tape: object, channels: Tensor, curvature: Tensor | None) -> Iterable[UnitTerms]:
         """The engine's :class:`~fishertut.terms.UnitTerms` for output-space ``channels`` ``(N, K, C)``."""
         with torch.no_grad():
             yield from self.engine.backward(tape, channels, curvature)
+
+    def reduce(self, collector: SumCollector) -> int:
+        """Sum ``collector`` and the input count over the ranks of ``process_group`` (a no-op for ``None``)."""
+        if self.process_group is None:
+            return self.num_inputs
+        import torch.distributed as dist
+
+        keys, flat = collector.flat()
+        flat = torch.cat([flat, flat.new_tensor([float(self.num_inputs)])])
+        dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=self.process_group)
+        collector.load_flat(keys, flat[:-1])
+        return int(round(flat[-1].item()))
+
+
+def _regroup(
+    batches: Iterable[tuple[object, Tensor | None]], size: int, check: Callable[[object], Tensor]
+) -> Iterator[tuple[Tensor, Tensor | None]]:
+    """Regroup checked, non-empty batches into minibatches of ``size`` consecutive inputs (the last may be smaller)."""
+    xs: list[Tensor] = []
+    ys: list[Tensor | None] = []
+    held = 0
+
+    def joined() -> tuple[Tensor, Tensor | None]:
+        x = xs[0] if len(xs) == 1 else torch.cat(xs)
+        return x, (None if ys[0] is None else ys[0] if len(ys) == 1 else torch.cat(ys))
+
+    for x, y in batches:
+        x = check(x)
+        start = 0
+        while held + x.shape[0] - start >= size:
+            take = size - held
+            xs.append(x[start : start + take])
+            ys.append(None if y is None else y[start : start + take])
+            yield joined()
+            xs, ys, held, start = [], [], 0, start + take
+        if start < x.shape[0]:
+            xs.append(x[start:])
+            ys.append(None if y is None else y[start:])
+            held += x.shape[0] - start
+    if held:
+        yield joined()
 
 
 def identity_channels(h: Tensor) -> Tensor:
@@ -173,19 +289,6 @@ def labels_and_residuals(
     if isinstance(y, str):
         return layout.argmax(h)
     return layout.given(h, y)
-
-
-def all_reduce(collector: SumCollector, num_inputs: int, process_group: object | None) -> int:
-    """Sum ``collector`` and the input count over the ranks of ``process_group`` (a no-op for ``None``)."""
-    if process_group is None:
-        return num_inputs
-    import torch.distributed as dist
-
-    keys, flat = collector.flat()
-    flat = torch.cat([flat, flat.new_tensor([float(num_inputs)])])
-    dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=process_group)
-    collector.load_flat(keys, flat[:-1])
-    return int(round(flat[-1].item()))
 
 
 def shaped(

@@ -24,12 +24,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from .arguments import check_count
+from .checks.arguments import check_count, check_estimator
 from .variances import minibatch_variance
 
 __all__ = ["FisherDiagonal", "Bounds", "VarianceReport", "ConditionalStatistics", "EstimatorTerms"]
 
-ESTIMATORS = ("exact", "i1", "i1_sequence", "i2", "hutchinson")
 SAMPLED = ("i1", "i1_sequence", "i2", "hutchinson")
 
 
@@ -38,17 +37,16 @@ class FisherDiagonal(dict):
 
     Attributes:
         estimator: ``"exact"``, ``"i1"``, ``"i1_sequence"``, ``"i2"`` or ``"hutchinson"``.
-        path: the engine used, ``"layerwise"``, ``"graph"`` or ``"generic"``, or ``"autograd"`` (one backward per
-            minibatch).
+        path: the engine used, ``"layerwise"``, ``"graph"`` or ``"generic"`` (with ``minibatch > 1``, the engine
+            whose forward autograd differentiated once per minibatch).
         num_inputs: number of inputs :math:`N`.
         samples_per_input: labels per input (1 for ``"exact"`` and for data labels).
         labels: ``"model"`` (sampled), ``"given"`` (targets), ``"argmax"``, or ``None`` for ``"exact"``.
         minibatch: inputs summed before squaring (1: per-input estimators).
         piecewise_linear: parameters proven from the traced graph to have :math:`u \equiv 0` (every operation
             between them and the output piecewise linear); their second derivatives were never computed.
-        bias: for fixed labels (``"given"`` or ``"argmax"``: the empirical Fisher and the argmax-label recipe),
-            the estimate minus the exact Fisher over the same inputs, computed in the same pass. Such an
-            estimate has no randomness given the inputs: the bias is its whole error. ``None`` otherwise.
+        unused: trainable parameters the model's forward never reads (autograd does not reach them and no
+            operation reads them); their entries are exactly 0.
         normalize: ``"sequence"`` or ``"token"`` (:mod:`fishertut.families.positions`).
     """
 
@@ -63,11 +61,10 @@ class FisherDiagonal(dict):
         labels: str | None,
         minibatch: int = 1,
         piecewise_linear: frozenset[str] = frozenset(),
-        bias: dict[str, Tensor] | None = None,
+        unused: frozenset[str] = frozenset(),
         normalize: str = "sequence",
     ) -> None:
         super().__init__(values)
-        self.bias = bias
         self.normalize = normalize
         self.estimator = estimator
         self.path = path
@@ -76,6 +73,7 @@ class FisherDiagonal(dict):
         self.labels = labels
         self.minibatch = minibatch
         self.piecewise_linear = piecewise_linear
+        self.unused = unused
 
     def __repr__(self) -> str:
         return (
@@ -106,12 +104,6 @@ class Bounds:
     v2_upper: dict[str, Tensor]
 
 
-def check_estimator(estimator: str, allowed: tuple[str, ...] = ("i1", "i2")) -> None:
-    """Raise ``ValueError`` unless ``estimator`` is one of ``allowed`` (the one estimator-name check)."""
-    if estimator not in allowed:
-        raise ValueError(f"estimator must be one of {allowed}, got {estimator!r}")
-
-
 @dataclass
 class VarianceReport:
     r"""Exact FIM diagonal, conditional variances of Î1 and Î2, input variance and bounds (module docstring).
@@ -129,6 +121,7 @@ class VarianceReport:
         path: the engine used.
         piecewise_linear: parameters proven from the traced graph to have :math:`u \equiv 0` (so
             ``var_i2`` is 0 there); their second derivatives were never computed.
+        unused: trainable parameters the model's forward never reads; every statistic of theirs is exactly 0.
         max_positions: the most positions of one input's output (1 for ``(N, C)`` outputs).
         normalize: ``"sequence"`` or ``"token"``.
     """
@@ -143,6 +136,7 @@ class VarianceReport:
     family: object = field(repr=False, default=None)
     var_hutchinson: dict[str, Tensor] = field(default_factory=dict)
     piecewise_linear: frozenset[str] = frozenset()
+    unused: frozenset[str] = frozenset()
     var_i1_sequence: dict[str, Tensor] = field(default_factory=dict)
     max_positions: int = 1
     normalize: str = "sequence"
@@ -154,13 +148,32 @@ class VarianceReport:
             "fisher": self.fisher,
             "var_x": self.var_x,
             "var_i1": self.var_i1,
-            "var_i1_sequence": self.var_i1_sequence or self.var_i1,
             "var_i2": self.var_i2,
             "v1_lower": b.v1_lower,
             "v1_upper": b.v1_upper,
             "v2_lower": b.v2_lower,
             "v2_upper": b.v2_upper,
         }
+
+    def bias(self, estimate: dict[str, Tensor]) -> dict[str, Tensor]:
+        r"""``estimate`` minus the exact Fisher of the report, per parameter: the error of a fixed-label estimate.
+
+        The empirical Fisher (``targets`` from the data) and the argmax-label recipe (``targets="argmax"``) are
+        deterministic given the inputs, and biased by design: this difference is their whole error. Pass an
+        estimate over the same inputs (and ``mask``, ``normalize``) as the report.
+
+        Raises:
+            ValueError: the estimate covers other parameters, another number of inputs or normalisation.
+        """
+        if set(estimate) != set(self.fisher):
+            raise ValueError(f"estimate has parameters {sorted(estimate)}, the report {sorted(self.fisher)}")
+        for attr in ("num_inputs", "normalize"):
+            mine, theirs = getattr(self, attr), getattr(estimate, attr, getattr(self, attr))
+            if mine != theirs:
+                raise ValueError(
+                    f"estimate has {attr}={theirs!r} but the report {attr}={mine!r}: compare like with like"
+                )
+        return {k: estimate[k] - self.fisher[k] for k in self.fisher}
 
     def conditional_variance(self, estimator: str) -> dict[str, Tensor]:
         """``var_i1``, ``var_i1_sequence``, ``var_i2`` or ``var_hutchinson``."""
@@ -249,7 +262,8 @@ class ConditionalStatistics:
 
     ``fisher[k][n]`` is :math:`I(\theta|x_n)`; ``var_i1``, ``var_i2`` are :math:`V_1, V_2(\theta|x_n)` and
     ``var_hutchinson`` the Hutchinson term's variance; ``bounds`` holds the per-input bounds;
-    ``piecewise_linear`` the parameters proven to have :math:`u \equiv 0`.
+    ``piecewise_linear`` the parameters proven to have :math:`u \equiv 0`; ``unused`` the parameters the
+    forward never reads (every value of theirs is exactly 0); ``num_outputs`` the model's outputs ``C``.
     """
 
     fisher: dict[str, Tensor]
@@ -259,6 +273,8 @@ class ConditionalStatistics:
     path: str
     var_hutchinson: dict[str, Tensor] = field(default_factory=dict)
     piecewise_linear: frozenset[str] = frozenset()
+    unused: frozenset[str] = frozenset()
+    num_outputs: int = 0
     var_i1_sequence: dict[str, Tensor] = field(default_factory=dict)
 
 
@@ -268,7 +284,8 @@ class EstimatorTerms:
 
     ``i1[k][n, s]`` is :math:`(\partial_{\theta}\log p(y_{ns}|x_n))^2` and ``i2[k][n, s]`` is
     :math:`-\partial^2_{\theta}\log p(y_{ns}|x_n)`; ``labels`` are the :math:`y_{ns}`. The estimators are the
-    means over ``(n, s)``. ``piecewise_linear``: the parameters proven to have :math:`u \equiv 0`.
+    means over ``(n, s)``. ``piecewise_linear``: the parameters proven to have :math:`u \equiv 0`; ``unused``:
+    the parameters the forward never reads (their terms are exactly 0).
     With outputs with positions, ``i1`` is the per-token term :math:`\sum_t c_t g_t^2`, ``i1_sequence`` the
     per-sequence term :math:`(\sum_t\sqrt{c_t}g_t)^2` and ``i2`` :math:`-\sum_t c_t\partial^2\log p(y_t|x)`;
     ``labels`` are ``(N, S, *positions)`` (:mod:`fishertut.families.positions`).
@@ -279,4 +296,5 @@ class EstimatorTerms:
     labels: Tensor
     path: str
     piecewise_linear: frozenset[str] = frozenset()
+    unused: frozenset[str] = frozenset()
     i1_sequence: dict[str, Tensor] = field(default_factory=dict)

@@ -35,11 +35,11 @@ from torch.func import jvp, vjp, vmap
 from torch.nn.attention import sdpa_kernel
 
 from ..errors import UnsupportedModelError
-from ..inspection import hook_reason, inplace_disabled, parametrization_reason
+from ..inspection import hook_reason, inplace_disabled, parametrization_reason, plain_checkpoints
 from ..terms import UnitTerms
 from .composites import composites
 from .generic import _ATTENTION_KERNELS, GenericEngine, _aliases
-from .graph.trace import piecewise_linear_parameters
+from .graph.trace import Traced, piecewise_linear_parameters
 
 __all__ = ["TransformerEngine", "LEAVES", "BATCH_CHANNELS"]
 
@@ -100,14 +100,21 @@ class TransformerEngine(GenericEngine):
     Args:
         model: a sequence model built from :data:`LEAVES` (module docstring).
         chunk_size, element_budget: as for :class:`~fishertut.engines.generic.GenericEngine` (second derivatives).
+        traced: the model's :func:`~fishertut.engines.graph.trace.trace`, where the caller has it.
         channel_budget: at most this many channel-parameter derivatives (sequences × channels × parameters)
             formed at once; the first derivatives of a batch are computed in groups of sequences that fit.
     """
 
     name = "transformer"
+    flat_outputs = True
 
     def __init__(
-        self, model: nn.Module, chunk_size: int = 512, element_budget: int = 1 << 23, channel_budget: int = 1 << 26
+        self,
+        model: nn.Module,
+        chunk_size: int = 512,
+        element_budget: int = 1 << 23,
+        channel_budget: int = 1 << 26,
+        traced: Traced | None = None,
     ) -> None:
         reason = self.unsupported_reason(model)
         if reason is not None:
@@ -117,14 +124,15 @@ class TransformerEngine(GenericEngine):
         self.forward_mode, self._mode_checked = True, False
         self.params = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
         self.aliases = _aliases(model, self.params)
+        self._traced = traced
 
     @functools.cached_property
     def piecewise_linear(self) -> frozenset[str]:
         r"""Parameters with :math:`u \equiv 0` (traced only when second derivatives are asked for)."""
-        return piecewise_linear_parameters(self.model)
+        return piecewise_linear_parameters(self.model, self._traced)
 
     @classmethod
-    def unsupported_reason(cls, model: nn.Module) -> str | None:
+    def unsupported_reason(cls, model: nn.Module, traced: Traced | None = None) -> str | None:
         """``None`` if the engine takes ``model``, else a message naming the offending module."""
         reason = hook_reason(model) or parametrization_reason(model) or _leaf_reason(model)
         return None if reason is None else _message(reason)
@@ -143,7 +151,12 @@ class TransformerEngine(GenericEngine):
 
     def _probe(self, x: Tensor) -> str | None:
         try:
-            with inplace_disabled(self.model), composites(self.model), sdpa_kernel(_ATTENTION_KERNELS):
+            with (
+                inplace_disabled(self.model),
+                plain_checkpoints(),
+                composites(self.model),
+                sdpa_kernel(_ATTENTION_KERNELS),
+            ):
                 h, pullback = vjp(lambda p: self._output(p, x[0]), self.params)
                 pullback(torch.ones_like(h))
         except (RuntimeError, TypeError, ValueError, IndexError, NotImplementedError) as err:
@@ -216,7 +229,12 @@ class TransformerEngine(GenericEngine):
         """
         x = tape
         try:
-            with inplace_disabled(self.model), composites(self.model), sdpa_kernel(_ATTENTION_KERNELS):
+            with (
+                inplace_disabled(self.model),
+                plain_checkpoints(),
+                composites(self.model),
+                sdpa_kernel(_ATTENTION_KERNELS),
+            ):
                 jac = self._channel_derivatives(x, channels)
                 if curvature_channels is not None and self.forward_mode and not self._mode_checked:
                     self._mode_checked = True

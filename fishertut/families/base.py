@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..validation import Checks
+from ..checks.values import Checks
 
 __all__ = ["ExponentialFamily", "OutputSpectrum"]
 
@@ -52,7 +52,7 @@ class ExponentialFamily(ABC):
 
         ``(N, C)``, or with positions ``(N, T, C)`` (any number of position axes; the classes, or the Gaussian's
         output dimensions, in axis ``class_axis``, default last). The finiteness check goes through ``checks``
-        (see :class:`fishertut.validation.Checks`) when given.
+        (see :class:`fishertut.checks.values.Checks`) when given.
         """
         if not isinstance(h, Tensor) or not h.is_floating_point():
             raise ValueError(

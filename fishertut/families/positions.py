@@ -17,6 +17,13 @@ and :math:`c_{n,t}` the position weights (0 where masked; 1, or :math:`1/T_n` wi
   the cross-position terms vanish in expectation but not in variance;
 * Î2, :math:`-\sum_t c_t\,\partial^2_{\theta_i}\log p(y_t|x)`: variance :math:`\sum_t c_t^2 V_{2,t}`.
 
+The two normalisations: ``"sequence"`` gives the Fisher of the joint distribution of an input's labels,
+``"token"`` that divided by :math:`T_n`, the mean Fisher per token of the input. When every input has the
+same count :math:`T`, the token-normalised Fisher is the sequence one divided by :math:`T` (variances by
+:math:`T^2`); with unequal counts the token normalisation gives each input the same total weight, so the
+positions of short inputs weigh more. Two models' Fishers (e.g. merging weights) compare only under one
+normalisation.
+
 Engines never see the positions: they differentiate the flattened output ``(N, K)``, ``K = T·C``, in the
 model's memory order, along output-space *channels* ``(N, k, K)`` that :class:`Positions` builds (block
 diagonal over positions, weighted by :math:`\sqrt{c_t}`), and :class:`Positions` reads their derivatives back

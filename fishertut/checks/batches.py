@@ -1,7 +1,8 @@
-"""Guards against silent misuse, run on the first batch.
+"""Checks on each batch and on what the model makes of it.
 
-They catch inputs the model cannot take, outputs of the wrong kind, probabilities where logits are
-expected, and models whose output for one input depends on the other inputs of the batch.
+They catch batches of the wrong type, device or dtype, non-finite inputs, inputs the model cannot take,
+outputs of the wrong kind, probabilities where logits are expected, and models whose output for one input
+depends on the other inputs of the batch.
 """
 
 from __future__ import annotations
@@ -12,14 +13,41 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from .errors import UnsupportedModelError
-from .families import Categorical, ExponentialFamily
-from .inspection import ends_in_softmax, first_layer
-from .validation import Checks
+from ..errors import UnsupportedModelError
+from ..families import Categorical, ExponentialFamily
+from ..inspection import ends_in_softmax, first_layer
+from .values import Checks
 
-__all__ = ["PROBE_ROWS", "run_forward", "check_output_kind", "check_independent_rows", "warn_if_probabilities"]
+__all__ = [
+    "PROBE_ROWS",
+    "check_batch",
+    "run_forward",
+    "check_output_kind",
+    "check_independent_rows",
+    "warn_if_probabilities",
+]
 
 PROBE_ROWS = 4
+
+
+def check_batch(
+    x: object, device: torch.device, dtype: torch.dtype, checks: Checks, argument: str = "inputs"
+) -> Tensor:
+    """Validate one batch of inputs against the model's device and dtype (values through ``checks``)."""
+    if not isinstance(x, Tensor):
+        raise TypeError(
+            f"{argument} must be a tensor or an iterable of tensors or (x, y) pairs, "
+            f"got a batch of type {type(x).__name__}"
+        )
+    if x.ndim == 0:
+        raise ValueError(f"{argument} must have a batch dimension, got a 0-d tensor")
+    if x.device != device:
+        raise ValueError(f"{argument} are on {x.device} but the model parameters are on {device}")
+    if x.is_floating_point():
+        if x.dtype != dtype:
+            raise ValueError(f"{argument} have dtype {x.dtype} but the model parameters have dtype {dtype}")
+        checks.require(torch.isfinite(x).all(), lambda: f"{argument} contain NaN or Inf")
+    return x
 
 
 def _expected_inputs(model: nn.Module, dtype: torch.dtype) -> str:
@@ -42,8 +70,9 @@ def run_forward(
     model: nn.Module,
     dtype: torch.dtype,
     batch_shape: torch.Size | None = None,
+    grad: bool = False,
 ) -> tuple[Tensor, object]:
-    """``forward(x)`` under ``no_grad``; an error from inside the model becomes a ``ValueError`` naming ``inputs``.
+    """``forward(x)`` (under ``no_grad`` unless ``grad``); an error from inside the model becomes a ``ValueError``.
 
     The message gives the shape of the user's batch (``batch_shape`` when ``x`` is a chunk of it, else ``x``'s
     own), the dtype, and what the model's first layer expects; the original error is chained.
@@ -57,7 +86,7 @@ def run_forward(
             "For a single input use x.unsqueeze(0)"
         )
     try:
-        with torch.no_grad():
+        with torch.set_grad_enabled(grad):
             return forward(x)
     except UnsupportedModelError:
         raise
@@ -71,7 +100,7 @@ def run_forward(
 def check_output_kind(h: object, rows: int, dtype: torch.dtype, family: ExponentialFamily, checks: Checks) -> None:
     """The output must be a single finite ``(N, C)`` tensor in the parameters' dtype (not a tuple, dict or upcast).
 
-    The finiteness check goes through ``checks`` (see :class:`fishertut.validation.Checks`).
+    The finiteness check goes through ``checks`` (see :class:`fishertut.checks.values.Checks`).
     """
     if not isinstance(h, Tensor):
         raise ValueError(
@@ -90,28 +119,31 @@ def check_output_kind(h: object, rows: int, dtype: torch.dtype, family: Exponent
         )
 
 
-def check_independent_rows(model: nn.Module, x: Tensor, h: Tensor) -> None:
+def check_independent_rows(forward: Callable[[Tensor], Tensor], x: Tensor, h: Tensor) -> None:
     """Refuse a model whose output for one input depends on the other inputs of the batch.
 
-    Compares the outputs ``h`` of the rows ``x`` computed together with each row computed alone, to a
-    tolerance of the square root of the working precision (different batch sizes may round differently).
+    Compares the outputs ``h`` of the rows ``x`` computed together with each row computed alone by ``forward``,
+    to a tolerance of the square root of the working precision (different batch sizes may round differently).
 
     Raises:
-        UnsupportedModelError: a row differs.
+        UnsupportedModelError: a row differs, or a row cannot be computed alone (the model needs the batch).
     """
     if x.shape[0] < 2:
         return
-    with torch.no_grad():
-        parts = [model(x[i : i + 1]) for i in range(x.shape[0])]
-    same_shape = all(p.shape == (1, *h.shape[1:]) for p in parts)
-    alone = torch.cat(parts) if same_shape else h
+    reason = (
+        "the model's output for an input depends on the other inputs of its batch (the first {rows} rows {what}); "
+        "the Fisher information is defined per input: use eval mode and no batch statistics"
+    )
+    try:
+        with torch.no_grad():
+            alone = torch.cat([forward(x[i : i + 1]) for i in range(x.shape[0])])
+    except (RuntimeError, TypeError, ValueError, IndexError) as err:
+        what = f"go through the model together, but one row alone fails: {type(err).__name__}: {err}"
+        raise UnsupportedModelError(reason.format(rows=x.shape[0], what=what)) from err
     tol = torch.finfo(h.dtype).eps ** 0.5 * (1 + h.abs().max())
-    if not same_shape or not bool(((alone - h).abs() <= tol).all()):
-        raise UnsupportedModelError(
-            f"the model's output for an input depends on the other inputs of its batch (the first {x.shape[0]} "
-            "rows give different outputs computed together and one by one); the Fisher information is defined "
-            "per input: use eval mode and no batch statistics"
-        )
+    if alone.shape != h.shape or not bool(((alone - h).abs() <= tol).all()):
+        what = "give different outputs computed together and one by one"
+        raise UnsupportedModelError(reason.format(rows=x.shape[0], what=what))
 
 
 def warn_if_probabilities(model: nn.Module, h: Tensor, family: ExponentialFamily) -> None:
