@@ -55,6 +55,7 @@ LEAVES: tuple[type[nn.Module], ...] = (
     nn.Tanh,
     nn.Identity,
     nn.Dropout,
+    nn.Flatten,
 )
 _SEQUENCE_MODULES = (nn.Embedding, nn.MultiheadAttention)
 BATCH_CHANNELS = 128
