@@ -153,6 +153,7 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.run
 	$(PY) -m benchmarks.cnn
 	$(PY) -m benchmarks.estimator_rows
+	$(PY) -m benchmarks.lm
 
 # --- cleaning ----------------------------------------------------------------------
 

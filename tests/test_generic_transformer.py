@@ -37,13 +37,16 @@ def test_pre_ln_transformer_block_on_the_generic_engine(one_thread):
     model = PreLNBlock().double().eval()
     x = torch.randn(2, 3, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     problem = oracle.Problem("pre-ln-block", model, x, "categorical")
-    rep = ft.variance_report(model, x, ft.Categorical())
+    rep = ft.variance_report(model, x, ft.Categorical(), path="generic")
     assert rep.path == "generic"
+    auto = ft.variance_report(model, x, ft.Categorical())
+    assert auto.path == "transformer"  # the sequence models' fast path, the same numbers
     # the oracle's forward-over-reverse Hessians need attention's composite (math) kernel
     with sdpa_kernel([SDPBackend.MATH]):
         ref = oracle.conditional(problem)
     for field in ("fisher", "var_i1", "var_i2"):
         assert_dicts_close(getattr(rep, field), mean0(ref[field]), what=field)
+        assert_dicts_close(getattr(auto, field), mean0(ref[field]), what=field)
     # only what lies after the last curved operation (the GELU, LayerNorm, attention) is piecewise linear
     assert piecewise_linear_parameters(model) == {"mlp.2.weight", "mlp.2.bias", "head.weight", "head.bias"}
     assert rep.piecewise_linear == piecewise_linear_parameters(model)

@@ -181,7 +181,8 @@ ENTRY_POINTS = list(_entry_points(None, _x()))
 
 @pytest.mark.parametrize("entry", ENTRY_POINTS)
 def test_a_bogus_path_is_refused_on_every_entry_point(entry):
-    with pytest.raises(ValueError, match=r"path must be one of \('auto', 'layerwise', 'graph', 'generic'\)"):
+    paths = r"path must be one of \('auto', 'layerwise', 'graph', 'transformer', 'generic'\)"
+    with pytest.raises(ValueError, match=paths):
         _entry_points(_scaled(), _x(), path="bogus")[entry]()
 
 
@@ -372,8 +373,12 @@ def test_every_engine_meets_the_protocol_contract(kind):
     from fishertut.engines import Engine
     from fishertut.terms import SumCollector
 
-    model = _seeded(lambda: nn.Sequential(nn.Linear(3, 5), nn.Tanh(), nn.Linear(5, 4)))
-    x = _x(6)
+    if kind.name == "transformer":  # sequence models only: token embeddings in place of the first Linear
+        model = _seeded(lambda: nn.Sequential(nn.Embedding(7, 5), nn.Tanh(), nn.Linear(5, 4), nn.Flatten()))
+        x = torch.arange(6).view(6, 1)
+    else:
+        model = _seeded(lambda: nn.Sequential(nn.Linear(3, 5), nn.Tanh(), nn.Linear(5, 4)))
+        x = _x(6)
     assert kind.name in PATHS and kind.unsupported_reason(model) is None
     engine = kind(model)
     assert isinstance(engine, Engine) and engine.input_reason(x) is None
@@ -393,12 +398,13 @@ def test_every_engine_meets_the_protocol_contract(kind):
     assert_dicts_close(got, {k: v.mean(0) for k, v in truth.items()})
     cnn = nn.Sequential(nn.Conv2d(1, 1, 2), nn.Flatten(), nn.Linear(4, 2))
     reason = kind.unsupported_reason(cnn)
-    assert (reason is None) == (kind.name != "layerwise") and (reason is None or "Conv2d" in reason)
+    takes_convolutions = kind.name not in ("layerwise", "transformer")
+    assert (reason is None) == takes_convolutions and (reason is None or "Conv2d" in reason)
 
 
 def test_the_engines_have_one_name_each():
-    assert [k.name for k in ft.engines.ENGINES] == ["layerwise", "graph", "generic"]
-    assert [k.__module__.split(".")[2] for k in ft.engines.ENGINES] == ["layerwise", "graph", "generic"]
+    assert [k.name for k in ft.engines.ENGINES] == ["layerwise", "graph", "transformer", "generic"]
+    assert [k.__module__.split(".")[2] for k in ft.engines.ENGINES] == ["layerwise", "graph", "transformer", "generic"]
 
 
 @pytest.mark.parametrize("build", [_scaled, lambda: _checkpointed()[0], lambda: _seeded(SpareHead)])

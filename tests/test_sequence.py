@@ -284,26 +284,36 @@ def test_readme_language_model_block_runs_as_printed():
 
 
 def test_estimate_plans_and_meets_its_tolerance_with_a_mask():
+    """Over 6 seeds, the mean fraction of estimates outside rtol is at most delta (each misses w.p. <= delta).
+
+    One run's fraction is an average of correlated misses (the same labels serve every parameter), so the
+    check is on the mean over independent seeds, with a margin of 3 standard errors of that mean estimated
+    from the seeds themselves.
+    """
     model = build("gru")
     ids, mask = left_padded(24, STEPS, VOCAB, [i % 3 for i in range(24)], seed=7)
     fam = ft.Categorical()
     exact = ft.fisher_diagonal(model, ids, fam, mask=mask, normalize="token")
-    est = ft.estimate(
-        model,
-        ids,
-        fam,
-        rtol=0.5,
-        delta=0.1,
-        generator=torch.Generator().manual_seed(0),
-        estimators=("i1", "hutchinson"),
-        mask=mask,
-        normalize="token",
-    )
-    assert {e.estimator for e in est.plan.values()} <= {"i1", "hutchinson"}
-    f, e = flat(exact), flat(est)
+    f = flat(exact)
     live = f > 1e-8 * f.max()
-    outside = ((e - f).abs() > 0.5 * f)[live].double().mean().item()
-    assert outside <= 0.1, f"{outside:.1%} of the estimates are outside the tolerance, at most 10% allowed"
+    fractions = []
+    for seed in range(6):
+        est = ft.estimate(
+            model,
+            ids,
+            fam,
+            rtol=0.5,
+            delta=0.1,
+            generator=torch.Generator().manual_seed(seed),
+            estimators=("i1", "hutchinson"),
+            mask=mask,
+            normalize="token",
+        )
+        assert {e.estimator for e in est.plan.values()} <= {"i1", "hutchinson"}
+        fractions.append(((flat(est) - f).abs() > 0.5 * f)[live].double().mean().item())
+    fr = torch.tensor(fractions, dtype=torch.float64)
+    margin = 3 * fr.std().item() / len(fractions) ** 0.5
+    assert fr.mean() <= 0.1 + margin, f"mean fraction outside the tolerance {fr.mean():.1%} (seeds: {fractions})"
 
 
 def test_per_pixel_classes_in_axis_one_fall_back_from_the_graph_engine():

@@ -27,7 +27,7 @@ __all__ = [
     "check_sampling",
 ]
 
-PATHS = ("auto", "layerwise", "graph", "generic")
+PATHS = ("auto", "layerwise", "graph", "transformer", "generic")
 ESTIMATORS = ("exact", "i1", "i1_sequence", "i2", "hutchinson")
 
 

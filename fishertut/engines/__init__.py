@@ -1,18 +1,21 @@
 """The engines behind one interface, :class:`Engine`, and the one place where an engine is chosen for a model.
 
-Three engines, each named once (module, class, ``name`` and the ``path=`` value that forces it):
+Four engines, each named once (module, class, ``name`` and the ``path=`` value that forces it):
 
 * ``layerwise`` (:class:`~fishertut.engines.layerwise.LayerwiseEngine`): ``nn.Sequential`` MLPs;
 * ``graph`` (:class:`~fishertut.engines.graph.engine.GraphEngine`): convolutional and residual networks traced
   with ``torch.fx``;
+* ``transformer`` (:class:`~fishertut.engines.transformer.TransformerEngine`): decoder-only transformers and
+  other sequence models built from stock layers, through ``torch.func`` with output-space channel cotangents;
 * ``generic`` (:class:`~fishertut.engines.generic.GenericEngine`): any model, through ``torch.func``.
 
 Rules of :func:`select_engine`, in order: backward hooks are refused on every path (see
 :mod:`fishertut.inspection`); ``path="generic"`` takes the generic engine; otherwise the layer-wise engine if
 it can honour the model and the batch exactly (``path="layerwise"`` raises
 :class:`~fishertut.UnsupportedModelError` with the reason if not), else the graph engine if it can
-(``path="graph"`` tries only it, and raises naming the layer it cannot take), else ``path="auto"`` falls back
-to the generic engine. The model is traced once per call, and every engine reads that one trace.
+(``path="graph"`` tries only it, and raises naming the layer it cannot take), else the transformer engine for
+the sequence models it takes (``path="transformer"`` likewise), else ``path="auto"`` falls back to the generic
+engine. The model is traced once per call, and every engine reads that one trace.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from .generic import GenericEngine
 from .graph.engine import GraphEngine
 from .graph.trace import Traced, trace
 from .layerwise import LayerwiseEngine
+from .transformer import TransformerEngine
 
 __all__ = ["ENGINES", "Engine", "select_engine"]
 
@@ -75,7 +79,7 @@ class Engine(Protocol):
         """
 
 
-ENGINES: tuple[type[Engine], ...] = (LayerwiseEngine, GraphEngine, GenericEngine)
+ENGINES: tuple[type[Engine], ...] = (LayerwiseEngine, GraphEngine, TransformerEngine, GenericEngine)
 
 
 def select_engine(model: nn.Module, x: Tensor, path: str) -> Engine:
@@ -83,8 +87,8 @@ def select_engine(model: nn.Module, x: Tensor, path: str) -> Engine:
 
     Raises:
         ValueError: ``path`` is not ``"auto"`` or an engine's name.
-        UnsupportedModelError: the model has backward hooks, or ``path="layerwise"``/``"graph"`` and that
-            engine cannot honour the model or inputs shaped like ``x``.
+        UnsupportedModelError: the model has backward hooks, or ``path`` names a fast engine (``"layerwise"``,
+            ``"graph"``, ``"transformer"``) that cannot honour the model or inputs shaped like ``x``.
     """
     check_path(path)
     reason = backward_hook_reason(model)

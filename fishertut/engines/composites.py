@@ -9,6 +9,8 @@ are correct:
   The forward-over-forward derivative of PyTorch's fused kernel with respect to its *input* is wrong (it
   differs from the reverse-mode Hessian and from finite differences by O(1)), so the second derivatives of
   every parameter below a LayerNorm would be wrong.
+* ``nn.RMSNorm``: :math:`y = x/\sqrt{\overline{x^2}+\epsilon}\odot w`; the same reason as LayerNorm (a fused
+  kernel on some builds).
 * ``nn.PReLU``: :math:`x` where :math:`x>0`, else :math:`a_c x`; the batching rule of its backward fails for
   inputs with positions besides their channels (e.g. images).
 * ``nn.MultiheadAttention``: its composite path instead of the fused inference kernel
@@ -45,6 +47,13 @@ def _layer_norm(module: nn.LayerNorm, x: Tensor) -> Tensor:
     return y
 
 
+def _rms_norm(module: nn.RMSNorm, x: Tensor) -> Tensor:
+    dims = tuple(range(-len(module.normalized_shape), 0))
+    eps = torch.finfo(x.dtype).eps if module.eps is None else module.eps
+    y = x * torch.rsqrt(x.square().mean(dims, keepdim=True) + eps)
+    return y if module.weight is None else y * module.weight
+
+
 def _prelu(module: nn.PReLU, x: Tensor) -> Tensor:
     a = module.weight
     if a.numel() > 1:
@@ -54,7 +63,11 @@ def _prelu(module: nn.PReLU, x: Tensor) -> Tensor:
     return torch.where(x > 0, x, a * x)
 
 
-_REPLACED: dict[type[nn.Module], Callable[..., Tensor]] = {nn.LayerNorm: _layer_norm, nn.PReLU: _prelu}
+_REPLACED: dict[type[nn.Module], Callable[..., Tensor]] = {
+    nn.LayerNorm: _layer_norm,
+    nn.RMSNorm: _rms_norm,
+    nn.PReLU: _prelu,
+}
 
 
 @contextmanager

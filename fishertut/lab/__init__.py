@@ -4,6 +4,7 @@ The core (estimators, families, engines, reports, validation, parameter groups a
 package. Each module says which chapters use it:
 
 * :mod:`~fishertut.lab.data`: MNIST as tensors;
+* :mod:`~fishertut.lab.gpt`: a tiny decoder-only transformer (the language-model benchmark and tests);
 * :mod:`~fishertut.lab.models`: the MLP builder, the one trained "theory network", the default device;
 * :mod:`~fishertut.lab.training`: a seeded Adam training loop with a loss and a penalty argument;
 * :mod:`~fishertut.lab.montecarlo`: every single-pair term per class, cheap Monte-Carlo repetitions, the standard
@@ -31,6 +32,7 @@ _SUBMODULES = (
     "bounds",
     "casestudy",
     "data",
+    "gpt",
     "downstream",
     "laplace",
     "models",
