@@ -58,10 +58,12 @@ def fisher_diagonal(
 ) -> FisherDiagonal:
     r"""Diagonal of the Fisher information matrix, exactly or by one of the estimators.
 
-    * ``"exact"``: :math:`\frac1N\sum_n v_i^\top \Lambda(x_n) v_i` (eq. eq-expfam-diag);
+    * ``"exact"``: :math:`\frac1N\sum_n v_i^\top \Lambda(x_n) v_i`
+      (:eq:`eq-expfam-diag` in :doc:`/book/exponential_family`);
     * ``"i1"``: :math:`\frac1{NS}\sum_{n,s} (\partial_{\theta_i}\log p(y_{ns}|x_n))^2`;
     * ``"i2"``: :math:`\frac1{NS}\sum_{n,s} -\partial^2_{\theta_i}\log p(y_{ns}|x_n)
-      = \frac1{NS}\sum_{n,s} (v_i^\top\Lambda v_i - \varepsilon_{ns}^\top u_i)` (eq. eq-est-diag);
+      = \frac1{NS}\sum_{n,s} (v_i^\top\Lambda v_i - \varepsilon_{ns}^\top u_i)`
+      (:eq:`eq-est-diag` in :doc:`/book/estimators`);
     * ``"hutchinson"``: :math:`\frac1{NS}\sum_{n,s} (\xi_{ns}^\top A_n^\top v_i)^2`, :math:`A_nA_n^\top = \Lambda(x_n)`.
 
     **Outputs with positions** ``(N, T, C)`` (:mod:`fishertut.families.positions`; classes in the family's
@@ -77,9 +79,9 @@ def fisher_diagonal(
     GNB over sequences is ``"i1_sequence"`` with ``minibatch=B``.
 
     Labels :math:`y_{ns}` are drawn from the model, ``samples_per_input`` per input, from ``generator``,
-    unless ``targets`` gives them; with data labels ``"i1"`` is the empirical Fisher (chapter "The empirical
-    Fisher"); ``targets="argmax"`` takes the most probable class at every position. Both are biased by design
-    and random in nothing: :meth:`VarianceReport.bias` gives their exact error against the exact Fisher.
+    unless ``targets`` gives them; with data labels ``"i1"`` is the empirical Fisher (chapter
+    :doc:`/book/empirical_fisher`); ``targets="argmax"`` takes the most probable class at every position. Both
+    are biased by design and random in nothing: :meth:`VarianceReport.bias` gives their exact error against the exact Fisher.
 
     Frozen parameters (``requires_grad=False``) are left out: they are constants of the model, and only
     trainable ones get an entry. Hooks, parametrizations (results keyed by ``model.named_parameters()``, e.g.
@@ -190,7 +192,8 @@ def variance_report(
     r"""Exact FIM diagonal with the exact conditional variances of Î1 and Î2, the input term and the bounds.
 
     No Monte Carlo: for each input the variance over labels is a finite sum over classes (categorical) or a
-    closed form (Gaussian): :math:`V_1 = K[v_i^4] - I(\theta_i|x)^2`, :math:`V_2 = u_i^\top\Lambda u_i` (eq. eq-var-v1).
+    closed form (Gaussian): :math:`V_1 = K[v_i^4] - I(\theta_i|x)^2`, :math:`V_2 = u_i^\top\Lambda u_i`
+    (:eq:`eq-var-v1` in :doc:`/book/conditional_variances`).
     With positions (:mod:`fishertut.families.positions`) each is summed over the unmasked positions, and
     ``var_i1_sequence`` adds the cross-position terms of the per-sequence Î1.
     See :class:`VarianceReport` for the fields and :class:`Bounds` for the bound variant. Frozen parameters
@@ -290,7 +293,7 @@ def estimator_terms(
     r"""Single-pair terms of Î1 and Î2 for the same labels, each ``(N, S, *parameter.shape)``.
 
     ``i1``: :math:`(\varepsilon^\top v_i)^2`; ``i2``: :math:`v_i^\top\Lambda v_i - \varepsilon^\top u_i`
-    (eq. eq-est-diag).
+    (:eq:`eq-est-diag` in :doc:`/book/estimators`).
     Their means over ``(n, s)`` equal :func:`fisher_diagonal` with ``"i1"``/``"i2"`` and the same generator.
     Materialises ``N × S × P`` values: meant for small models or few inputs (Monte-Carlo experiments).
     Frozen parameters (``requires_grad=False``) are left out. Arguments as in :func:`fisher_diagonal`.

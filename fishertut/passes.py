@@ -2,7 +2,7 @@ r"""One pass of an entry point over the data: validation, the engine chosen once
 
 Every estimator goes through it: the functions of :mod:`fishertut.api` (chunks of the engines' own size), the
 one-backward estimators of :mod:`fishertut.minibatch` (minibatches of consecutive inputs) and, through them,
-:func:`fishertut.estimate`. See chapter "The two estimators" for what the passes compute.
+:func:`fishertut.estimate`. See chapter :doc:`/book/estimators` for what the passes compute.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@ r"""The exact conditional statistics of one input, summed over its positions, fr
 
 For a group of ``n`` directions (units or parameters) with output derivatives ``jac`` :math:`v` and ``curv``
 :math:`u`, ``(N, K, n)`` in the model's flat order, and the position weights :math:`c_{n,t}` of
-:class:`~fishertut.families.positions.Positions`, per input (chapter "Language models"):
+:class:`~fishertut.families.positions.Positions`, per input (the paper's per-input quantities, one position at a time):
 
 ==================  =====================================================================================
 ``fisher``          :math:`I = \sum_t c_t I_t`, :math:`I_t = v_t^\top\Lambda_t v_t`

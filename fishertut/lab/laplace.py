@@ -1,6 +1,6 @@
 r"""The diagonal Laplace posterior of an MLP classifier in closed form: logit variances, predictive, evidence.
 
-Used by the chapter "Does it matter downstream?" (with :mod:`fishertut.lab.downstream`):
+Used by the chapter :doc:`/book/downstream` (with :mod:`fishertut.lab.downstream`):
 
 * :func:`linearised_logit_variance`: the diagonal of :math:`J_n\operatorname{diag}(\sigma^2)J_n^\top`, the
   variances of the linearised logits :math:`h(x_n;\theta^*) + J_n\delta` under

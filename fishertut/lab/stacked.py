@@ -1,6 +1,6 @@
 r"""Many copies of one small network trained at once: the runs of a study stacked along a leading dimension.
 
-Used by the chapter "Does it matter downstream?", which trains hundreds of small networks (seeds x Fisher
+Used by the chapter :doc:`/book/downstream`, which trains hundreds of small networks (seeds x Fisher
 diagonals x strengths). The parameters of ``R`` copies of one architecture are held as ``{name: (R, *shape)}``
 (:func:`stack`), evaluated with :func:`torch.func.vmap` over :func:`torch.func.functional_call`
 (:func:`stacked_logits`) and trained by :func:`train_stacked`. Adam acts element by element and the runs'

@@ -1,6 +1,6 @@
 r"""Small-sample statistics for comparisons over seeds: Student's t quantile and interval, AUROC.
 
-Used by the chapter "Does it matter downstream?", whose comparisons pair estimators by seed:
+Used by the chapter :doc:`/book/downstream`, whose comparisons pair estimators by seed:
 
 * :func:`t_cdf` and :func:`t_quantile`: Student's t distribution with :math:`\nu` degrees of freedom, from the
   regularised incomplete beta function (continued fraction, Numerical Recipes §6.4), so that no SciPy is needed;
