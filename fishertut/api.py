@@ -81,7 +81,8 @@ def fisher_diagonal(
     Labels :math:`y_{ns}` are drawn from the model, ``samples_per_input`` per input, from ``generator``,
     unless ``targets`` gives them; with data labels ``"i1"`` is the empirical Fisher (chapter
     :doc:`/book/empirical_fisher`); ``targets="argmax"`` takes the most probable class at every position. Both
-    are biased by design and random in nothing: :meth:`VarianceReport.bias` gives their exact error against the exact Fisher.
+    are biased by design and random in nothing: :meth:`VarianceReport.bias` gives their exact error against the
+    exact Fisher.
 
     Frozen parameters (``requires_grad=False``) are left out: they are constants of the model, and only
     trainable ones get an entry. Hooks, parametrizations (results keyed by ``model.named_parameters()``, e.g.
