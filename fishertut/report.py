@@ -27,9 +27,41 @@ from torch import Tensor
 from .arguments import check_count
 from .variances import minibatch_variance
 
-__all__ = ["FisherDiagonal", "Bounds", "VarianceReport", "ConditionalStatistics", "EstimatorTerms"]
+__all__ = ["FisherDiagonal", "Bounds", "VarianceReport", "ConditionalStatistics", "EstimatorTerms", "require_finite"]
 
 ESTIMATORS = ("exact", "i1", "i2", "hutchinson")
+
+
+def require_finite(fields: dict[str, dict[str, Tensor]]) -> None:
+    """Refuse a result that holds NaN or infinity, naming the statistic, the parameter and the first bad entry.
+
+    Every result class calls it on construction, so no entry point returns a non-finite number: the values are
+    formed in the model's dtype (float64 for the sums of some statistics), and a product of derivatives can
+    overflow it although every output is finite (logits near the float range, say).
+
+    Args:
+        fields: ``{statistic: {parameter name: tensor}}``.
+
+    Raises:
+        ValueError: some entry is not finite.
+    """
+    flat = [(stat, name, t) for stat, values in fields.items() for name, t in values.items() if t.is_floating_point()]
+    if not flat:
+        return
+    ok = torch.stack([torch.isfinite(t).all() for _, _, t in flat]).cpu()
+    for (stat, name, t), good in zip(flat, ok.tolist()):
+        if good:
+            continue
+        bad = (~torch.isfinite(t)).nonzero()[0].tolist()
+        value = t[tuple(bad)].item() if bad else t.item()
+        finite = t[torch.isfinite(t)]
+        largest = f"{finite.abs().max().item():.3g}" if finite.numel() else "none"
+        raise ValueError(
+            f"the {stat} of parameter '{name}' overflowed {t.dtype}: entry {tuple(bad)} is {value} (largest "
+            f"finite magnitude among its entries: {largest}), although the model's outputs are finite; its "
+            "derivatives, squared (or raised to the fourth power for the variances), leave the float range. "
+            "Rescale the model's outputs or weights, or run it in float64"
+        )
 
 
 class FisherDiagonal(dict):
@@ -67,6 +99,7 @@ class FisherDiagonal(dict):
         self.labels = labels
         self.minibatch = minibatch
         self.piecewise_linear = piecewise_linear
+        require_finite({"estimate" if estimator != "exact" else "Fisher information": values})
 
     def __repr__(self) -> str:
         return (
@@ -128,6 +161,9 @@ class VarianceReport:
     family: object = field(repr=False, default=None)
     var_hutchinson: dict[str, Tensor] = field(default_factory=dict)
     piecewise_linear: frozenset[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        require_finite({**self.statistics(), "var_hutchinson": self.var_hutchinson})
 
     def statistics(self) -> dict[str, dict[str, Tensor]]:
         """The per-parameter fields by name: ``fisher``, ``var_x``, ``var_i1``, ``var_i2`` and the four bounds."""
@@ -229,6 +265,12 @@ class ConditionalStatistics:
     var_hutchinson: dict[str, Tensor] = field(default_factory=dict)
     piecewise_linear: frozenset[str] = frozenset()
 
+    def __post_init__(self) -> None:
+        b = self.bounds
+        stats = {"fisher": self.fisher, "var_i1": self.var_i1, "var_i2": self.var_i2}
+        bounds = {"v1_lower": b.v1_lower, "v1_upper": b.v1_upper, "v2_lower": b.v2_lower, "v2_upper": b.v2_upper}
+        require_finite({**stats, **bounds, "var_hutchinson": self.var_hutchinson})
+
 
 @dataclass
 class EstimatorTerms:
@@ -244,3 +286,6 @@ class EstimatorTerms:
     labels: Tensor
     path: str
     piecewise_linear: frozenset[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        require_finite({"i1 term": self.i1, "i2 term": self.i2})

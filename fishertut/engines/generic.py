@@ -112,12 +112,12 @@ class GenericEngine:
 
         def along(ps: dict[str, Tensor]) -> Tensor:
             jac = jacrev(out)(ps)
-            return sum((jac[n] * e[n]).flatten(1).sum(1) for n in ps)
+            return sum((jac[n] * e[n]).reshape(jac[n].shape[0], -1).sum(1) for n in ps)
 
         first = along(self.params)
         forward = jvp(lambda ps: jvp(out, (ps,), (e,))[1], (self.params,), (e,))[1]
         hess = jacrev(along)(self.params)
-        reverse = sum((hess[n] * e[n]).flatten(1).sum(1) for n in hess)
+        reverse = sum((hess[n] * e[n]).reshape(hess[n].shape[0], -1).sum(1) for n in hess)
         scale = max(float(t.detach().abs().max()) for t in (forward, reverse, first))
         tol = 10 * torch.finfo(forward.dtype).eps ** 0.5 * max(scale, torch.finfo(forward.dtype).tiny)
         return bool((forward - reverse).detach().abs().max() <= tol)
@@ -139,9 +139,10 @@ class GenericEngine:
         def reverse_reverse(xi: Tensor, e: Tensor) -> Tensor:
             def directional(w: Tensor) -> Tensor:
                 jac = jacrev(out)(w, xi)
-                return (jac * e).flatten(1).sum(1)
+                return (jac * e).reshape(jac.shape[0], -1).sum(1)
 
-            return (jacrev(directional)(p) * e).flatten(1).sum(1)
+            hess = jacrev(directional)(p) * e
+            return hess.reshape(hess.shape[0], -1).sum(1)
 
         eye = torch.eye(p.numel(), dtype=p.dtype, device=p.device)
         # each vmapped call evaluates len(x) * chunk perturbed copies of this parameter
@@ -174,7 +175,7 @@ class GenericEngine:
                     except NotImplementedError:
                         self.forward_mode = False
                 for name in self.params:
-                    j = jac[name].flatten(2)
+                    j = jac[name].reshape(*jac[name].shape[:2], -1)  # (N, C, numel), 0-d parameters too
                     curv, zero = None, curvature_channels is not None and name in self.piecewise_linear
                     if zero:
                         curv = j.new_zeros(()).expand(j.shape[0], curvature_channels.shape[1], j.shape[2])
