@@ -17,6 +17,7 @@ from ..inspection import backward_hook_reason
 from .generic import GenericEngine
 from .graph.engine import GraphEngine
 from .layerwise import LayerwiseEngine
+from .second_order import custom_function_reason
 
 __all__ = ["PATHS", "Engine", "check_path", "select_engine"]
 
@@ -50,6 +51,8 @@ def select_engine(model: nn.Module, x: Tensor, path: str) -> Engine:
         if reason is None:
             engine = kind(model)
             reason = engine.input_reason(x)
+            if reason is None and name == "graph":
+                reason = custom_function_reason(model, x)
             if reason is None:
                 return engine
         if path == name:

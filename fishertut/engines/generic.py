@@ -31,6 +31,7 @@ from ..inspection import inplace_disabled
 from ..terms import UnitTerms
 from .composites import composites
 from .graph.trace import piecewise_linear_parameters
+from .second_order import check_second_derivatives, custom_functions
 
 __all__ = ["GenericEngine"]
 
@@ -95,14 +96,16 @@ class GenericEngine:
         with inplace_disabled(self.model):
             return self.model(x), x
 
-    def _forward_mode_agrees(self, xi: Tensor) -> bool:
-        r"""Whether forward-over-forward gives the reverse-mode second derivative along one random direction.
+    def _choose_mode(self, xi: Tensor) -> None:
+        r"""Check the second derivatives along one random direction; use forward mode only where it is right.
 
         For a seeded random direction :math:`e` over all parameters and the input ``xi`` ``(1, ...)``, compares
         :math:`\frac{d^2}{ds^2}h(\theta+se)` from two nested ``jvp`` with :math:`e^\top\nabla_\theta(J e)` from two
         nested ``jacrev``, for every output. A fused kernel with a wrong second-order forward-mode rule (PyTorch's
         LayerNorm and instance norm have one) makes them differ at O(1), not by rounding; then the engine uses
-        reverse mode for every parameter.
+        reverse mode for every parameter. A model with a custom ``autograd.Function`` has second derivatives
+        nobody derived: both modes are checked against a finite difference of first derivatives
+        (:mod:`fishertut.engines.second_order`), and the model is refused if neither agrees.
         """
         gen = torch.Generator().manual_seed(0)
         e = {n: torch.randn(p.shape, generator=gen, dtype=p.dtype).to(p.device) for n, p in self.params.items()}
@@ -114,13 +117,23 @@ class GenericEngine:
             jac = jacrev(out)(ps)
             return sum((jac[n] * e[n]).reshape(jac[n].shape[0], -1).sum(1) for n in ps)
 
-        first = along(self.params)
-        forward = jvp(lambda ps: jvp(out, (ps,), (e,))[1], (self.params,), (e,))[1]
+        with torch.enable_grad():
+            functions = custom_functions(self.model(xi))
         hess = jacrev(along)(self.params)
-        reverse = sum((hess[n] * e[n]).reshape(hess[n].shape[0], -1).sum(1) for n in hess)
+        modes = {"reverse": sum((hess[n] * e[n]).reshape(hess[n].shape[0], -1).sum(1) for n in hess)}
+        try:
+            modes["forward"] = jvp(lambda ps: jvp(out, (ps,), (e,))[1], (self.params,), (e,))[1]
+        except NotImplementedError:
+            self.forward_mode = False
+            if not functions:
+                return
+        if functions:
+            self.forward_mode = "forward" in check_second_derivatives(along, self.params, e, modes, functions)
+            return
+        first, forward, reverse = along(self.params), modes["forward"], modes["reverse"]
         scale = max(float(t.detach().abs().max()) for t in (forward, reverse, first))
         tol = 10 * torch.finfo(forward.dtype).eps ** 0.5 * max(scale, torch.finfo(forward.dtype).tiny)
-        return bool((forward - reverse).detach().abs().max() <= tol)
+        self.forward_mode = bool((forward - reverse).detach().abs().max() <= tol)
 
     def _second_derivatives(self, name: str, x: Tensor) -> Tensor:
         r""":math:`\partial^2 h/\partial\theta_i^2` for every entry ``i`` of parameter ``name``: ``(N, C, numel)``.
@@ -168,12 +181,9 @@ class GenericEngine:
         try:
             with inplace_disabled(self.model), composites(self.model), sdpa_kernel(_ATTENTION_KERNELS):
                 jac = vmap(jacrev(self._output), in_dims=(None, 0))(self.params, x)
-                if curvature_channels is not None and self.forward_mode and not self._mode_checked:
+                if curvature_channels is not None and not self._mode_checked:
                     self._mode_checked = True
-                    try:
-                        self.forward_mode = self._forward_mode_agrees(x[:1])
-                    except NotImplementedError:
-                        self.forward_mode = False
+                    self._choose_mode(x[:1])
                 for name in self.params:
                     j = jac[name].reshape(*jac[name].shape[:2], -1)  # (N, C, numel), 0-d parameters too
                     curv, zero = None, curvature_channels is not None and name in self.piecewise_linear
