@@ -37,7 +37,8 @@ class Gaussian(ExponentialFamily):
         if isinstance(sigma, bool) or isinstance(sigma, str):
             raise TypeError(f"Gaussian: sigma must be a positive number or a tensor of them, got {sigma!r}")
         try:
-            values = torch.as_tensor(sigma).detach().to("cpu")
+            # Python numbers straight to float64 (as_tensor would round them to float32 first)
+            values = torch.as_tensor(sigma, dtype=None if isinstance(sigma, Tensor) else torch.float64).detach().cpu()
         except (TypeError, ValueError, RuntimeError) as err:
             raise TypeError(
                 f"Gaussian: sigma must be a positive number or a tensor of them, got {type(sigma).__name__}"
