@@ -84,12 +84,15 @@ def fisher_diagonal(
         model: maps a batch ``(N, ...)`` to logits (categorical) or means (Gaussian) ``h`` of shape ``(N, C)``,
             each row depending on its own input only; in eval mode if it has dropout or batch norm.
         inputs: a tensor ``(N, ...)`` or an iterable of tensors or ``(x, y)`` pairs (e.g. a ``DataLoader``);
-            one ``(x, y)`` batch is ``[(x, y)]``, not the bare tuple.
+            one ``(x, y)`` batch is ``[(x, y)]``, not the bare tuple. A batch may also be a mapping of tensors
+            sharing the batch axis, passed to ``forward`` by keyword (Hugging Face style); an output with a
+            ``logits`` key or attribute is read as the logits (:mod:`fishertut.calls`).
         family: :class:`~fishertut.Categorical` or :class:`~fishertut.Gaussian`.
         estimator: ``"exact"``, ``"i1"``, ``"i2"`` or ``"hutchinson"``.
         targets: ``None`` (labels from the model), labels aligned with the rows of ``inputs`` in iteration
-            order (a tensor, list or numpy array; not with a shuffling ``DataLoader``), or ``"data"`` for the
-            ``y`` of ``(x, y)`` batches. Not allowed with ``"exact"``.
+            order (a tensor, list or numpy array; not with a shuffling ``DataLoader``), ``"data"`` for the
+            ``y`` of ``(x, y)`` batches, or the key of the labels in mapping batches (e.g. ``"labels"``, not
+            passed to ``forward``). Not allowed with ``"exact"``.
         samples_per_input: labels drawn per input (must be 1 with ``targets``).
         generator: random source for the labels (on the model's device), for reproducibility. The labels of
             an input do not depend on how the inputs are batched, on the engine, or on the function.

@@ -12,6 +12,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from .calls import Batch, call, describe, is_mapping, num_rows, take_rows
 from .errors import UnsupportedModelError
 from .families import Categorical, ExponentialFamily
 from .inspection import ends_in_softmax, first_layer
@@ -37,8 +38,8 @@ def _expected_inputs(model: nn.Module, dtype: torch.dtype) -> str:
 
 
 def run_forward(
-    forward: Callable[[Tensor], tuple[Tensor, object]],
-    x: Tensor,
+    forward: Callable[[Batch], tuple[Tensor, object]],
+    x: Batch,
     model: nn.Module,
     dtype: torch.dtype,
     batch_shape: torch.Size | None = None,
@@ -48,9 +49,12 @@ def run_forward(
     The message gives the shape of the user's batch (``batch_shape`` when ``x`` is a chunk of it, else ``x``'s
     own), the dtype, and what the model's first layer expects; the original error is chained.
     """
-    shape = tuple(x.shape if batch_shape is None else batch_shape)
+    if is_mapping(x):
+        shape = None
+    else:
+        shape = tuple(x.shape if batch_shape is None else batch_shape)
     first = first_layer(model)
-    if first is not None and isinstance(first[1], nn.Linear) and x.ndim < 2:
+    if first is not None and isinstance(first[1], nn.Linear) and shape is not None and x.ndim < 2:
         raise ValueError(
             f"inputs must be shaped (N, features) with N the batch axis, got a {x.ndim}-D tensor of "
             f"shape {shape}; the model expects {_expected_inputs(model, dtype)}. "
@@ -62,9 +66,9 @@ def run_forward(
     except UnsupportedModelError:
         raise
     except (RuntimeError, TypeError, ValueError, IndexError) as err:
+        what = f"of shape {shape} and dtype {x.dtype}" if shape is not None else describe(x)
         raise ValueError(
-            f"inputs of shape {shape} and dtype {x.dtype} could not go through the model, "
-            f"which expects {_expected_inputs(model, dtype)}: {err}"
+            f"inputs {what} could not go through the model, which expects {_expected_inputs(model, dtype)}: {err}"
         ) from err
 
 
@@ -75,8 +79,9 @@ def check_output_kind(h: object, rows: int, dtype: torch.dtype, family: Exponent
     """
     if not isinstance(h, Tensor):
         raise ValueError(
-            f"{family!r}: the model must return one tensor of shape (N, C), got a {type(h).__name__}; "
-            "wrap it so that forward returns the output fishertut should use"
+            f"{family!r}: the model must return one tensor of shape (N, C), or an output with a 'logits' key or "
+            f"attribute holding it, got a {type(h).__name__}; wrap it so that forward returns the output "
+            "fishertut should use"
         )
     family.check_output(h, checks)
     if h.shape[0] != rows:
@@ -90,7 +95,7 @@ def check_output_kind(h: object, rows: int, dtype: torch.dtype, family: Exponent
         )
 
 
-def check_independent_rows(model: nn.Module, x: Tensor, h: Tensor) -> None:
+def check_independent_rows(model: nn.Module, x: Batch, h: Tensor) -> None:
     """Refuse a model whose output for one input depends on the other inputs of the batch.
 
     Compares the outputs ``h`` of the rows ``x`` computed together with each row computed alone, to a
@@ -99,14 +104,15 @@ def check_independent_rows(model: nn.Module, x: Tensor, h: Tensor) -> None:
     Raises:
         UnsupportedModelError: a row differs.
     """
-    if x.shape[0] < 2:
+    rows = num_rows(x)
+    if rows < 2:
         return
     with torch.no_grad():
-        alone = torch.cat([model(x[i : i + 1]) for i in range(x.shape[0])])
+        alone = torch.cat([call(model, take_rows(x, i, i + 1)) for i in range(rows)])
     tol = torch.finfo(h.dtype).eps ** 0.5 * (1 + h.abs().max())
     if alone.shape != h.shape or not bool(((alone - h).abs() <= tol).all()):
         raise UnsupportedModelError(
-            f"the model's output for an input depends on the other inputs of its batch (the first {x.shape[0]} "
+            f"the model's output for an input depends on the other inputs of its batch (the first {rows} "
             "rows give different outputs computed together and one by one); the Fisher information is defined "
             "per input: use eval mode and no batch statistics"
         )

@@ -42,10 +42,11 @@ from torch import Tensor, nn
 
 from .arguments import check_count, coerce_targets
 from .batches import iterate_batches
+from .calls import call, cat_rows, check_inputs, num_rows, split_rows, take_rows
 from .families import ExponentialFamily
 from .guards import PROBE_ROWS, check_independent_rows, check_output_kind, run_forward, warn_if_probabilities
 from .report import FisherDiagonal
-from .validation import Checks, check_batch, check_generator, check_model
+from .validation import Checks, check_generator, check_model
 
 __all__ = [
     "ONE_BACKWARD",
@@ -115,22 +116,22 @@ def _minibatches(
     held = 0
 
     def joined() -> tuple[Tensor, Tensor | None]:
-        x = xs[0] if len(xs) == 1 else torch.cat(xs)
+        x = xs[0] if len(xs) == 1 else cat_rows(xs)
         return x, (None if ys[0] is None else ys[0] if len(ys) == 1 else torch.cat(ys))
 
     for x, y in iterate_batches(inputs, targets):
-        x = check_batch(x, device, dtype, checks)
-        start = 0
-        while held + x.shape[0] - start >= size:
+        x = check_inputs(x, device, dtype, checks)
+        rows, start = num_rows(x), 0
+        while held + rows - start >= size:
             take = size - held
-            xs.append(x[start : start + take])
+            xs.append(take_rows(x, start, start + take))
             ys.append(None if y is None else y[start : start + take])
             yield joined()
             xs, ys, held, start = [], [], 0, start + take
-        if start < x.shape[0]:
-            xs.append(x[start:])
+        if start < rows:
+            xs.append(take_rows(x, start, rows))
             ys.append(None if y is None else y[start:])
-            held += x.shape[0] - start
+            held += rows - start
     if held:
         yield joined()
 
@@ -139,16 +140,16 @@ def _checked_output(
     model: nn.Module, x: Tensor, family: ExponentialFamily, checks: Checks, parts: list | None = None
 ) -> Tensor:
     """The outputs for ``x`` (by chunks of ``parts`` if given), validated: one row per input, fit for the family."""
-    h = model(x) if parts is None else torch.cat([model(c) for c, _ in parts])
-    check_output_kind(h.detach(), x.shape[0], h.dtype, family, checks)
+    h = call(model, x) if parts is None else torch.cat([call(model, c) for c, _ in parts])
+    check_output_kind(h, num_rows(x), getattr(h, "dtype", None), family, checks)
     return h
 
 
 def _probe(model: nn.Module, x: Tensor, family: ExponentialFamily, dtype: torch.dtype, checks: Checks) -> None:
     """The checks of the engines' first chunk: the forward pass, the output's kind, independent rows."""
-    probe = x[:PROBE_ROWS]
-    h, _ = run_forward(lambda t: (model(t), None), probe, model, dtype, x.shape)
-    check_output_kind(h, probe.shape[0], dtype, family, checks)
+    probe = take_rows(x, 0, PROBE_ROWS)
+    h, _ = run_forward(lambda t: (call(model, t), None), probe, model, dtype, getattr(x, "shape", None))
+    check_output_kind(h, num_rows(probe), dtype, family, checks)
     check_independent_rows(model, probe, h)
     warn_if_probabilities(model, h, family)
 
@@ -214,11 +215,11 @@ def one_backward_diagonal(
     sums = [torch.zeros(p.shape, dtype=torch.float64, device=device) for _, p in params]
     checks, count = Checks(), 0
     for xb, yb in _minibatches(inputs, targets, size, device, dtype, checks):
-        if xb.shape[0] == 0:
+        if num_rows(xb) == 0:
             continue
         if count == 0:
             _probe(model, xb, family, dtype, checks)
-        parts = list(zip(xb.split(chunk), (None,) * xb.shape[0] if yb is None else yb.split(chunk)))
+        parts = list(zip(split_rows(xb, chunk), (None,) * num_rows(xb) if yb is None else yb.split(chunk)))
         single = len(parts) == 1
         # one chunk: square each gradient straight into the float64 sums; several: add the chunks' gradients first
         grads = None if single else [[torch.zeros_like(p) for _, p in params] for _ in range(samples)]
@@ -232,7 +233,7 @@ def one_backward_diagonal(
                     h = _checked_output(model, x, family, checks)
                     chan = _channels(family, estimator, h.detach(), yb, samples, generator, checks)
                 else:
-                    h, chan = model(x), channels[index]
+                    h, chan = call(model, x), channels[index]
                 for s in range(samples):
                     g = torch.autograd.grad(
                         (chan[:, s] * h).sum(), [p for _, p in params], retain_graph=s < samples - 1, allow_unused=True
@@ -247,7 +248,7 @@ def one_backward_diagonal(
         for s in range(0 if single else samples):
             for total, g in zip(sums, grads[s]):
                 total.addcmul_(g, g)
-        count += xb.shape[0]
+        count += num_rows(xb)
         checks.defer()
     checks.flush()
     if count == 0:

@@ -12,12 +12,13 @@ from torch import Tensor, nn
 
 from .arguments import check_count, coerce_targets
 from .batches import iterate_batches
+from .calls import check_inputs, num_rows, take_rows
 from .engines import Engine, check_path, select_engine
 from .engines.graph.trace import piecewise_linear_parameters
 from .families import ExponentialFamily
 from .guards import PROBE_ROWS, check_independent_rows, check_output_kind, run_forward, warn_if_probabilities
 from .terms import SumCollector, UnitTerms
-from .validation import Checks, check_batch, check_generator, check_model
+from .validation import Checks, check_generator, check_model
 
 __all__ = ["Run", "Inputs", "identity_channels", "labels_and_residuals", "all_reduce", "shaped"]
 
@@ -59,8 +60,8 @@ class Run:
         self.piecewise_linear = piecewise_linear_parameters(model)
 
     def _forward(self, xb: Tensor, checks: Checks, batch: Tensor) -> tuple[Tensor, object]:
-        h, tape = run_forward(self.engine.forward, xb, self.model, self.dtype, batch.shape)
-        check_output_kind(h, xb.shape[0], self.dtype, self.family, checks)
+        h, tape = run_forward(self.engine.forward, xb, self.model, self.dtype, getattr(batch, "shape", None))
+        check_output_kind(h, num_rows(xb), self.dtype, self.family, checks)
         if not checks.eager:
             # a non-finite output is reported at the end of the pass; meanwhile it must not derail the maths
             h = torch.nan_to_num(h, nan=0.0, posinf=0.0, neginf=0.0)
@@ -68,7 +69,7 @@ class Run:
 
     def _first_chunk(self, x: Tensor, checks: Checks) -> tuple[Tensor, Tensor, object]:
         self.engine = select_engine(self.model, x, self.path)
-        xb = x[: PROBE_ROWS if self.batch_size is None else min(PROBE_ROWS, self.batch_size)]
+        xb = take_rows(x, 0, PROBE_ROWS if self.batch_size is None else min(PROBE_ROWS, self.batch_size))
         h, tape = self._forward(xb, checks, x)
         check_independent_rows(self.model, xb, h)
         warn_if_probabilities(self.model, h, self.family)
@@ -86,21 +87,22 @@ class Run:
         checks = Checks()
         targets = coerce_targets(targets, self.device, self.dtype)
         for x, y in iterate_batches(inputs, targets):
-            x = check_batch(x, self.device, self.dtype, checks)
-            if x.shape[0] == 0:
+            x = check_inputs(x, self.device, self.dtype, checks)
+            rows = num_rows(x)
+            if rows == 0:
                 continue
             start, labels = 0, None
-            while start < x.shape[0]:
+            while start < rows:
                 if self.engine is None:
                     xb, h, tape = self._first_chunk(x, checks)
                 else:
-                    xb = x[start : start + self.batch_size]
+                    xb = take_rows(x, start, start + self.batch_size)
                     h, tape = self._forward(xb, checks, x)
                 if y is not None and labels is None:  # the whole batch's labels, against outputs of its shape
-                    labels = self.family.check_targets(y, h.new_zeros(()).expand(x.shape[0], h.shape[1]), checks)
-                yb = None if labels is None else labels[start : start + xb.shape[0]]
-                start += xb.shape[0]
-                self.num_inputs += xb.shape[0]
+                    labels = self.family.check_targets(y, h.new_zeros(()).expand(rows, h.shape[1]), checks)
+                yb = None if labels is None else labels[start : start + num_rows(xb)]
+                start += num_rows(xb)
+                self.num_inputs += num_rows(xb)
                 yield xb, h, tape, yb
                 checks.defer()
         checks.flush()

@@ -30,6 +30,7 @@ fixed cost per call); per-input estimators (``B = 1``, only where the layer-wise
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -37,6 +38,7 @@ from torch import Tensor, nn
 
 from .api import fisher_diagonal, per_input_statistics
 from .arguments import check_count
+from .calls import call, index_rows, is_mapping, num_rows, take_rows
 from .engines.layerwise import LayerwiseEngine
 from .families import ExponentialFamily
 from .validation import check_generator, check_model
@@ -139,7 +141,7 @@ def _plan_tensor(
 
 def estimate(
     model: nn.Module,
-    inputs: Tensor,
+    inputs: Tensor | Mapping[str, Tensor],
     family: ExponentialFamily,
     rtol: float = 0.1,
     delta: float = 0.05,
@@ -157,7 +159,7 @@ def estimate(
 
     Args:
         model: maps ``(N, ...)`` to ``(N, C)``.
-        inputs: a tensor ``(N, ...)``.
+        inputs: a tensor ``(N, ...)``, or a mapping of them (keyword arguments of ``forward``).
         family: the output family.
         rtol: relative error, > 0.
         delta: failure probability per parameter, in (0, 1).
@@ -172,9 +174,11 @@ def estimate(
     """
     rtol = _check_fraction(rtol, "rtol", math.inf)
     delta = _check_fraction(delta, "delta", 1)
-    if not isinstance(inputs, Tensor) or inputs.ndim == 0:
-        raise TypeError(f"inputs must be a tensor (N, ...), got {type(inputs).__name__}")
-    n = inputs.shape[0]
+    if not (is_mapping(inputs) and all(isinstance(v, Tensor) and v.ndim for v in inputs.values()) and inputs) and (
+        not isinstance(inputs, Tensor) or inputs.ndim == 0
+    ):
+        raise TypeError(f"inputs must be a tensor (N, ...) or a mapping of them, got {type(inputs).__name__}")
+    n = num_rows(inputs)
     if n == 0:
         raise ValueError("inputs is empty: it has no rows")
     if batch_size is not None and check_count(batch_size, "batch_size") > n:
@@ -186,11 +190,11 @@ def estimate(
         raise ValueError(f"estimators must be a non-empty tuple of {CANDIDATES}, got {estimators!r}")
     device, _ = check_model(model)
     check_generator(generator, device)
-    order = torch.randperm(n, generator=generator, device=device).to(inputs.device)
-    per = per_input_statistics(model, inputs[order[:pilot]], family, batch_size=batch_size)
+    order = torch.randperm(n, generator=generator, device=device)
+    per = per_input_statistics(model, index_rows(inputs, order[:pilot]), family, batch_size=batch_size)
     per_input = LayerwiseEngine.unsupported_reason(model) is None
     with torch.no_grad():
-        classes = model(inputs[:1]).shape[-1]
+        classes = call(model, take_rows(inputs, 0, 1)).shape[-1]
     plan, stderr, input_se = {}, {}, {}
     for k, f_n in per.fisher.items():
         f_n = f_n.to(torch.float64)
@@ -220,7 +224,7 @@ def estimate(
             pair_mean = fisher.square() - (var_x / (n - 1) if n > 1 else 0)
             var = (n * cond[entry.estimator] + 2 * pairs * pair_mean) / (n * n * entry.samples_per_input)
             stderr[k] = var.clamp_min(0).sqrt()
-    shuffled = inputs[order]
+    shuffled = index_rows(inputs, order)
     runs, values = {}, {}
     for k, e in plan.items():
         key = (e.estimator, e.minibatch, e.samples_per_input)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from ..calls import is_mapping
 from ..errors import UnsupportedModelError
 from ..inspection import backward_hook_reason
 from .generic import GenericEngine
@@ -43,6 +44,13 @@ def select_engine(model: nn.Module, x: Tensor, path: str) -> Engine:
     if reason is not None:
         raise UnsupportedModelError(reason)
     if check_path(path) == "generic":
+        return GenericEngine(model)
+    if is_mapping(x):
+        if path != "auto":
+            raise UnsupportedModelError(
+                f"the {path} path takes a tensor of inputs, got a mapping of tensors (keyword arguments); "
+                "use path='generic' (or 'auto')"
+            )
         return GenericEngine(model)
     for name, kind in (("layerwise", LayerwiseEngine), ("graph", GraphEngine)):
         if path not in ("auto", name):

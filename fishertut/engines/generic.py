@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, jacrev, jvp, vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from ..calls import Batch, call, call_args, logits, map_tensors, num_rows, take_rows
 from ..errors import UnsupportedModelError
 from ..inspection import inplace_disabled
 from ..terms import UnitTerms
@@ -87,14 +88,16 @@ class GenericEngine:
         numel = sum(p.numel() for p in self.params.values())
         return max(1, (2 if curvature else 1) * (channels + 1) * numel)
 
-    def _output(self, params: dict[str, Tensor], x: Tensor) -> Tensor:
+    def _output(self, params: dict[str, Tensor], x: Batch) -> Tensor:
+        """The outputs ``(C,)`` of one input ``x`` (a tensor or a mapping of tensors, without the batch axis)."""
         state = {alias: params[name] for alias, name in self.aliases.items()}
-        return functional_call(self.model, state, (x.unsqueeze(0),), tie_weights=False).squeeze(0)
+        args, kwargs = call_args(self.model, map_tensors(x, lambda t: t.unsqueeze(0)))
+        return logits(functional_call(self.model, state, args, kwargs, tie_weights=False)).squeeze(0)
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Batch) -> tuple[Tensor, Batch]:
         """The outputs ``h`` of the batch and the tape (the batch itself)."""
         with inplace_disabled(self.model):
-            return self.model(x), x
+            return call(self.model, x), x
 
     def _choose_mode(self, xi: Tensor) -> None:
         r"""Check the second derivatives along one random direction; use forward mode only where it is right.
@@ -111,14 +114,14 @@ class GenericEngine:
         e = {n: torch.randn(p.shape, generator=gen, dtype=p.dtype).to(p.device) for n, p in self.params.items()}
 
         def out(ps: dict[str, Tensor]) -> Tensor:
-            return self._output(ps, xi[0])
+            return self._output(ps, map_tensors(xi, lambda t: t[0]))
 
         def along(ps: dict[str, Tensor]) -> Tensor:
             jac = jacrev(out)(ps)
             return sum((jac[n] * e[n]).reshape(jac[n].shape[0], -1).sum(1) for n in ps)
 
         with torch.enable_grad():
-            functions = custom_functions(self.model(xi))
+            functions = custom_functions(call(self.model, xi))
         hess = jacrev(along)(self.params)
         modes = {"reverse": sum((hess[n] * e[n]).reshape(hess[n].shape[0], -1).sum(1) for n in hess)}
         try:
@@ -159,7 +162,7 @@ class GenericEngine:
 
         eye = torch.eye(p.numel(), dtype=p.dtype, device=p.device)
         # each vmapped call evaluates len(x) * chunk perturbed copies of this parameter
-        chunk = max(1, min(self.chunk_size, self.element_budget // (x.shape[0] * p.numel())))
+        chunk = max(1, min(self.chunk_size, self.element_budget // (num_rows(x) * p.numel())))
         for along in (forward_forward, reverse_reverse) if self.forward_mode else (reverse_reverse,):
             per_input = vmap(vmap(along, in_dims=(None, 0)), in_dims=(0, None))
             try:
@@ -183,7 +186,7 @@ class GenericEngine:
                 jac = vmap(jacrev(self._output), in_dims=(None, 0))(self.params, x)
                 if curvature_channels is not None and not self._mode_checked:
                     self._mode_checked = True
-                    self._choose_mode(x[:1])
+                    self._choose_mode(take_rows(x, 0, 1))
                 for name in self.params:
                     j = jac[name].reshape(*jac[name].shape[:2], -1)  # (N, C, numel), 0-d parameters too
                     curv, zero = None, curvature_channels is not None and name in self.piecewise_linear

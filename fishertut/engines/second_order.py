@@ -24,6 +24,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from ..calls import call, take_rows
 from ..errors import UnsupportedModelError
 
 __all__ = ["custom_functions", "custom_function_reason", "check_second_derivatives"]
@@ -53,7 +54,8 @@ def custom_function_reason(model: nn.Module, x: Tensor) -> str | None:
     The graph engine differentiates the traced forward of a Function, not the Function's own ``backward``.
     """
     with torch.enable_grad():
-        functions = custom_functions(model(x[:1]))
+        out = call(model, take_rows(x, 0, 1))
+    functions = custom_functions(out)
     if not functions:
         return None
     return (
