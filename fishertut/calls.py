@@ -85,7 +85,9 @@ def _keyword_only(model: nn.Module) -> str | None:
     except (TypeError, ValueError):
         return None
     kinds = inspect.Parameter
-    positional = [p for p in params if p.kind in (kinds.POSITIONAL_ONLY, kinds.POSITIONAL_OR_KEYWORD, kinds.VAR_POSITIONAL)]
+    positional = [
+        p for p in params if p.kind in (kinds.POSITIONAL_ONLY, kinds.POSITIONAL_OR_KEYWORD, kinds.VAR_POSITIONAL)
+    ]
     required = [p.name for p in params if p.kind == kinds.KEYWORD_ONLY and p.default is kinds.empty]
     return required[0] if not positional and len(required) == 1 else None
 
@@ -121,7 +123,9 @@ def describe(x: Batch) -> str:
     return f"of shape {tuple(x.shape)} and dtype {x.dtype}"
 
 
-def check_inputs(x: object, device: torch.device, dtype: torch.dtype, checks: Checks, argument: str = "inputs") -> Batch:
+def check_inputs(
+    x: object, device: torch.device, dtype: torch.dtype, checks: Checks, argument: str = "inputs"
+) -> Batch:
     """Validate one batch: a tensor (:func:`~fishertut.validation.check_batch`), or a mapping of such tensors.
 
     Raises:

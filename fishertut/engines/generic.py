@@ -19,7 +19,7 @@ See chapter "The two estimators" (section "What each costs").
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -79,6 +79,7 @@ class GenericEngine:
         self.element_budget = element_budget
         self.forward_mode = True
         self._mode_checked = False
+        self.loop_inputs = False
         self.params = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
         self.aliases = _aliases(model, self.params)
         self.piecewise_linear = piecewise_linear_parameters(model)
@@ -98,6 +99,24 @@ class GenericEngine:
         """The outputs ``h`` of the batch and the tape (the batch itself)."""
         with inplace_disabled(self.model):
             return call(self.model, x), x
+
+    def _over_inputs(self, f: Callable[[Batch], object], x: Batch) -> object:
+        """``f`` of each input of the batch ``x``, stacked: ``vmap``, or a loop where ``vmap`` cannot run the model.
+
+        Some models branch in Python on their inputs (Hugging Face attention masks: "is every position
+        valid?"), which ``vmap`` over the inputs of a batch cannot do; on one input at a time it runs.
+        """
+        if not self.loop_inputs:
+            try:
+                return vmap(f)(x)
+            except RuntimeError as err:
+                if "vmap" not in str(err):
+                    raise
+                self.loop_inputs = True
+        outs = [f(map_tensors(x, lambda t, i=i: t[i])) for i in range(num_rows(x))]
+        if isinstance(outs[0], dict):
+            return {k: torch.stack([o[k] for o in outs]) for k in outs[0]}
+        return torch.stack(outs)
 
     def _choose_mode(self, xi: Tensor) -> None:
         r"""Check the second derivatives along one random direction; use forward mode only where it is right.
@@ -164,7 +183,10 @@ class GenericEngine:
         # each vmapped call evaluates len(x) * chunk perturbed copies of this parameter
         chunk = max(1, min(self.chunk_size, self.element_budget // (num_rows(x) * p.numel())))
         for along in (forward_forward, reverse_reverse) if self.forward_mode else (reverse_reverse,):
-            per_input = vmap(vmap(along, in_dims=(None, 0)), in_dims=(0, None))
+
+            def per_input(x: Batch, basis: Tensor, along=along) -> Tensor:
+                return self._over_inputs(lambda xi: vmap(along, in_dims=(None, 0))(xi, basis), x)
+
             try:
                 chunks = [per_input(x, eye[s : s + chunk].reshape(-1, *p.shape)) for s in range(0, p.numel(), chunk)]
             except NotImplementedError:
@@ -183,7 +205,7 @@ class GenericEngine:
         x = tape
         try:
             with inplace_disabled(self.model), composites(self.model), sdpa_kernel(_ATTENTION_KERNELS):
-                jac = vmap(jacrev(self._output), in_dims=(None, 0))(self.params, x)
+                jac = self._over_inputs(lambda xi: jacrev(self._output)(self.params, xi), x)
                 if curvature_channels is not None and not self._mode_checked:
                     self._mode_checked = True
                     self._choose_mode(take_rows(x, 0, 1))
