@@ -79,9 +79,9 @@ def check_output_kind(h: object, rows: int, dtype: torch.dtype, family: Exponent
     """
     if not isinstance(h, Tensor):
         raise ValueError(
-            f"{family!r}: the model must return one tensor of shape (N, C), or an output with a 'logits' key or "
-            f"attribute holding it, got a {type(h).__name__}; wrap it so that forward returns the output "
-            "fishertut should use"
+            f"{family!r}: the model must return one tensor of shape (N, C), got a {type(h).__name__} (an output "
+            "with a 'logits' key or attribute is read as that tensor); wrap it so that forward returns the "
+            "output fishertut should use"
         )
     family.check_output(h, checks)
     if h.shape[0] != rows:
