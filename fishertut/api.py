@@ -30,19 +30,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .arguments import check_count
+from .checks.arguments import ESTIMATORS, check_estimator, check_sampling
 from .families import ExponentialFamily, OutputSpectrum
-from .minibatch import check_minibatch, hutchinson_channels, hutchinson_unit_variance, one_backward_diagonal
-from .passes import Inputs, Run, all_reduce, identity_channels, labels_and_residuals, shaped
-from .report import (
-    ESTIMATORS,
-    Bounds,
-    ConditionalStatistics,
-    EstimatorTerms,
-    FisherDiagonal,
-    VarianceReport,
-    check_estimator,
-)
+from .minibatch import hutchinson_channels, hutchinson_unit_variance, one_backward_diagonal
+from .passes import Inputs, Run, identity_channels, labels_and_residuals, shaped
+from .report import Bounds, ConditionalStatistics, EstimatorTerms, FisherDiagonal, VarianceReport
 from .terms import PerInputCollector, SumCollector, UnitTerms
 
 __all__ = ["fisher_diagonal", "variance_report", "per_input_statistics", "estimator_terms"]
@@ -109,16 +101,10 @@ def fisher_diagonal(
         :class:`FisherDiagonal`: ``{parameter name: tensor shaped like the parameter}``, in the model's dtype.
     """
     check_estimator(estimator, ESTIMATORS)
-    samples = check_count(samples_per_input, "samples_per_input")
-    if targets is not None and estimator == "exact":
-        raise ValueError("targets are not used by estimator='exact' (it averages over all labels); pass targets=None")
-    if targets is not None and samples != 1:
-        raise ValueError(f"samples_per_input must be 1 when targets are given, got {samples}")
-    if check_minibatch(estimator, minibatch, targets) > 1:
-        return one_backward_diagonal(
-            model, inputs, family, estimator, minibatch, samples, targets, generator, batch_size
-        )
-    run = Run(model, family, path, batch_size, generator, curvature=estimator == "i2")
+    samples, size = check_sampling(estimator, targets, samples_per_input, minibatch)
+    run = Run(model, family, path, batch_size, generator, curvature=estimator == "i2", process_group=process_group)
+    if size > 1:
+        return one_backward_diagonal(run, inputs, estimator, size, samples, targets, generator)
     col = SumCollector()
     for _, h, tape, y in run.batches(inputs, targets):
         # channels S with S^T S = Lambda turn v^T Lambda v into ||S v||^2
@@ -139,17 +125,19 @@ def fisher_diagonal(
             for t in run.units(tape, family.covariance_factor(h), eps.sum(1, keepdim=True)):
                 i2 = samples * t.jac.square().sum(1)
                 col.add([("i2", i2 if t.curv_zero else i2 - t.curv[:, 0], 2)], t)
-    n = all_reduce(col, run.num_inputs, process_group)
+    n = run.reduce(col)
     stat = {"exact": "fisher", "hutchinson": "i1"}.get(estimator, estimator)
     per = 1 if estimator == "exact" else samples
+    values = shaped(run, col.sums, stat, 1.0 / (n * per))
     return FisherDiagonal(
-        shaped(run, col.sums, stat, 1.0 / (n * per)),
+        values,
         estimator=estimator,
         path=run.engine.name,
         num_inputs=n,
         samples_per_input=per,
         labels=None if estimator == "exact" else ("model" if targets is None else "given"),
         piecewise_linear=run.piecewise_linear,
+        unused=run.unused_in(values),
     )
 
 
@@ -209,10 +197,10 @@ def variance_report(
         path: as in :func:`fisher_diagonal`.
         process_group: as in :func:`fisher_diagonal`.
     """
-    run = Run(model, family, path, batch_size, None, curvature=True)
+    run = Run(model, family, path, batch_size, None, curvature=True, process_group=process_group)
     col = SumCollector(float64_stats=frozenset({"fisher", "fisher_sq", "var_hutchinson"}))
     _conditional_pass(run, inputs, col, with_square=True)
-    n = all_reduce(col, run.num_inputs, process_group)
+    n = run.reduce(col)
 
     def get(stat: str) -> dict[str, Tensor]:
         return shaped(run, col.sums, stat, 1.0 / n)
@@ -233,6 +221,7 @@ def variance_report(
         family=family,
         var_hutchinson=get("var_hutchinson"),
         piecewise_linear=run.piecewise_linear,
+        unused=run.unused_in(fisher),
     )
 
 
@@ -252,14 +241,17 @@ def per_input_statistics(
     def get(stat: str) -> dict[str, Tensor]:
         return {n: parts[(stat, n)].reshape(-1, *shape).to(run.dtype) for n, shape in run.shapes.items()}
 
+    fisher = get("fisher")
     return ConditionalStatistics(
-        fisher=get("fisher"),
+        fisher=fisher,
         var_i1=get("var_i1"),
         var_i2=get("var_i2"),
         bounds=Bounds(get("v1_lower"), get("v1_upper"), get("v2_lower"), get("v2_upper")),
         path=run.engine.name,
         var_hutchinson=get("var_hutchinson"),
         piecewise_linear=run.piecewise_linear,
+        unused=run.unused_in(fisher),
+        num_outputs=run.num_outputs,
     )
 
 
@@ -281,9 +273,7 @@ def estimator_terms(
     Materialises ``N × S × P`` values: meant for small models or few inputs (Monte-Carlo experiments).
     Frozen parameters (``requires_grad=False``) are left out. Arguments as in :func:`fisher_diagonal`.
     """
-    samples = check_count(samples_per_input, "samples_per_input")
-    if targets is not None and samples != 1:
-        raise ValueError(f"samples_per_input must be 1 when targets are given, got {samples}")
+    samples, _ = check_sampling("i2", targets, samples_per_input)
     run = Run(model, family, path, batch_size, generator, curvature=True)
     col = PerInputCollector()
     labels = []
@@ -298,10 +288,12 @@ def estimator_terms(
     def get(stat: str) -> dict[str, Tensor]:
         return {k: parts[(stat, k)].reshape(n, samples, *shape).to(run.dtype) for k, shape in run.shapes.items()}
 
+    i1 = get("i1")
     return EstimatorTerms(
-        i1=get("i1"),
+        i1=i1,
         i2=get("i2"),
         labels=torch.cat(labels, 0),
         path=run.engine.name,
         piecewise_linear=run.piecewise_linear,
+        unused=run.unused_in(i1),
     )

@@ -31,7 +31,8 @@ def iterate_batches(inputs: Tensor | Iterable, targets: Tensor | str | None) -> 
             iterable of them or of ``(x, y)`` pairs (e.g. a ``DataLoader``).
         targets: ``None``; a tensor of labels aligned with the rows of ``inputs`` (in iteration order);
             ``"data"`` to take ``y`` from the ``(x, y)`` pairs; or, for mapping batches, the key of the labels
-            (e.g. ``"labels"``), which is then not passed to ``forward``.
+            (e.g. ``"labels"``), which is then not passed to ``forward`` (as
+            :func:`~fishertut.checks.arguments.coerce_targets` leaves them).
     """
     key = targets if isinstance(targets, str) and targets != "data" else None
     if key is not None and isinstance(inputs, Tensor):

@@ -8,7 +8,8 @@ keyword arguments and return an output object with a ``logits`` field. Every ent
 * outputs: a tensor, or anything with a ``logits`` key or attribute, whose ``logits`` are read.
 
 The helpers here treat the two kinds of inputs alike (rows, slices, concatenation), so the passes, the
-guards and the generic engine never branch on them.
+checks and the generic engine never branch on them; :func:`fishertut.checks.batches.check_inputs` validates
+a mapping.
 """
 
 from __future__ import annotations
@@ -18,8 +19,6 @@ from collections.abc import Mapping
 
 import torch
 from torch import Tensor, nn
-
-from .validation import Checks, check_batch
 
 __all__ = [
     "Batch",
@@ -34,7 +33,6 @@ __all__ = [
     "call_args",
     "logits",
     "describe",
-    "check_inputs",
 ]
 
 Batch = Tensor | Mapping
@@ -121,32 +119,3 @@ def describe(x: Batch) -> str:
     if is_mapping(x):
         return "{" + ", ".join(f"{k!r}: {tuple(v.shape)} {v.dtype}" for k, v in x.items()) + "}"
     return f"of shape {tuple(x.shape)} and dtype {x.dtype}"
-
-
-def check_inputs(
-    x: object, device: torch.device, dtype: torch.dtype, checks: Checks, argument: str = "inputs"
-) -> Batch:
-    """Validate one batch: a tensor (:func:`~fishertut.validation.check_batch`), or a mapping of such tensors.
-
-    Raises:
-        TypeError: an entry of a mapping is not a tensor, or a key is not a string.
-        ValueError: the mapping is empty, or its tensors disagree on the batch size; an entry fails
-            :func:`~fishertut.validation.check_batch`.
-    """
-    if not is_mapping(x):
-        return check_batch(x, device, dtype, checks, argument)
-    if not x:
-        raise ValueError(f"{argument} is an empty mapping; give the model's keyword arguments as tensors")
-    for key, value in x.items():
-        if not isinstance(key, str):
-            raise TypeError(f"{argument} is a mapping whose keys must be forward's argument names, got {key!r}")
-        if not isinstance(value, Tensor):
-            raise TypeError(
-                f"{argument}[{key!r}] must be a tensor with the batch axis first, got {type(value).__name__}; "
-                "pass constant arguments through a wrapper module instead"
-            )
-        check_batch(value, device, dtype, checks, f"{argument}[{key!r}]")
-    sizes = {k: v.shape[0] for k, v in x.items()}
-    if len(set(sizes.values())) > 1:
-        raise ValueError(f"the tensors of {argument} must share the batch axis (dim 0), got batch sizes {sizes}")
-    return x

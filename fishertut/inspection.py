@@ -11,20 +11,24 @@ values as its out-of-place twin).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+import torch.utils.checkpoint as _checkpoint
 from torch import nn
 from torch.nn.modules import module as _module_globals
 from torch.nn.utils import parametrize
 
 __all__ = [
     "occurrences",
+    "overridden_base",
+    "override_reason",
     "hook_reason",
     "backward_hook_reason",
     "parametrization_reason",
     "shared_parameter_reason",
     "inplace_disabled",
+    "plain_checkpoints",
     "first_layer",
     "ends_in_softmax",
 ]
@@ -44,6 +48,46 @@ def occurrences(model: nn.Module, prefix: str = "") -> Iterator[tuple[str, nn.Mo
     for name, child in model._modules.items():
         if child is not None:
             yield from occurrences(child, f"{prefix}{name}.")
+
+
+_CONTAINERS = (nn.Module, nn.Sequential, nn.ModuleList, nn.ModuleDict)
+# what a layer computes: a subclass overriding one of these computes something else than its base
+_COMPUTING = ("forward", "_conv_forward")
+
+
+def overridden_base(module: nn.Module) -> type[nn.Module] | None:
+    """The PyTorch layer class whose computation ``module`` changes, or ``None`` for a stock module.
+
+    The base is the nearest class of ``torch.nn`` in the module's ancestry; ``module`` changes it when its own
+    class (a user's subclass, or one of PyTorch's elsewhere, such as ``torch.ao.nn.qat.Linear`` with its
+    fake-quantised weight) or the instance itself replaces ``forward`` or ``_conv_forward``. Containers
+    (``nn.Module``, ``nn.Sequential``, ...) are never bases: their forward is the model's own code.
+    """
+    base = next((c for c in type(module).__mro__ if c.__module__.startswith("torch.nn.")), nn.Module)
+    if base in _CONTAINERS:
+        return None
+    if "forward" in vars(module) or any(
+        getattr(type(module), a, None) is not getattr(base, a, None) for a in _COMPUTING
+    ):
+        return base
+    return None
+
+
+def override_reason(path: str | None, module: nn.Module, engine: str) -> str | None:
+    """A message if ``module`` (at ``path``, if given) overrides the computation of its PyTorch base.
+
+    See :func:`overridden_base`; ``engine`` names the path that refuses it.
+    """
+    base = overridden_base(module)
+    if base is None:
+        return None
+    cls = type(module)
+    name = cls.__name__ if cls.__name__ != base.__name__ else f"{cls.__module__}.{cls.__qualname__}"
+    where = f"module '{path}' ({name})" if path is not None else name
+    return (
+        f"{where} overrides the forward of torch.nn.{base.__name__}, which the {engine} path does not model "
+        "(it takes only the stock layer)"
+    )
 
 
 def _label(path: str, module: nn.Module) -> str:
@@ -80,7 +124,7 @@ def parametrization_reason(model: nn.Module) -> str | None:
     for path, m in occurrences(model):
         if parametrize.is_parametrized(m):
             names = ", ".join(m.parametrizations.keys())
-            return f"{_label(path, m)} has parametrized tensors ({names})"
+            return f"{_label(path, m)} has a parametrization of its tensors ({names})"
     return None
 
 
@@ -89,7 +133,10 @@ def shared_parameter_reason(model: nn.Module) -> str | None:
     seen: dict[int, str] = {}
     for name, p in model.named_parameters(remove_duplicate=False):
         if id(p) in seen:
-            return f"parameter '{seen[id(p)]}' is also used as '{name}' (a shared Parameter or a module used twice)"
+            return (
+                f"parameter '{seen[id(p)]}' is also used as '{name}' (shared by several modules: a shared "
+                "Parameter or a module used twice)"
+            )
         seen[id(p)] = name
     return None
 
@@ -105,6 +152,31 @@ def inplace_disabled(model: nn.Module) -> Iterator[None]:
     finally:
         for m in switched:
             m.inplace = True
+
+
+class _PlainCheckpoint:
+    """Stands in for ``torch.utils.checkpoint.CheckpointFunction``: runs the function plainly (same values)."""
+
+    @staticmethod
+    def apply(function: Callable[..., object], preserve_rng_state: bool, *args: object) -> object:
+        return function(*args)
+
+
+@contextmanager
+def plain_checkpoints() -> Iterator[None]:
+    """Within the block, reentrant checkpoints (``checkpoint(fn, x, use_reentrant=True)``) run ``fn(x)`` plainly.
+
+    A reentrant checkpoint runs ``fn`` under ``no_grad`` and hides it from autograd when no input of ``fn``
+    needs a gradient (its parameters would get ``None``), and ``torch.func`` cannot transform it. Run plainly,
+    ``fn`` computes the same values, and every engine differentiates it exactly; only the memory it was meant
+    to save is spent.
+    """
+    original = _checkpoint.CheckpointFunction
+    _checkpoint.CheckpointFunction = _PlainCheckpoint
+    try:
+        yield
+    finally:
+        _checkpoint.CheckpointFunction = original
 
 
 def _leaf_modules(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:

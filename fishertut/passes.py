@@ -1,79 +1,129 @@
 r"""One pass of an entry point over the data: validation, the engine chosen once, chunks, labels, reductions.
 
-Used by every function of :mod:`fishertut.api`; see chapter "The two estimators" for what the passes compute.
+Every estimator goes through it: the functions of :mod:`fishertut.api` (chunks of the engines' own size), the
+one-backward estimators of :mod:`fishertut.minibatch` (minibatches of consecutive inputs) and, through them,
+:func:`fishertut.estimate`. See chapter "The two estimators" for what the passes compute.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 import torch
 from torch import Tensor, nn
 
-from .arguments import check_count, coerce_targets
 from .batches import iterate_batches
-from .calls import check_inputs, num_rows, take_rows
-from .engines import Engine, check_path, select_engine
-from .engines.graph.trace import piecewise_linear_parameters
+from .calls import cat_rows, num_rows, take_rows
+from .checks.arguments import (
+    check_count,
+    check_family,
+    check_generator,
+    check_path,
+    check_process_group,
+    coerce_targets,
+)
+from .checks.batches import (
+    PROBE_ROWS,
+    check_independent_rows,
+    check_inputs,
+    check_output_kind,
+    run_forward,
+    warn_if_probabilities,
+)
+from .checks.models import check_model, unreached_parameters
+from .checks.values import Checks
+from .engines import Engine, select_engine
 from .families import ExponentialFamily
-from .guards import PROBE_ROWS, check_independent_rows, check_output_kind, run_forward, warn_if_probabilities
 from .terms import SumCollector, UnitTerms
-from .validation import Checks, check_generator, check_model
 
-__all__ = ["Run", "Inputs", "identity_channels", "labels_and_residuals", "all_reduce", "shaped"]
+__all__ = ["Run", "Inputs", "identity_channels", "labels_and_residuals", "shaped"]
 
 _ELEMENT_BUDGET = 1 << 25
 Inputs = Tensor | Iterable
 
 
 class Run:
-    """One pass over the data: validation, engine choice, batching, labels, and per-batch callbacks.
+    """One pass over the data: validation, engine choice, batching, labels, guards and the all-reduce.
 
     The engine is chosen once, on the first batch (:func:`fishertut.engines.select_engine`). Its first
-    :data:`~fishertut.guards.PROBE_ROWS` rows (at most ``batch_size``) go through the engine as a chunk of their
-    own: their outputs give the number of outputs ``C`` (which sizes the later chunks) and feed the first-batch
-    guards; no forward pass is spent on learning ``C`` alone.
+    :data:`~fishertut.checks.batches.PROBE_ROWS` rows (at most ``batch_size``) go through the engine as a chunk
+    of their own: their outputs give the number of outputs ``C`` (which sizes the later chunks) and feed the
+    first-batch guards (independent rows, probabilities, parameters autograd does not reach); no forward pass
+    is spent on learning ``C`` alone.
+
+    Args:
+        model, family, path, batch_size, generator, process_group: as the public functions take them.
+        curvature: whether the engines will be asked for second derivatives (sizes the chunks).
     """
 
     def __init__(
         self,
         model: nn.Module,
         family: ExponentialFamily,
-        path: str,
-        batch_size: int | None,
-        generator: torch.Generator | None,
-        curvature: bool,
+        path: str = "auto",
+        batch_size: int | None = None,
+        generator: torch.Generator | None = None,
+        curvature: bool = False,
+        process_group: object | None = None,
     ) -> None:
-        if not isinstance(family, ExponentialFamily):
-            raise TypeError(
-                f"family must be a fishertut family such as ft.Categorical() or ft.Gaussian(sigma), "
-                f"got {type(family).__name__}"
-            )
+        check_family(family)
         self.device, self.dtype = check_model(model)
         check_generator(generator, self.device)
         self.batch_size = None if batch_size is None else check_count(batch_size, "batch_size")
         self.model, self.family, self.path = model, family, check_path(path)
+        self.process_group = check_process_group(process_group)
         self.curvature = curvature
         self.engine: Engine | None = None
+        self.checks = Checks()
         self.num_inputs = 0
-        self.shapes = {n: p.shape for n, p in model.named_parameters() if p.requires_grad}
-        self.piecewise_linear = piecewise_linear_parameters(model)
+        self.params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+        self.shapes = {n: p.shape for n, p in self.params.items()}
+        self.unused: frozenset[str] = frozenset()
+        self.num_outputs = 0
+        self._rows_checked = False
 
-    def _forward(self, xb: Tensor, checks: Checks, batch: Tensor) -> tuple[Tensor, object]:
-        h, tape = run_forward(self.engine.forward, xb, self.model, self.dtype, getattr(batch, "shape", None))
-        check_output_kind(h, num_rows(xb), self.dtype, self.family, checks)
-        if not checks.eager:
+    def unused_in(self, values: dict[str, Tensor]) -> frozenset[str]:
+        """The parameters the probe rows never read whose ``values`` are all 0.
+
+        A parameter the model reads only for other inputs (a routed expert, say) is not listed.
+        """
+        return frozenset(n for n in self.unused if not bool(values[n].any()))
+
+    @property
+    def piecewise_linear(self) -> frozenset[str]:
+        """The chosen engine's parameters proven piecewise linear (empty before the first batch)."""
+        return frozenset() if self.engine is None else self.engine.piecewise_linear
+
+    def output(self, x: Tensor) -> Tensor:
+        """The engine's outputs for ``x``, differentiable when gradients are enabled."""
+        return self.engine.forward(x)[0]
+
+    def _forward(self, xb: Tensor, batch: Tensor, first: bool = False) -> tuple[Tensor, object]:
+        shape = getattr(batch, "shape", None)
+        h, tape = run_forward(self.engine.forward, xb, self.model, self.dtype, shape, grad=first)
+        check_output_kind(h, num_rows(xb), self.dtype, self.family, self.checks)
+        if first:  # the first chunk's outputs also show which parameters autograd reaches
+            self.unused = unreached_parameters(h, self.params, lambda: self.output(xb))
+            h = h.detach()
+        if not self.checks.eager:
             # a non-finite output is reported at the end of the pass; meanwhile it must not derail the maths
             h = torch.nan_to_num(h, nan=0.0, posinf=0.0, neginf=0.0)
         return h, tape
 
-    def _first_chunk(self, x: Tensor, checks: Checks) -> tuple[Tensor, Tensor, object]:
+    def _guard_rows(self, xb: Tensor, h: Tensor) -> None:
+        """Independent rows, checked once on the first chunk with two rows or more."""
+        if not self._rows_checked and num_rows(xb) >= 2:
+            self._rows_checked = True
+            check_independent_rows(self.output, take_rows(xb, 0, PROBE_ROWS), h[:PROBE_ROWS])
+
+    def _first_chunk(self, x: Tensor, size_chunks: bool = True) -> tuple[Tensor, Tensor, object]:
         self.engine = select_engine(self.model, x, self.path)
         xb = take_rows(x, 0, PROBE_ROWS if self.batch_size is None else min(PROBE_ROWS, self.batch_size))
-        h, tape = self._forward(xb, checks, x)
-        check_independent_rows(self.model, xb, h)
+        h, tape = self._forward(xb, x, first=True)
+        self.num_outputs = h.shape[1]
+        self._guard_rows(xb, h)
         warn_if_probabilities(self.model, h, self.family)
-        if self.batch_size is None:
+        if self.batch_size is None and size_chunks:
             per_input = self.engine.per_input_elements(2 * h.shape[1], self.curvature)
             self.batch_size = max(1, min(4096, _ELEMENT_BUDGET // per_input))
         return xb, h, tape
@@ -84,7 +134,7 @@ class Run:
         Value checks (NaN/Inf, label range) are read at once for the first chunk and, for the others,
         collected on the device and read once at the end (no host-device round trip per batch).
         """
-        checks = Checks()
+        checks = self.checks
         targets = coerce_targets(targets, self.device, self.dtype)
         for x, y in iterate_batches(inputs, targets):
             x = check_inputs(x, self.device, self.dtype, checks)
@@ -94,10 +144,11 @@ class Run:
             start, labels = 0, None
             while start < rows:
                 if self.engine is None:
-                    xb, h, tape = self._first_chunk(x, checks)
+                    xb, h, tape = self._first_chunk(x)
                 else:
                     xb = take_rows(x, start, start + self.batch_size)
-                    h, tape = self._forward(xb, checks, x)
+                    h, tape = self._forward(xb, x)
+                    self._guard_rows(xb, h)
                 if y is not None and labels is None:  # the whole batch's labels, against outputs of its shape
                     labels = self.family.check_targets(y, h.new_zeros(()).expand(rows, h.shape[1]), checks)
                 yb = None if labels is None else labels[start : start + num_rows(xb)]
@@ -105,7 +156,28 @@ class Run:
                 self.num_inputs += num_rows(xb)
                 yield xb, h, tape, yb
                 checks.defer()
-        checks.flush()
+        self._finish()
+
+    def minibatches(self, inputs: Inputs, targets: object, size: int) -> Iterator[tuple[Tensor, Tensor | None]]:
+        """Yield ``(x, y)`` minibatches of ``size`` consecutive inputs (the last may be smaller), validated.
+
+        The first minibatch chooses the engine and passes the first-batch guards, as in :meth:`batches`;
+        ``batch_size`` (if given) stays the caller's to apply.
+        """
+        checks = self.checks
+        targets = coerce_targets(targets, self.device, self.dtype)
+        for x, y in _regroup(
+            iterate_batches(inputs, targets), size, lambda x: check_inputs(x, self.device, self.dtype, checks)
+        ):
+            if self.engine is None:
+                self._first_chunk(x, size_chunks=False)
+            self.num_inputs += num_rows(x)
+            yield x, y
+            checks.defer()
+        self._finish()
+
+    def _finish(self) -> None:
+        self.checks.flush()
         if self.num_inputs == 0:
             raise ValueError("inputs is empty: it yielded no rows")
 
@@ -113,6 +185,47 @@ class Run:
         """The engine's :class:`~fishertut.terms.UnitTerms` for output-space ``channels`` ``(N, K, C)``."""
         with torch.no_grad():
             yield from self.engine.backward(tape, channels, curvature)
+
+    def reduce(self, collector: SumCollector) -> int:
+        """Sum ``collector`` and the input count over the ranks of ``process_group`` (a no-op for ``None``)."""
+        if self.process_group is None:
+            return self.num_inputs
+        import torch.distributed as dist
+
+        keys, flat = collector.flat()
+        flat = torch.cat([flat, flat.new_tensor([float(self.num_inputs)])])
+        dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=self.process_group)
+        collector.load_flat(keys, flat[:-1])
+        return int(round(flat[-1].item()))
+
+
+def _regroup(
+    batches: Iterable[tuple[object, Tensor | None]], size: int, check: Callable[[object], Tensor]
+) -> Iterator[tuple[Tensor, Tensor | None]]:
+    """Regroup checked, non-empty batches into minibatches of ``size`` consecutive inputs (the last may be smaller)."""
+    xs: list[Tensor] = []
+    ys: list[Tensor | None] = []
+    held = 0
+
+    def joined() -> tuple[Tensor, Tensor | None]:
+        x = xs[0] if len(xs) == 1 else cat_rows(xs)
+        return x, (None if ys[0] is None else ys[0] if len(ys) == 1 else torch.cat(ys))
+
+    for x, y in batches:
+        x = check(x)
+        rows, start = num_rows(x), 0
+        while held + rows - start >= size:
+            take = size - held
+            xs.append(take_rows(x, start, start + take))
+            ys.append(None if y is None else y[start : start + take])
+            yield joined()
+            xs, ys, held, start = [], [], 0, start + take
+        if start < rows:
+            xs.append(take_rows(x, start, rows))
+            ys.append(None if y is None else y[start:])
+            held += rows - start
+    if held:
+        yield joined()
 
 
 def identity_channels(h: Tensor) -> Tensor:
@@ -128,19 +241,6 @@ def labels_and_residuals(
     if y is None:
         return run.family.sample_with_residual(h, samples, generator)
     return y, run.family.residual(h, y)
-
-
-def all_reduce(collector: SumCollector, num_inputs: int, process_group: object | None) -> int:
-    """Sum ``collector`` and the input count over the ranks of ``process_group`` (a no-op for ``None``)."""
-    if process_group is None:
-        return num_inputs
-    import torch.distributed as dist
-
-    keys, flat = collector.flat()
-    flat = torch.cat([flat, flat.new_tensor([float(num_inputs)])])
-    dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=process_group)
-    collector.load_flat(keys, flat[:-1])
-    return int(round(flat[-1].item()))
 
 
 def shaped(

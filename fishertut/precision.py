@@ -22,8 +22,10 @@ Three steps:
 
 Cost model, in backward passes over the ``N`` inputs: ``minibatch=B > 1`` costs
 :math:`S(1 + c_0/B)` (one backward per minibatch and draw, :math:`c_0` = ``CALL_OVERHEAD`` inputs' worth of
-fixed cost per call); per-input estimators (``B = 1``, only where the layer-wise engine covers the model) cost
-``PER_INPUT_COST`` per draw (the channel backward plus the per-input squares), and ``"exact"`` that per class.
+fixed cost per call); per-input estimators (``B = 1``, only where the engine that runs is a fast path, the
+layer-wise or the graph engine) cost ``PER_INPUT_COST`` per draw (the channel backward plus the per-input
+squares), and ``"exact"`` that per class. The engine is the one the pilot ran on (the same model, inputs and
+``path`` choose the same engine for every run).
 Î2 is not a candidate: in these engines it needs the class channels of ``"exact"`` and a curvature pass more.
 """
 
@@ -37,11 +39,11 @@ import torch
 from torch import Tensor, nn
 
 from .api import fisher_diagonal, per_input_statistics
-from .arguments import check_count
-from .calls import call, index_rows, is_mapping, num_rows, take_rows
-from .engines.layerwise import LayerwiseEngine
+from .calls import index_rows, is_mapping, num_rows
+from .checks.arguments import check_count, check_fraction, check_generator, check_path, check_process_group
+from .checks.models import check_model
 from .families import ExponentialFamily
-from .validation import check_generator, check_model
+from .report import ConditionalStatistics
 from .variances import same_minibatch_pairs
 
 __all__ = ["estimate", "Estimate", "PlanEntry", "CALL_OVERHEAD", "PER_INPUT_COST"]
@@ -74,7 +76,9 @@ class PlanEntry:
 
 
 class Estimate(dict):
-    r"""``{parameter name: estimate}`` with ``stderr``, ``input_stderr`` and ``plan`` (dicts by parameter name).
+    r"""``{parameter name: estimate}`` with ``stderr``, ``input_stderr``, ``plan`` (by parameter name), ``unused``.
+
+    ``unused`` lists the parameters the forward never reads (their entries are exactly 0).
 
     ``stderr`` is the predicted standard error over labels for the given inputs; ``input_stderr`` is
     :math:`\sqrt{\mathrm{var}_x/N}`, the extra term for a reader who treats the inputs as a sample of a larger set.
@@ -87,16 +91,11 @@ class Estimate(dict):
         input_stderr: dict[str, Tensor],
         plan: dict[str, PlanEntry],
         num_inputs: int,
+        unused: frozenset[str] = frozenset(),
     ) -> None:
         super().__init__(values)
         self.stderr, self.input_stderr, self.plan, self.num_inputs = stderr, input_stderr, plan, num_inputs
-
-
-def _check_fraction(value: float, argument: str, upper: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 < value < upper):
-        bound = "(0, 1)" if upper == 1 else "a positive finite number"
-        raise ValueError(f"{argument} must be {bound}, got {value!r}")
-    return float(value)
+        self.unused = unused
 
 
 def _relative_variance(fisher: Tensor, var_x: Tensor, cond: Tensor, n: int, minibatch: int) -> Tensor:
@@ -133,10 +132,39 @@ def _plan_tensor(
             options.append(PlanEntry(est, b, s, cost, math.sqrt(rho / (s * delta)), zero))
     if not options:
         raise ValueError(
-            f"no estimator in {candidates} can run on this model: the per-input ones need the "
-            "layer-wise engine; allow 'i1' or 'hutchinson'"
+            f"no estimator in {candidates} can run on this model: the per-input ones need a fast path "
+            "(the layer-wise or graph engine); allow 'i1' or 'hutchinson'"
         )
     return min(options, key=lambda e: (e.predicted_rtol > rtol * (1 + 1e-12), e.cost, e.predicted_rtol))
+
+
+def _pilot_moments(
+    per: ConditionalStatistics, n: int, process_group: object | None
+) -> tuple[dict[str, tuple[Tensor, Tensor, dict[str, Tensor]]], int]:
+    """Per tensor, the pilot's mean Fisher, input variance and mean conditional variances, in float64.
+
+    Over the pilots of all ranks of ``process_group`` (summed moments), and with the inputs of all ranks.
+    """
+    wide = {k: (per.fisher[k], per.var_i1[k], per.var_hutchinson[k]) for k in per.fisher}
+    wide = {k: tuple(t.to(torch.float64) for t in ts) for k, ts in wide.items()}
+    if process_group is None:
+        return {
+            k: (f.mean(0), f.var(0, unbiased=False), {"i1": v1.mean(0), "hutchinson": vh.mean(0)})
+            for k, (f, v1, vh) in wide.items()
+        }, n
+    import torch.distributed as dist
+
+    sums = {k: torch.stack([f.sum(0), f.square().sum(0), v1.sum(0), vh.sum(0)]) for k, (f, v1, vh) in wide.items()}
+    keys = list(sums)
+    m = next(iter(wide.values()))[0].shape[0]
+    flat = torch.cat([sums[k].flatten() for k in keys] + [sums[keys[0]].new_tensor([m, n])])
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=process_group)
+    m, n = int(round(flat[-2].item())), int(round(flat[-1].item()))
+    out = {}
+    for k, part in zip(keys, flat[:-2].split([sums[k].numel() for k in keys])):
+        s1, s2, c1, ch = part.view_as(sums[k]) / m
+        out[k] = (s1, (s2 - s1.square()).clamp_min(0), {"i1": c1, "hutchinson": ch})
+    return out, n
 
 
 def estimate(
@@ -150,12 +178,14 @@ def estimate(
     estimators: tuple[str, ...] = CANDIDATES,
     max_samples: int = 1000,
     batch_size: int | None = None,
+    path: str = "auto",
+    process_group: object | None = None,
 ) -> Estimate:
     r"""The diagonal Fisher over ``inputs`` with relative error at most ``rtol`` with probability ``1 - delta``.
 
     Per parameter tensor, the cheapest of ``estimators`` (with its minibatch size and number of label draws)
     whose Chebyshev bound meets the target on the pilot: see the module docstring for the rule and the cost
-    model. Models outside the layer-wise engine are planned with the one-backward estimators only.
+    model. Models that only the generic engine takes are planned with the one-backward estimators only.
 
     Args:
         model: maps ``(N, ...)`` to ``(N, C)``.
@@ -168,15 +198,18 @@ def estimate(
         estimators: candidates among ``"exact"``, ``"i1"`` and ``"hutchinson"``.
         max_samples: cap on the draws per input or minibatch.
         batch_size: rows per engine call (memory only), at most ``N``.
+        path: as in :func:`~fishertut.fisher_diagonal`; the pilot and every run take it.
+        process_group: a ``torch.distributed`` group whose ranks each hold part of the inputs: the pilot's
+            moments and every run's sums are all-reduced, so every rank plans alike and returns the estimate
+            over all inputs (each rank's pilot is drawn from its own inputs).
 
     Returns:
-        :class:`Estimate`.
+        :class:`Estimate`; its ``unused`` lists the parameters the forward never reads (exactly 0).
     """
-    rtol = _check_fraction(rtol, "rtol", math.inf)
-    delta = _check_fraction(delta, "delta", 1)
-    if not (is_mapping(inputs) and all(isinstance(v, Tensor) and v.ndim for v in inputs.values()) and inputs) and (
-        not isinstance(inputs, Tensor) or inputs.ndim == 0
-    ):
+    rtol = check_fraction(rtol, "rtol", math.inf)
+    delta = check_fraction(delta, "delta", 1)
+    tensors = list(inputs.values()) if is_mapping(inputs) else [inputs]
+    if not tensors or not all(isinstance(t, Tensor) and t.ndim > 0 for t in tensors):
         raise TypeError(f"inputs must be a tensor (N, ...) or a mapping of them, got {type(inputs).__name__}")
     n = num_rows(inputs)
     if n == 0:
@@ -188,21 +221,17 @@ def estimate(
     unknown = [e for e in estimators if e not in CANDIDATES]
     if unknown or not estimators:
         raise ValueError(f"estimators must be a non-empty tuple of {CANDIDATES}, got {estimators!r}")
+    check_path(path)
+    check_process_group(process_group)
     device, _ = check_model(model)
     check_generator(generator, device)
     order = torch.randperm(n, generator=generator, device=device)
-    per = per_input_statistics(model, index_rows(inputs, order[:pilot]), family, batch_size=batch_size)
-    per_input = LayerwiseEngine.unsupported_reason(model) is None
-    with torch.no_grad():
-        classes = call(model, take_rows(inputs, 0, 1)).shape[-1]
+    per = per_input_statistics(model, index_rows(inputs, order[:pilot]), family, batch_size=batch_size, path=path)
+    per_input = per.path in ("layerwise", "graph")  # the engine every run of the plan takes
+    classes = per.num_outputs
+    moments, n = _pilot_moments(per, n, process_group)
     plan, stderr, input_se = {}, {}, {}
-    for k, f_n in per.fisher.items():
-        f_n = f_n.to(torch.float64)
-        fisher, var_x = f_n.mean(0), f_n.var(0, unbiased=False)
-        cond = {
-            "i1": per.var_i1[k].to(torch.float64).mean(0),
-            "hutchinson": per.var_hutchinson[k].to(torch.float64).mean(0),
-        }
+    for k, (fisher, var_x, cond) in moments.items():
         entry = _plan_tensor(
             fisher.flatten(),
             var_x.flatten(),
@@ -238,9 +267,16 @@ def estimate(
                 samples_per_input=1 if e.estimator == "exact" else e.samples_per_input,
                 minibatch=e.minibatch,
                 batch_size=batch_size,
+                path=path,
+                process_group=process_group,
             )
         values[k] = runs[key][k]
     dtype = next(iter(values.values())).dtype
     return Estimate(
-        values, {k: v.to(dtype) for k, v in stderr.items()}, {k: v.to(dtype) for k, v in input_se.items()}, plan, n
+        values,
+        {k: v.to(dtype) for k, v in stderr.items()},
+        {k: v.to(dtype) for k, v in input_se.items()},
+        plan,
+        n,
+        per.unused,
     )

@@ -24,12 +24,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from .arguments import check_count
+from .checks.arguments import check_count, check_estimator
 from .variances import minibatch_variance
 
 __all__ = ["FisherDiagonal", "Bounds", "VarianceReport", "ConditionalStatistics", "EstimatorTerms", "require_finite"]
-
-ESTIMATORS = ("exact", "i1", "i2", "hutchinson")
 
 
 def require_finite(fields: dict[str, dict[str, Tensor]]) -> None:
@@ -69,14 +67,16 @@ class FisherDiagonal(dict):
 
     Attributes:
         estimator: ``"exact"``, ``"i1"``, ``"i2"`` or ``"hutchinson"``.
-        path: the engine used, ``"layerwise"``, ``"graph"`` or ``"generic"``, or ``"autograd"`` (one backward per
-            minibatch).
+        path: the engine used, ``"layerwise"``, ``"graph"`` or ``"generic"`` (with ``minibatch > 1``, the engine
+            whose forward autograd differentiated once per minibatch).
         num_inputs: number of inputs :math:`N`.
         samples_per_input: labels per input (1 for ``"exact"`` and for data labels).
         labels: ``"model"`` (sampled), ``"given"`` (targets), or ``None`` for ``"exact"``.
         minibatch: inputs summed before squaring (1: per-input estimators).
         piecewise_linear: parameters proven from the traced graph to have :math:`u \equiv 0` (every operation
             between them and the output piecewise linear); their second derivatives were never computed.
+        unused: trainable parameters the model's forward never reads (autograd does not reach them and no
+            operation reads them); their entries are exactly 0.
     """
 
     def __init__(
@@ -90,6 +90,7 @@ class FisherDiagonal(dict):
         labels: str | None,
         minibatch: int = 1,
         piecewise_linear: frozenset[str] = frozenset(),
+        unused: frozenset[str] = frozenset(),
     ) -> None:
         super().__init__(values)
         self.estimator = estimator
@@ -99,6 +100,7 @@ class FisherDiagonal(dict):
         self.labels = labels
         self.minibatch = minibatch
         self.piecewise_linear = piecewise_linear
+        self.unused = unused
         require_finite({"estimate" if estimator != "exact" else "Fisher information": values})
 
     def __repr__(self) -> str:
@@ -130,12 +132,6 @@ class Bounds:
     v2_upper: dict[str, Tensor]
 
 
-def check_estimator(estimator: str, allowed: tuple[str, ...] = ("i1", "i2")) -> None:
-    """Raise ``ValueError`` unless ``estimator`` is one of ``allowed`` (the one estimator-name check)."""
-    if estimator not in allowed:
-        raise ValueError(f"estimator must be one of {allowed}, got {estimator!r}")
-
-
 @dataclass
 class VarianceReport:
     r"""Exact FIM diagonal, conditional variances of Î1 and Î2, input variance and bounds (module docstring).
@@ -149,6 +145,7 @@ class VarianceReport:
         path: the engine used.
         piecewise_linear: parameters proven from the traced graph to have :math:`u \equiv 0` (so
             ``var_i2`` is 0 there); their second derivatives were never computed.
+        unused: trainable parameters the model's forward never reads; every statistic of theirs is exactly 0.
     """
 
     fisher: dict[str, Tensor]
@@ -161,6 +158,7 @@ class VarianceReport:
     family: object = field(repr=False, default=None)
     var_hutchinson: dict[str, Tensor] = field(default_factory=dict)
     piecewise_linear: frozenset[str] = frozenset()
+    unused: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         require_finite({**self.statistics(), "var_hutchinson": self.var_hutchinson})
@@ -254,7 +252,8 @@ class ConditionalStatistics:
 
     ``fisher[k][n]`` is :math:`I(\theta|x_n)`; ``var_i1``, ``var_i2`` are :math:`V_1, V_2(\theta|x_n)` and
     ``var_hutchinson`` the Hutchinson term's variance; ``bounds`` holds the per-input bounds;
-    ``piecewise_linear`` the parameters proven to have :math:`u \equiv 0`.
+    ``piecewise_linear`` the parameters proven to have :math:`u \equiv 0`; ``unused`` the parameters the
+    forward never reads (every value of theirs is exactly 0); ``num_outputs`` the model's outputs ``C``.
     """
 
     fisher: dict[str, Tensor]
@@ -264,6 +263,8 @@ class ConditionalStatistics:
     path: str
     var_hutchinson: dict[str, Tensor] = field(default_factory=dict)
     piecewise_linear: frozenset[str] = frozenset()
+    unused: frozenset[str] = frozenset()
+    num_outputs: int = 0
 
     def __post_init__(self) -> None:
         b = self.bounds
@@ -278,7 +279,8 @@ class EstimatorTerms:
 
     ``i1[k][n, s]`` is :math:`(\partial_{\theta}\log p(y_{ns}|x_n))^2` and ``i2[k][n, s]`` is
     :math:`-\partial^2_{\theta}\log p(y_{ns}|x_n)`; ``labels`` are the :math:`y_{ns}`. The estimators are the
-    means over ``(n, s)``. ``piecewise_linear``: the parameters proven to have :math:`u \equiv 0`.
+    means over ``(n, s)``. ``piecewise_linear``: the parameters proven to have :math:`u \equiv 0`; ``unused``:
+    the parameters the forward never reads (their terms are exactly 0).
     """
 
     i1: dict[str, Tensor]
@@ -286,6 +288,7 @@ class EstimatorTerms:
     labels: Tensor
     path: str
     piecewise_linear: frozenset[str] = frozenset()
+    unused: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         require_finite({"i1 term": self.i1, "i2 term": self.i2})

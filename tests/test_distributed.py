@@ -1,4 +1,8 @@
-"""Two gloo processes on loopback, each with half of the inputs, get the single-process result."""
+"""Two gloo processes on loopback, each with half of the inputs, get the single-process result.
+
+On every entry point that takes ``process_group``: the exact report, GNB with one backward per minibatch (the
+ranks' halves are whole minibatches) and ``estimate`` (a plan of ``"exact"``).
+"""
 
 import os
 import socket
@@ -13,18 +17,22 @@ import fishertut as ft
 def _problem():
     model = ft.lab.models.mlp([4, 6, 5, 3], "sigmoid", dtype=torch.float64, seed=7)
     x = torch.randn(10, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
-    return model, x
+    y = torch.randint(0, 3, (10,), generator=torch.Generator().manual_seed(4))
+    return model, x, y
 
 
 def _worker(rank, world, port, out):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
-        model, x = _problem()
-        part = x.chunk(world)[rank]
+        model, x, y = _problem()
+        part, labels = x.chunk(world)[rank], y.chunk(world)[rank]
         fam = ft.Categorical()
-        rep = ft.variance_report(model, part, fam, process_group=dist.group.WORLD)
-        F = ft.fisher_diagonal(model, part, fam, "exact", process_group=dist.group.WORLD)
+        group = dist.group.WORLD
+        rep = ft.variance_report(model, part, fam, process_group=group)
+        F = ft.fisher_diagonal(model, part, fam, "exact", process_group=group)
+        gnb = ft.fisher_diagonal(model, part, fam, "i1", targets=labels, minibatch=5, process_group=group)
+        est = ft.estimate(model, part, fam, rtol=1e-3, estimators=("exact", "i1"), process_group=group)
         out[rank] = {
             "fisher": rep.fisher,
             "var_i1": rep.var_i1,
@@ -33,6 +41,11 @@ def _worker(rank, world, port, out):
             "v1_upper": rep.bounds.v1_upper,
             "exact": dict(F),
             "n": rep.num_inputs,
+            "gnb": dict(gnb),
+            "gnb_n": gnb.num_inputs,
+            "estimate": dict(est),
+            "plans": {e.estimator for e in est.plan.values()},
+            "estimate_n": est.num_inputs,
         }
     finally:
         dist.destroy_process_group()
@@ -45,16 +58,17 @@ def _free_port():
 
 
 def test_two_gloo_processes_match_single_process():
-    model, x = _problem()
+    model, x, y = _problem()
     fam = ft.Categorical()
     ref = ft.variance_report(model, x, fam)
+    gnb = ft.fisher_diagonal(model, x, fam, "i1", targets=y, minibatch=5)
     with mp.Manager() as manager:
         out = manager.dict()
         mp.spawn(_worker, args=(2, _free_port(), out), nprocs=2, join=True)
         results = dict(out)
     for rank in (0, 1):
         got = results[rank]
-        assert got["n"] == x.shape[0]
+        assert got["n"] == got["gnb_n"] == got["estimate_n"] == x.shape[0] and got["plans"] == {"exact"}
         for field, want in (
             ("fisher", ref.fisher),
             ("var_i1", ref.var_i1),
@@ -62,6 +76,8 @@ def test_two_gloo_processes_match_single_process():
             ("var_x", ref.var_x),
             ("v1_upper", ref.bounds.v1_upper),
             ("exact", ref.fisher),
+            ("gnb", gnb),
+            ("estimate", ref.fisher),
         ):
             for k in want:
                 # var_x = mean(I^2) - fisher^2 carries an absolute error of about eps * fisher^2

@@ -10,7 +10,7 @@ from problems import _problem
 
 
 class _Skip(nn.Module):
-    """Outside the layer-wise engine: planned with the one-backward estimators only."""
+    """Only the generic engine takes it (the graph engine has no products): one-backward estimators only."""
 
     def __init__(self):
         super().__init__()
@@ -19,7 +19,7 @@ class _Skip(nn.Module):
         self.out = nn.Linear(3, 4)
 
     def forward(self, x):
-        return self.out(torch.tanh(self.inner(x)) + x)
+        return self.out(torch.tanh(self.inner(x)) * x + x)
 
 
 def _skip_problem():
@@ -132,5 +132,5 @@ def test_bad_arguments():
     with pytest.raises(TypeError, match="inputs must be a tensor"):
         ft.estimate(model, [x], fam)
     skip, xs, cat = _skip_problem()
-    with pytest.raises(ValueError, match="layer-wise engine"):
+    with pytest.raises(ValueError, match="need a fast path"):
         ft.estimate(skip, xs, cat, estimators=("exact",))

@@ -141,7 +141,7 @@ def test_estimate_matches_brute_force_with_the_same_draws(pid, estimator, miniba
         minibatch=minibatch,
         generator=torch.Generator().manual_seed(7),
     )
-    assert got.minibatch == minibatch and got.path == ("autograd" if minibatch > 1 else "layerwise")
+    assert got.minibatch == minibatch and got.path == "layerwise"
     _close(_flat(got), _replay(problem, estimator, minibatch, 2, seed=7), f"{estimator} B={minibatch}")
 
 

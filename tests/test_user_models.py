@@ -237,7 +237,8 @@ def test_parametrized_layer_is_exact_on_generic_and_keyed_by_named_parameters(wr
     assert list(rep.fisher) == [n for n, _ in model.named_parameters()]
     assert any(".parametrizations.weight.original" in n for n in rep.fisher)
     with pytest.raises(
-        ft.UnsupportedModelError, match=r"module '2' \(ParametrizedLinear\) has parametrized tensors \(weight\)"
+        ft.UnsupportedModelError,
+        match=r"module '2' \(ParametrizedLinear\) has a parametrization of its tensors \(weight\)",
     ):
         ft.variance_report(model, _inputs(), ft.Categorical(), path="layerwise")
 
@@ -542,10 +543,11 @@ def test_engine_is_chosen_once_and_every_forward_pass_is_used(monkeypatch):
     x = _inputs(n=12)
     rep = ft.variance_report(_mlp(), [x[:5], x[5:]], ft.Categorical(), batch_size=3)
     assert chosen == [(5, 4)]
-    assert rows == [3, 2, 3, 3, 1] and rep.num_inputs == 12  # the first chunk gives C: no extra pass
+    # the first chunk gives C (no extra pass); its rows are then run one by one (the independent-rows guard)
+    assert rows == [3, 1, 1, 1, 2, 3, 3, 1] and rep.num_inputs == 12
     rows.clear()
     ft.variance_report(_mlp(), x, ft.Categorical())
-    assert rows == [4, 8]  # default size: a probe chunk of 4 rows, then the rest
+    assert rows == [4, 1, 1, 1, 1, 8]  # default size: a probe chunk of 4 rows, then the rest
 
 
 @pytest.mark.filterwarnings("ignore:There is a performance drop:UserWarning")

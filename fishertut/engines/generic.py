@@ -28,10 +28,10 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ..calls import Batch, call, call_args, logits, map_tensors, num_rows, take_rows
 from ..errors import UnsupportedModelError
-from ..inspection import inplace_disabled
+from ..inspection import inplace_disabled, plain_checkpoints
 from ..terms import UnitTerms
 from .composites import composites
-from .graph.trace import piecewise_linear_parameters
+from .graph.trace import Traced, piecewise_linear_parameters
 from .second_order import check_second_derivatives, custom_functions
 
 __all__ = ["GenericEngine"]
@@ -69,11 +69,14 @@ class GenericEngine:
         model: any module whose forward maps a batch to ``(N, C)`` and treats inputs independently.
         chunk_size: at most this many basis vectors per ``vmap`` call for the second derivatives.
         element_budget: and at most this many perturbed parameter entries (inputs × chunk × entries) per call.
+        traced: the model's :func:`~fishertut.engines.graph.trace.trace`, where the caller has it.
     """
 
     name = "generic"
 
-    def __init__(self, model: nn.Module, chunk_size: int = 512, element_budget: int = 1 << 23) -> None:
+    def __init__(
+        self, model: nn.Module, chunk_size: int = 512, element_budget: int = 1 << 23, traced: Traced | None = None
+    ) -> None:
         self.model = model
         self.chunk_size = chunk_size
         self.element_budget = element_budget
@@ -82,7 +85,16 @@ class GenericEngine:
         self.loop_inputs = False
         self.params = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
         self.aliases = _aliases(model, self.params)
-        self.piecewise_linear = piecewise_linear_parameters(model)
+        self.piecewise_linear = piecewise_linear_parameters(model, traced)
+
+    @classmethod
+    def unsupported_reason(cls, model: nn.Module, traced: Traced | None = None) -> str | None:
+        """Always ``None``: the engine differentiates the model's own forward (failures surface in :meth:`backward`)."""
+        return None
+
+    def input_reason(self, x: Tensor) -> str | None:
+        """Always ``None``: the model's own forward decides which inputs it takes."""
+        return None
 
     def per_input_elements(self, channels: int, curvature: bool) -> int:
         """Peak number of tensor elements per input (the Jacobian, and the second derivatives if asked)."""
@@ -97,7 +109,7 @@ class GenericEngine:
 
     def forward(self, x: Batch) -> tuple[Tensor, Batch]:
         """The outputs ``h`` of the batch and the tape (the batch itself)."""
-        with inplace_disabled(self.model):
+        with inplace_disabled(self.model), plain_checkpoints():
             return call(self.model, x), x
 
     def _over_inputs(self, f: Callable[[Batch], object], x: Batch) -> object:
@@ -204,7 +216,12 @@ class GenericEngine:
         """
         x = tape
         try:
-            with inplace_disabled(self.model), composites(self.model), sdpa_kernel(_ATTENTION_KERNELS):
+            with (
+                inplace_disabled(self.model),
+                plain_checkpoints(),
+                composites(self.model),
+                sdpa_kernel(_ATTENTION_KERNELS),
+            ):
                 jac = self._over_inputs(lambda xi: jacrev(self._output)(self.params, xi), x)
                 if curvature_channels is not None and not self._mode_checked:
                     self._mode_checked = True
@@ -218,10 +235,24 @@ class GenericEngine:
                         curv = curvature_channels @ self._second_derivatives(name, x)
                     yield UnitTerms(jac=channels @ j, curv=curv, targets=[(name, None)], curv_zero=zero)
         except RuntimeError as err:
-            raise UnsupportedModelError(
-                f"the generic path could not differentiate {type(self.model).__name__} with torch.func "
-                f"(vmap/jacrev); in-place operations on tensors inside forward are a common cause: {err}"
-            ) from err
+            raise UnsupportedModelError(_failure(self.model, err)) from err
+
+
+_INPLACE = ("inplace", "in-place", "modified by an inplace", "a leaf variable that requires grad")
+
+
+def _failure(model: nn.Module, err: RuntimeError) -> str:
+    """Why ``torch.func`` failed on ``model``, naming in-place operations only where the error is about them."""
+    text = str(err)
+    cause = (
+        "an in-place operation on a tensor inside forward (write it out of place, e.g. x = x + y)"
+        if any(k in text.lower() for k in _INPLACE)
+        else "an operation inside forward that torch.func cannot batch over the inputs or differentiate per input"
+    )
+    return (
+        f"the generic path could not differentiate {type(model).__name__} per input with torch.func "
+        f"(vmap over the batch, jacrev): {cause}: {type(err).__name__}: {text}"
+    )
 
 
 def _aliases(model: nn.Module, params: dict[str, Tensor]) -> dict[str, str]:

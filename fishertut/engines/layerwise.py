@@ -28,9 +28,10 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import UnsupportedModelError
-from ..inspection import hook_reason, parametrization_reason, shared_parameter_reason
+from ..inspection import hook_reason, override_reason, parametrization_reason, shared_parameter_reason
 from ..terms import UnitTerms
 from .activations import SUPPORTED_ACTIVATIONS, ActivationDerivatives, derivatives_for
+from .graph.trace import Traced, piecewise_linear_parameters
 
 __all__ = ["LayerwiseEngine"]
 
@@ -72,15 +73,17 @@ class LayerwiseEngine:
 
     Args:
         model: the network. Raises :class:`UnsupportedModelError` naming the first unsupported module.
+        traced: the model's :func:`~fishertut.engines.graph.trace.trace`, where the caller has it.
     """
 
     name = "layerwise"
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, traced: Traced | None = None) -> None:
         reason = self.unsupported_reason(model)
         if reason is not None:
             raise UnsupportedModelError(reason)
         self.model = model
+        self.piecewise_linear = piecewise_linear_parameters(model, traced)
         self.steps: list[_Linear | _Activation | _Flatten] = []
         for path, m in _leaves(model):
             if isinstance(m, nn.Linear):
@@ -99,13 +102,15 @@ class LayerwiseEngine:
         trainable = [i for i, s in enumerate(self.steps) if isinstance(s, _Linear) and (s.weight or s.bias)]
         self.first_trainable = trainable[0] if trainable else len(self.steps)
 
-    @staticmethod
-    def unsupported_reason(model: nn.Module) -> str | None:
+    @classmethod
+    def unsupported_reason(cls, model: nn.Module, traced: Traced | None = None) -> str | None:
         """``None`` if the engine supports ``model``, else a message naming the offending module.
 
         Beyond its module types, the model must have no forward hooks, no parametrizations and no parameter
         used twice (a shared ``Parameter`` or a ``Linear`` reused): each would change the function or the
-        parameters the layer list describes. Reused parameter-free activations are fine.
+        parameters the layer list describes. Reused parameter-free activations are fine. A module is taken
+        as a known layer only with its stock ``forward`` (:func:`~fishertut.inspection.overridden_base`).
+        ``traced`` is not needed (the layer list is read from the modules).
         """
         if not isinstance(model, nn.Sequential) or type(model).forward is not nn.Sequential.forward:
             return (
@@ -117,6 +122,9 @@ class LayerwiseEngine:
                 return f"{reason}, which the layer-wise path cannot honour; use path='generic'"
         linear_params = set()
         for path, m in _leaves(model):
+            reason = override_reason(path, m, "layer-wise")
+            if reason is not None:
+                return f"{reason}; use path='generic'"
             if isinstance(m, nn.Linear):
                 linear_params.update(id(p) for p in m.parameters())
                 continue

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..validation import Checks
+from ..checks.values import Checks
 
 __all__ = ["ExponentialFamily", "OutputSpectrum"]
 
@@ -46,7 +46,7 @@ class ExponentialFamily(ABC):
     def check_output(self, h: Tensor, checks: Checks | None = None) -> None:
         """Raise ``ValueError`` unless ``h`` is a finite floating tensor of shape ``(N, C)`` fit for the family.
 
-        The finiteness check goes through ``checks`` (see :class:`fishertut.validation.Checks`) when given.
+        The finiteness check goes through ``checks`` (see :class:`fishertut.checks.values.Checks`) when given.
         """
         if not isinstance(h, Tensor) or not h.is_floating_point():
             raise ValueError(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..validation import Checks
+from ..checks.values import Checks
 from .base import ExponentialFamily, OutputSpectrum
 
 __all__ = ["Categorical"]

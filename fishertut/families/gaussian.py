@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor
 
-from ..validation import Checks
+from ..checks.values import Checks
 from .base import ExponentialFamily, OutputSpectrum
 
 __all__ = ["Gaussian"]

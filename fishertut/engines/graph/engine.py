@@ -39,7 +39,7 @@ from ...terms import UnitTerms
 from .layers import Affine, Conv, Dense
 from .ops import Activation, Add, Reshape
 from .tangents import tangent_curvature
-from .trace import Graph, describe, piecewise_linear_parameters
+from .trace import Graph, Traced, describe, piecewise_linear_parameters, trace
 
 __all__ = ["GraphEngine"]
 
@@ -69,17 +69,19 @@ class GraphEngine:
         tangents: take the second derivatives of a first convolution (no trainable layer above it) forward:
             ``None`` when it has fewer parameters than there are curved units below it, ``True`` always,
             ``False`` never (the results are the same; only the cost differs).
+        traced: the model's :func:`~fishertut.engines.graph.trace.trace`, where the caller has it.
     """
 
     name = "graph"
 
-    def __init__(self, model: nn.Module, tangents: bool | None = None) -> None:
-        graph = describe(model)
+    def __init__(self, model: nn.Module, tangents: bool | None = None, traced: Traced | None = None) -> None:
+        traced = trace(model) if traced is None else traced
+        graph = describe(model, traced)
         if isinstance(graph, str):
             raise UnsupportedModelError(self._message(graph))
         self.model = model
         self.graph: Graph = graph
-        self.piecewise_linear = piecewise_linear_parameters(model)
+        self.piecewise_linear = piecewise_linear_parameters(model, traced)
         self.numel: list[int] | None = None
         self.tangents = tangents
         self.forward_layers: set[int] = set()  # convolutions whose second derivatives are taken forward
@@ -90,9 +92,9 @@ class GraphEngine:
         return f"the graph path cannot take this model: {reason}; use path='generic'"
 
     @classmethod
-    def unsupported_reason(cls, model: nn.Module) -> str | None:
+    def unsupported_reason(cls, model: nn.Module, traced: Traced | None = None) -> str | None:
         """``None`` if the engine supports ``model``, else a message naming the offending node or module."""
-        graph = describe(model)
+        graph = describe(model, traced)
         return cls._message(graph) if isinstance(graph, str) else None
 
     def input_reason(self, x: Tensor) -> str | None:

@@ -24,13 +24,20 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
-from torch.nn.utils import parametrize
 
+from ...inspection import (
+    backward_hook_reason,
+    hook_reason,
+    overridden_base,
+    override_reason,
+    parametrization_reason,
+    shared_parameter_reason,
+)
 from ..activations import SUPPORTED_ACTIVATIONS, derivatives_for
 from .layers import Affine, Conv, Dense, Norm
 from .ops import Activation, Add, Identity, LinearMap, MaxPool, NodeOp, Reshape
 
-__all__ = ["Graph", "GraphNode", "describe", "piecewise_linear_parameters", "SUPPORTED_LAYERS"]
+__all__ = ["Graph", "GraphNode", "Traced", "trace", "describe", "piecewise_linear_parameters", "SUPPORTED_LAYERS"]
 
 _DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.AlphaDropout, nn.FeatureAlphaDropout)
 _POOLS = (nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d)
@@ -101,6 +108,9 @@ def _conv_padding(m: nn.Conv1d | nn.Conv2d) -> tuple[int, ...]:
 def _module_op(m: nn.Module, path: str) -> NodeOp:
     if getattr(m, "inplace", False):
         raise _Unsupported("in-place operation (inplace=True)")
+    reason = override_reason(None, m, "graph")
+    if reason is not None:
+        raise _Unsupported(reason)
     if isinstance(m, nn.Linear):
         return Dense(m, path)
     if type(m) in (nn.Conv1d, nn.Conv2d):
@@ -123,7 +133,7 @@ def _module_op(m: nn.Module, path: str) -> NodeOp:
         if not isinstance(m.dim, int) or m.dim < 1:
             raise _Unsupported(f"Unflatten must split a non-batch axis given by a positive dim, got dim={m.dim!r}")
         return Reshape(m)
-    if isinstance(m, _DROPOUT) or type(m) is nn.Identity:
+    if type(m) in _DROPOUT or type(m) is nn.Identity:
         if m.training and not isinstance(m, nn.Identity):
             raise _Unsupported("dropout in training mode (call model.eval())")
         return Identity()
@@ -179,63 +189,60 @@ def _node_op(node: fx.Node, modules: dict[str, nn.Module]) -> NodeOp:
     )
 
 
-def _shared(model: nn.Module) -> set[int]:
-    """Ids of parameters held by more than one module slot (tied weights)."""
-    seen: dict[int, int] = {}
-    for _, p in model.named_parameters(remove_duplicate=False):
-        seen[id(p)] = seen.get(id(p), 0) + 1
-    return {i for i, c in seen.items() if c > 1}
-
-
 def _model_reason(model: nn.Module) -> str | None:
     """Hooks, parametrizations and shared parameters change what the traced graph computes: refuse them."""
-    from torch.nn.modules import module as _m
-
-    globals_ = [
-        h
-        for h in (
-            "_global_forward_hooks",
-            "_global_forward_pre_hooks",
-            "_global_backward_hooks",
-            "_global_backward_pre_hooks",
-        )
-        if getattr(_m, h, None)
-    ]
-    if globals_:
-        return "global module hooks are registered (they would change the traced network)"
-    for path, m in model.named_modules():
-        if parametrize.is_parametrized(m):
-            return f"module '{path or type(model).__name__}' has a parametrization"
-        hooks = [
-            h
-            for h in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
-            if getattr(m, h, None)
-        ]
-        if hooks:
-            return f"module '{path or type(model).__name__}' has hooks ({', '.join(hooks)})"
-    shared = _shared(model)
-    for name, p in model.named_parameters():
-        if id(p) in shared:
-            return f"parameter '{name}' is shared by several modules (tied weights)"
+    for reason in (
+        hook_reason(model),
+        backward_hook_reason(model),
+        parametrization_reason(model),
+        shared_parameter_reason(model),
+    ):
+        if reason is not None:
+            return reason
     return None
 
 
-def _trace(model: nn.Module) -> fx.GraphModule:
-    try:
-        return fx.symbolic_trace(model)
-    except Exception as err:  # any tracing failure: the structure is not a static graph
-        raise _Unsupported(f"torch.fx could not trace {type(model).__name__}: {type(err).__name__}: {err}") from err
+class _LayerLeaves(fx.Tracer):
+    """``torch.fx``'s tracer, also keeping whole a module that overrides the ``forward`` of a PyTorch layer.
+
+    Such a module (a user's ``Linear`` subclass, ``torch.ao.nn.qat.Linear``) then shows as one node, which
+    :func:`describe` refuses by name and :func:`piecewise_linear_parameters` counts as curved; no engine mistakes
+    it for the layer it derives from.
+    """
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return super().is_leaf_module(m, qualname) or overridden_base(m) is not None
 
 
-def describe(model: nn.Module) -> Graph | str:
-    """The :class:`Graph` of ``model``, or a message naming the first node or module the engine cannot take."""
+@dataclass(frozen=True)
+class Traced:
+    """A model traced once per call: the ``torch.fx`` graph module, or why the model has none."""
+
+    module: fx.GraphModule | None
+    reason: str | None
+
+
+def trace(model: nn.Module) -> Traced:
+    """Trace ``model`` (once per call: every reader of the graph takes this :class:`Traced`)."""
     reason = _model_reason(model)
     if reason is not None:
-        return reason
+        return Traced(None, reason)
     try:
-        gm = _trace(model)
-    except _Unsupported as err:
-        return str(err)
+        graph = _LayerLeaves().trace(model)
+    except Exception as err:  # any tracing failure: the structure is not a static graph
+        return Traced(None, f"torch.fx could not trace {type(model).__name__}: {type(err).__name__}: {err}")
+    return Traced(fx.GraphModule(model, graph, type(model).__name__), None)
+
+
+def describe(model: nn.Module, traced: Traced | None = None) -> Graph | str:
+    """The :class:`Graph` of ``model``, or a message naming the first node or module the engine cannot take.
+
+    ``traced`` is the model's :func:`trace` where the caller has it.
+    """
+    traced = trace(model) if traced is None else traced
+    if traced.module is None:
+        return traced.reason
+    gm = traced.module
     modules = dict(gm.named_modules())
     nodes: list[GraphNode] = []
     index: dict[fx.Node, int] = {}
@@ -255,6 +262,9 @@ def describe(model: nn.Module) -> Graph | str:
             continue
         where = f"module '{node.target}'" if node.op == "call_module" else f"node '{node.name}'"
         if node.op == "call_module":
+            reason = override_reason(node.target, modules[node.target], "graph")
+            if reason is not None:
+                return reason
             if node.target in called:
                 return f"{where} is called more than once (a reused module)"
             called.add(node.target)
@@ -275,19 +285,17 @@ def describe(model: nn.Module) -> Graph | str:
     return Graph(nodes, output, owned)
 
 
-def piecewise_linear_parameters(model: nn.Module) -> frozenset[str]:
+def piecewise_linear_parameters(model: nn.Module, traced: Traced | None = None) -> frozenset[str]:
     r"""Trainable parameters proven (from the traced graph) to have :math:`u \equiv 0`; see the module docstring.
 
     Conservative: a model that cannot be traced, with hooks or parametrizations, proves nothing; a module
     called twice or whose parameters are also read directly proves nothing for its parameters; any operation
     outside the piecewise-linear set counts as curved.
     """
-    if _model_reason(model) is not None:
+    traced = trace(model) if traced is None else traced
+    if traced.module is None:
         return frozenset()
-    try:
-        gm = _trace(model)
-    except _Unsupported:
-        return frozenset()
+    gm = traced.module
     modules = dict(gm.named_modules())
     calls: dict[str, int] = {}
     read = [n.target for n in gm.graph.nodes if n.op == "get_attr"]

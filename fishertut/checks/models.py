@@ -1,4 +1,4 @@
-"""Checks on the model and its inputs, each raising an error that names the argument or module at fault.
+"""Checks on the model: one device and dtype, finite parameters, eval mode, every used parameter reachable.
 
 See chapter "The two estimators" (section "What each costs") for the models each engine accepts.
 """
@@ -10,43 +10,12 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import _SpectralNorm
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
-__all__ = ["check_model", "check_batch", "check_generator", "Checks"]
+from ..errors import UnsupportedModelError
 
-
-class Checks:
-    """Value checks on tensors that may live on an accelerator.
-
-    Eager checks read the flag at once (one device-to-host copy each). Once :meth:`defer` has been called,
-    later flags are only collected on the device and read together by :meth:`flush`, so the streaming loops
-    make no host-device round trip per batch; a failure is still raised, at the end of the pass.
-    """
-
-    def __init__(self) -> None:
-        self.eager = True
-        self.pending: list[tuple[Tensor, Callable[[], str]]] = []
-
-    def require(self, ok: Tensor, message: Callable[[], str]) -> None:
-        """Raise ``ValueError(message())`` unless the 0-d boolean tensor ``ok`` is true (now or at :meth:`flush`)."""
-        if self.eager:
-            if not bool(ok):
-                raise ValueError(message())
-        else:
-            self.pending.append((ok, message))
-
-    def defer(self) -> None:
-        """Collect the flags of later checks instead of reading them one by one."""
-        self.eager = False
-
-    def flush(self) -> None:
-        """Read the collected flags (one transfer) and raise for the first failed check."""
-        if not self.pending:
-            return
-        flags = torch.stack([ok for ok, _ in self.pending]).cpu()
-        failed = [msg for (_, msg), ok in zip(self.pending, flags.tolist()) if not ok]
-        self.pending.clear()
-        if failed:
-            raise ValueError(failed[0]())
+__all__ = ["check_model", "unreached_parameters"]
 
 
 _STOCHASTIC_IN_TRAINING = (
@@ -111,31 +80,46 @@ def check_model(model: nn.Module) -> tuple[torch.device, torch.dtype]:
     return devices.pop(), dtype
 
 
-def check_batch(
-    x: object, device: torch.device, dtype: torch.dtype, checks: Checks, argument: str = "inputs"
-) -> Tensor:
-    """Validate one batch of inputs against the model's device and dtype (values through ``checks``)."""
-    if not isinstance(x, Tensor):
-        raise TypeError(
-            f"{argument} must be a tensor or an iterable of tensors or (x, y) pairs, "
-            f"got a batch of type {type(x).__name__}"
-        )
-    if x.ndim == 0:
-        raise ValueError(f"{argument} must have a batch dimension, got a 0-d tensor")
-    if x.device != device:
-        raise ValueError(f"{argument} are on {x.device} but the model parameters are on {device}")
-    if x.is_floating_point():
-        if x.dtype != dtype:
-            raise ValueError(f"{argument} have dtype {x.dtype} but the model parameters have dtype {dtype}")
-        checks.require(torch.isfinite(x).all(), lambda: f"{argument} contain NaN or Inf")
-    return x
+class _Reads(TorchDispatchMode):
+    """Records the storage of every tensor an operation reads (below autograd, so ``no_grad`` hides nothing)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.storages: set[int] = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        for t in tree_leaves((args, kwargs or {})):
+            if isinstance(t, Tensor):
+                self.storages.add(t.untyped_storage().data_ptr())
+        return func(*args, **(kwargs or {}))
 
 
-def check_generator(generator: torch.Generator | None, device: torch.device) -> None:
-    """The generator must be a ``torch.Generator`` on the model's device."""
-    if generator is None:
-        return
-    if not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
-    if generator.device.type != device.type:
-        raise ValueError(f"generator is on {generator.device} but the model is on {device}")
+def unreached_parameters(h: Tensor, params: dict[str, Tensor], rerun: Callable[[], object]) -> frozenset[str]:
+    """The trainable parameters the forward does not use; refuse one it uses but autograd does not reach.
+
+    Autograd reports a parameter as unreached (``None`` gradient of the sum of the outputs ``h``, computed with
+    gradients enabled) when no path of the autograd graph leads to it. Then the forward runs once more
+    (``rerun``) while every operation's operands are recorded: a parameter none of them reads is unused, its
+    Fisher information is exactly 0 and it is returned; one that is read but not reached (a ``detach``,
+    ``torch.no_grad`` or ``.data`` inside ``forward``) would read as a silent 0, so it is refused.
+
+    Raises:
+        UnsupportedModelError: a parameter is read by the forward but not reached by autograd.
+    """
+    names, tensors = list(params), list(params.values())
+    grads = torch.autograd.grad(h.sum(), tensors, allow_unused=True) if h.requires_grad else [None] * len(tensors)
+    missing = [(n, p) for n, p, g in zip(names, tensors, grads) if g is None]
+    if not missing:
+        return frozenset()
+    reads = _Reads()
+    with torch.no_grad(), reads:
+        rerun()
+    for name, p in missing:
+        if p.numel() and p.untyped_storage().data_ptr() in reads.storages:
+            raise UnsupportedModelError(
+                f"parameter '{name}' is used by the model's forward, but autograd does not reach it from the "
+                "output (a .detach(), torch.no_grad() or .data inside forward, or a custom checkpoint that "
+                "hides it), so its Fisher information would read as a silent 0; differentiate through it "
+                "(torch.utils.checkpoint with use_reentrant=False), or freeze it with requires_grad=False"
+            )
+    return frozenset(n for n, _ in missing)
