@@ -242,3 +242,20 @@ def test_overflow_is_refused_naming_the_statistic_and_parameter(entry, family):
     }[entry]
     with pytest.raises(ValueError, match=r"of parameter '0\.(weight|bias)' overflowed torch.float32"):
         call()
+
+
+def test_per_output_sigma_kurtosis_matrix_and_log_prob_against_dense_forms():
+    sigma = torch.tensor([0.5, 1.0, 2.0], dtype=torch.float64)
+    fam, h = ft.Gaussian(sigma), torch.randn(2, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    lam = torch.diag(1 / sigma**2)
+    # Isserlis: E[e_a e_b e_c e_d] = L_ab L_cd + L_ac L_bd + L_ad L_bc for the residual e ~ N(0, Lambda)
+    k4 = sum(torch.einsum(spec, lam, lam) for spec in ("ab,cd->abcd", "ac,bd->abcd", "ad,bc->abcd")).reshape(9, 9)
+    want = torch.linalg.eigvalsh(k4)[-1]
+    assert torch.allclose(fam.kurtosis_matrix_max(h), want.expand(2), rtol=1e-12)
+    y = h.unsqueeze(1) + torch.randn(2, 4, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    ref = torch.distributions.Normal(h.unsqueeze(1), sigma).log_prob(y).sum(2)
+    assert torch.allclose(fam.log_prob(h, y), ref, rtol=1e-12)
+    assert torch.allclose(fam.covariance(h), lam.expand(2, 3, 3))
+    s = fam.spectrum(h)
+    assert torch.allclose(s.cov_max, torch.full((2,), 4.0, dtype=torch.float64))
+    assert torch.allclose(s.m_min, torch.full((2,), 2 / 16, dtype=torch.float64))
