@@ -6,7 +6,9 @@ parameters one (a shared ``Parameter``, a ``Linear`` used twice) sends the model
 The generic engine differentiates the model's actual forward and honours all of these, except backward
 hooks, which change gradients but not the function (refused on every path), and in-place activations,
 which ``torch.func`` cannot batch (switched off while it runs: an in-place activation computes the same
-values as its out-of-place twin).
+values as its out-of-place twin). A module that overrides the ``forward`` of the PyTorch layer it derives
+from (:func:`overridden_base`) is not that layer for the fast paths, and reentrant checkpoints run their
+function plainly while the engines work (:func:`plain_checkpoints`).
 """
 
 from __future__ import annotations

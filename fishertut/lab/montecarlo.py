@@ -20,8 +20,8 @@ import torch
 from torch import Tensor, nn
 
 from ..api import estimator_terms
+from ..checks.arguments import check_estimator
 from ..families import Categorical
-from ..report import check_estimator
 
 __all__ = [
     "ClassTable",

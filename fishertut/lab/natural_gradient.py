@@ -29,9 +29,9 @@ import torch
 from torch import Tensor, nn
 
 from ..api import fisher_diagonal, variance_report
+from ..checks.arguments import ESTIMATORS, check_estimator
 from ..families import Categorical, ExponentialFamily, Gaussian
 from ..groups import flatten
-from ..report import ESTIMATORS, check_estimator
 
 __all__ = [
     "TASKS",
