@@ -94,12 +94,15 @@ def fisher_diagonal(
             or, with positions, ``(N, T, C)`` (classes in the family's ``class_axis``, default last), each row
             depending on its own input only; in eval mode if it has dropout or batch norm.
         inputs: a tensor ``(N, ...)`` or an iterable of tensors or ``(x, y)`` pairs (e.g. a ``DataLoader``);
-            one ``(x, y)`` batch is ``[(x, y)]``, not the bare tuple.
+            one ``(x, y)`` batch is ``[(x, y)]``, not the bare tuple. A batch may also be a mapping of tensors
+            sharing the batch axis, passed to ``forward`` by keyword (Hugging Face style); an output with a
+            ``logits`` key or attribute is read as the logits (:mod:`fishertut.calls`).
         family: :class:`~fishertut.Categorical` or :class:`~fishertut.Gaussian`.
         estimator: ``"exact"``, ``"i1"``, ``"i1_sequence"``, ``"i2"`` or ``"hutchinson"``.
         targets: ``None`` (labels from the model), labels aligned with the rows of ``inputs`` in iteration
             order (a tensor, list or numpy array; not with a shuffling ``DataLoader``), ``"data"`` for the
-            ``y`` of ``(x, y)`` batches, or ``"argmax"``. Not allowed with ``"exact"``. With positions, class
+            ``y`` of ``(x, y)`` batches, the key of the labels in mapping batches (e.g. ``"labels"``, not
+            passed to ``forward``), or ``"argmax"``. Not allowed with ``"exact"``. With positions, class
             indices ``(N, T)`` (the output's shape without the class axis); the ignore index ``-100`` masks
             its position.
         samples_per_input: labels drawn per input (must be 1 with ``targets``).

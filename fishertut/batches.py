@@ -5,7 +5,7 @@ See chapter :doc:`/book/practical_guide` (section "What it costs") for batching 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 
 from torch import Tensor
 
@@ -27,15 +27,25 @@ def iterate_batches(inputs: Tensor | Iterable, targets: Tensor | str | None) -> 
     """Yield the ``(x, y)`` batches of ``inputs``; ``y`` is ``None`` unless labels are asked for.
 
     Args:
-        inputs: a tensor ``(N, ...)``, or an iterable of tensors or ``(x, y)`` pairs (e.g. a ``DataLoader``).
+        inputs: a tensor ``(N, ...)`` or a mapping of such tensors (keyword arguments of ``forward``), or an
+            iterable of them or of ``(x, y)`` pairs (e.g. a ``DataLoader``).
         targets: ``None``; a tensor of labels aligned with the rows of ``inputs`` (in iteration order);
-            or ``"data"`` to take ``y`` from the ``(x, y)`` pairs (as :func:`~fishertut.checks.arguments.coerce_targets`
-            leaves them).
+            ``"data"`` to take ``y`` from the ``(x, y)`` pairs; or, for mapping batches, the key of the labels
+            (e.g. ``"labels"``), which is then not passed to ``forward`` (as
+            :func:`~fishertut.checks.arguments.coerce_targets` leaves them).
     """
-    if isinstance(inputs, Tensor):
+    key = targets if isinstance(targets, str) and targets != "data" else None
+    if key is not None and isinstance(inputs, Tensor):
+        raise ValueError(
+            f"targets must be None, a tensor of labels, 'data', or for mapping inputs the key of the labels; "
+            f"got {targets!r} with a tensor of inputs"
+        )
+    if isinstance(inputs, Mapping):
+        source: Iterable = [inputs]
+    elif isinstance(inputs, Tensor):
         if targets == "data":
             raise ValueError("targets='data' needs inputs that yield (x, y) pairs, but inputs is a tensor")
-        source: Iterable = [inputs]
+        source = [inputs]
     elif isinstance(inputs, tuple) and len(inputs) == 2 and all(isinstance(t, Tensor) for t in inputs):
         raise TypeError(
             "inputs is a bare tuple of two tensors, which reads as two batches; for one batch "
@@ -54,6 +64,10 @@ def iterate_batches(inputs: Tensor | Iterable, targets: Tensor | str | None) -> 
         raise TypeError(f"inputs must be a tensor or an iterable of batches, got {type(inputs).__name__}")
     offset = 0
     for batch in source:
+        if isinstance(batch, Mapping):
+            batch = _split_mapping(batch, key, targets)
+        elif key is not None:
+            raise ValueError(f"targets={key!r} names the labels' key in mapping batches, got a {type(batch).__name__}")
         if isinstance(batch, (tuple, list)):
             if len(batch) == 0:
                 raise ValueError("inputs yielded an empty batch tuple")
@@ -62,7 +76,7 @@ def iterate_batches(inputs: Tensor | Iterable, targets: Tensor | str | None) -> 
             x, data_y = batch, None
         if targets == "data" and data_y is None:
             raise ValueError("targets='data' needs inputs that yield (x, y) pairs, got a batch without labels")
-        n = x.shape[0] if isinstance(x, Tensor) and x.ndim > 0 else None
+        n = _rows(x)
         if n is None:
             yield x, None
             continue
@@ -70,7 +84,7 @@ def iterate_batches(inputs: Tensor | Iterable, targets: Tensor | str | None) -> 
             y_all = targets[offset : offset + n]
             if y_all.shape[0] != n:
                 raise ValueError(f"targets has {targets.shape[0]} rows but inputs has more than that")
-        elif targets == "data":
+        elif targets == "data" or key is not None:
             y_all = data_y
         else:
             y_all = None
@@ -78,3 +92,24 @@ def iterate_batches(inputs: Tensor | Iterable, targets: Tensor | str | None) -> 
         yield x, y_all
     if isinstance(targets, Tensor) and offset != targets.shape[0]:
         raise ValueError(f"targets has {targets.shape[0]} rows but inputs has {offset}")
+
+
+def _split_mapping(batch: Mapping, key: str | None, targets: object) -> tuple[dict, object]:
+    """A mapping batch as ``(x, y)``: ``y`` is the entry ``key`` (removed from ``x``), else ``None``."""
+    if targets == "data":
+        raise ValueError(
+            "targets='data' needs (x, y) pairs, but inputs yields mappings: name the key of the labels "
+            "instead, e.g. targets='labels'"
+        )
+    if key is None:
+        return dict(batch), None
+    if key not in batch:
+        raise ValueError(f"targets={key!r} names no entry of the input batch, whose keys are {sorted(batch)}")
+    return {k: v for k, v in batch.items() if k != key}, batch[key]
+
+
+def _rows(x: object) -> int | None:
+    """Rows of a tensor or of a mapping's first tensor, else ``None`` (left for the checks to report)."""
+    if isinstance(x, Mapping):
+        x = next(iter(x.values()), None)
+    return x.shape[0] if isinstance(x, Tensor) and x.ndim > 0 else None

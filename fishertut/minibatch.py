@@ -40,6 +40,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .calls import num_rows, split_rows
 from .checks.batches import check_output_kind
 from .checks.values import Checks
 from .families.positions import Positions, checked_mask_and_labels
@@ -111,27 +112,27 @@ def one_backward_diagonal(
     params = list(run.params.items())
     sums = [torch.zeros(p.shape, dtype=torch.float64, device=run.device) for _, p in params]
     for xb, yb, mask in run.minibatches(inputs, targets, minibatch):
-        chunk = xb.shape[0] if run.batch_size is None else run.batch_size
-        parts = xb.split(chunk)
+        chunk = num_rows(xb) if run.batch_size is None else run.batch_size
+        parts = split_rows(xb, chunk)
         single = len(parts) == 1
         # one chunk: square each gradient straight into the float64 sums; several: add the chunks' gradients first
         grads = None if single else [[torch.zeros_like(p) for _, p in params] for _ in range(samples)]
         if not single:
             with torch.no_grad():
                 h_all = torch.cat([run.output(c) for c in parts])
-            check_output_kind(h_all, xb.shape[0], run.dtype, family, checks)
+            check_output_kind(h_all, num_rows(xb), run.dtype, family, checks)
             layout, labels = _layout(run, estimator, h_all, mask, yb, checks)
             channels = _channels(layout, estimator, layout.flat(h_all), labels, samples, generator).split(chunk)
         for index, x in enumerate(parts):
             with torch.enable_grad():
                 h = run.output(x)
                 if single:
-                    check_output_kind(h.detach(), x.shape[0], run.dtype, family, checks)
+                    check_output_kind(h.detach(), num_rows(x), run.dtype, family, checks)
                     layout, labels = _layout(run, estimator, h.detach(), mask, yb, checks)
                     chan = _channels(layout, estimator, layout.flat(h.detach()), labels, samples, generator)
                 else:
                     chan = channels[index]
-                h = h.reshape(x.shape[0], -1)
+                h = h.reshape(num_rows(x), -1)
                 for s in range(samples):
                     g = torch.autograd.grad(
                         (chan[:, s] * h).sum(), [p for _, p in params], retain_graph=s < samples - 1, allow_unused=True

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from .batches import iterate_batches
+from .calls import cat_rows, num_rows, take_rows
 from .checks.arguments import (
     check_count,
     check_family,
@@ -23,8 +24,8 @@ from .checks.arguments import (
 )
 from .checks.batches import (
     PROBE_ROWS,
-    check_batch,
     check_independent_rows,
+    check_inputs,
     check_output_kind,
     run_forward,
     warn_if_probabilities,
@@ -109,8 +110,9 @@ class Run:
         return self.engine.forward(x)[0]
 
     def _forward(self, xb: Tensor, batch: Tensor, first: bool = False) -> tuple[Tensor, object]:
-        h, tape = run_forward(self.engine.forward, xb, self.model, self.dtype, batch.shape, grad=first)
-        check_output_kind(h, xb.shape[0], self.dtype, self.family, self.checks)
+        shape = getattr(batch, "shape", None)
+        h, tape = run_forward(self.engine.forward, xb, self.model, self.dtype, shape, grad=first)
+        check_output_kind(h, num_rows(xb), self.dtype, self.family, self.checks)
         if first:  # the first chunk's outputs also show which parameters autograd reaches
             self.unused = unreached_parameters(h, self.params, lambda: self.output(xb))
             h = h.detach()
@@ -121,13 +123,13 @@ class Run:
 
     def _guard_rows(self, xb: Tensor, h: Tensor) -> None:
         """Independent rows, checked once on the first chunk with two rows or more."""
-        if not self._rows_checked and xb.shape[0] >= 2:
+        if not self._rows_checked and num_rows(xb) >= 2:
             self._rows_checked = True
-            check_independent_rows(self.output, xb[:PROBE_ROWS], h[:PROBE_ROWS])
+            check_independent_rows(self.output, take_rows(xb, 0, PROBE_ROWS), h[:PROBE_ROWS])
 
     def _first_chunk(self, x: Tensor, size_chunks: bool = True) -> tuple[Tensor, Tensor, object]:
         self.engine = select_engine(self.model, x, self.path)
-        xb = x[: PROBE_ROWS if self.batch_size is None else min(PROBE_ROWS, self.batch_size)]
+        xb = take_rows(x, 0, PROBE_ROWS if self.batch_size is None else min(PROBE_ROWS, self.batch_size))
         h, tape = self._forward(xb, x, first=True)
         if h.ndim > 2 and not self.engine.flat_outputs:
             # engines meet outputs with positions only flattened, (N, T*C); one that cannot gives way
@@ -160,32 +162,33 @@ class Run:
         targets = coerce_targets(None if argmax else targets, self.device, self.dtype)
         offset = 0
         for x, y in iterate_batches(inputs, targets):
-            x = check_batch(x, self.device, self.dtype, checks)
-            if x.shape[0] == 0:
+            x = check_inputs(x, self.device, self.dtype, checks)
+            rows = num_rows(x)
+            if rows == 0:
                 continue
             start, labels, mask = 0, None, None
-            while start < x.shape[0]:
+            while start < rows:
                 if self.engine is None:
                     xb, h, tape = self._first_chunk(x)
                 else:
-                    xb = x[start : start + self.batch_size]
+                    xb = take_rows(x, start, start + self.batch_size)
                     h, tape = self._forward(xb, x)
                     self._guard_rows(xb, h)
                 if start == 0:  # the whole batch's labels and mask, against outputs of its shape
-                    whole = (x.shape[0], *h.shape[1:])
-                    part = self.mask_rows(offset, x.shape[0])
+                    whole = (rows, *h.shape[1:])
+                    part = self.mask_rows(offset, rows)
                     mask, labels = checked_mask_and_labels(self.family, whole, part, y, self.device, self.dtype, checks)
-                rows = slice(start, start + xb.shape[0])
+                span = slice(start, start + num_rows(xb))
                 layout = Positions(
-                    self.family, tuple(h.shape), None if mask is None else mask[rows], self.normalize, h.dtype, h.device
+                    self.family, tuple(h.shape), None if mask is None else mask[span], self.normalize, h.dtype, h.device
                 )
                 self.max_positions = max(self.max_positions, layout.num_positions)
-                yb = "argmax" if argmax else None if labels is None else labels[rows]
-                start += xb.shape[0]
-                self.num_inputs += xb.shape[0]
+                yb = "argmax" if argmax else None if labels is None else labels[span]
+                start += num_rows(xb)
+                self.num_inputs += num_rows(xb)
                 yield xb, layout.flat(h), tape, yb, layout
                 checks.defer()
-            offset += x.shape[0]
+            offset += rows
         self._finish()
 
     def minibatches(
@@ -201,12 +204,12 @@ class Run:
         argmax = isinstance(targets, str) and targets == "argmax"
         targets = coerce_targets(None if argmax else targets, self.device, self.dtype)
         for x, y in _regroup(
-            iterate_batches(inputs, targets), size, lambda x: check_batch(x, self.device, self.dtype, checks)
+            iterate_batches(inputs, targets), size, lambda x: check_inputs(x, self.device, self.dtype, checks)
         ):
             if self.engine is None:
                 self._first_chunk(x, size_chunks=False)
-            mask = self.mask_rows(self.num_inputs, x.shape[0])
-            self.num_inputs += x.shape[0]
+            mask = self.mask_rows(self.num_inputs, num_rows(x))
+            self.num_inputs += num_rows(x)
             yield x, "argmax" if argmax else y, mask
             checks.defer()
         self._finish()
@@ -254,22 +257,22 @@ def _regroup(
     held = 0
 
     def joined() -> tuple[Tensor, Tensor | None]:
-        x = xs[0] if len(xs) == 1 else torch.cat(xs)
+        x = xs[0] if len(xs) == 1 else cat_rows(xs)
         return x, (None if ys[0] is None else ys[0] if len(ys) == 1 else torch.cat(ys))
 
     for x, y in batches:
         x = check(x)
-        start = 0
-        while held + x.shape[0] - start >= size:
+        rows, start = num_rows(x), 0
+        while held + rows - start >= size:
             take = size - held
-            xs.append(x[start : start + take])
+            xs.append(take_rows(x, start, start + take))
             ys.append(None if y is None else y[start : start + take])
             yield joined()
             xs, ys, held, start = [], [], 0, start + take
-        if start < x.shape[0]:
-            xs.append(x[start:])
+        if start < rows:
+            xs.append(take_rows(x, start, rows))
             ys.append(None if y is None else y[start:])
-            held += x.shape[0] - start
+            held += rows - start
     if held:
         yield joined()
 

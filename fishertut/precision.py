@@ -40,6 +40,7 @@ squares), and ``"exact"`` that per class. The engine is the one the pilot ran on
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from statistics import NormalDist
 
@@ -47,6 +48,7 @@ import torch
 from torch import Tensor, nn
 
 from .api import fisher_diagonal, per_input_statistics
+from .calls import index_rows, is_mapping, num_rows
 from .checks.arguments import check_count, check_fraction, check_generator, check_path, check_process_group
 from .checks.models import check_model
 from .families import ExponentialFamily
@@ -205,7 +207,7 @@ def _pilot_moments(
 
 def estimate(
     model: nn.Module,
-    inputs: Tensor,
+    inputs: Tensor | Mapping[str, Tensor],
     family: ExponentialFamily,
     rtol: float = 0.1,
     delta: float = 0.05,
@@ -228,7 +230,7 @@ def estimate(
 
     Args:
         model: maps ``(N, ...)`` to ``(N, C)``, or to ``(N, T, C)`` with positions (then GNB is ``"i1_sequence"``).
-        inputs: a tensor ``(N, ...)``.
+        inputs: a tensor ``(N, ...)``, or a mapping of them (keyword arguments of ``forward``).
         family: the output family.
         rtol: relative error, > 0.
         delta: failure probability per parameter, in (0, 1).
@@ -251,14 +253,17 @@ def estimate(
     """
     rtol = check_fraction(rtol, "rtol", math.inf)
     delta = check_fraction(delta, "delta", 1)
-    if not isinstance(inputs, Tensor) or inputs.ndim == 0:
-        raise TypeError(f"inputs must be a tensor (N, ...), got {type(inputs).__name__}")
-    n = inputs.shape[0]
+    tensors = list(inputs.values()) if is_mapping(inputs) else [inputs]
+    if not tensors or not all(isinstance(t, Tensor) and t.ndim > 0 for t in tensors):
+        raise TypeError(f"inputs must be a tensor (N, ...) or a mapping of them, got {type(inputs).__name__}")
+    n = num_rows(inputs)
     if n == 0:
         raise ValueError("inputs is empty: it has no rows")
     if batch_size is not None and check_count(batch_size, "batch_size") > n:
         raise ValueError(f"batch_size={batch_size} is larger than the data ({n} inputs)")
     if isinstance(pilot, Tensor):
+        if is_mapping(inputs):
+            raise TypeError("pilot must be a number of inputs when inputs is a mapping of tensors")
         if pilot.ndim != inputs.ndim or pilot.shape[1:] != inputs.shape[1:] or pilot.shape[0] == 0:
             raise ValueError(
                 f"pilot must be a number of inputs or a non-empty tensor shaped like the inputs' rows "
@@ -274,16 +279,16 @@ def estimate(
     check_process_group(process_group)
     device, _ = check_model(model)
     check_generator(generator, device)
-    order = torch.randperm(n, generator=generator, device=device).to(inputs.device)
-    if mask is not None and (not isinstance(mask, Tensor) or mask.shape[:1] != inputs.shape[:1]):
+    order = torch.randperm(n, generator=generator, device=device)
+    if mask is not None and (not isinstance(mask, Tensor) or mask.shape[:1] != (n,)):
         got = tuple(mask.shape) if isinstance(mask, Tensor) else type(mask).__name__
         raise ValueError(f"mask must be a boolean tensor with one row per input ({n}), got {got}")
     if mask is not None and isinstance(pilot, Tensor):
         raise ValueError("a pilot tensor has no mask: pass pilot as a number of inputs when inputs are masked")
     mask = None if mask is None else mask.to(device)
     part = None if mask is None or isinstance(pilot, Tensor) else mask[order[:pilot]]
-    pilot_inputs = pilot if isinstance(pilot, Tensor) else inputs[order[:pilot]]
-    pilot_batch = None if batch_size is None else min(batch_size, pilot_inputs.shape[0])
+    pilot_inputs = pilot if isinstance(pilot, Tensor) else index_rows(inputs, order[:pilot])
+    pilot_batch = None if batch_size is None else min(batch_size, num_rows(pilot_inputs))
     per = per_input_statistics(
         model, pilot_inputs, family, batch_size=pilot_batch, path=path, mask=part, normalize=normalize
     )
@@ -314,7 +319,7 @@ def estimate(
             name = "i1_sequence" if entry.estimator == "i1" and entry.minibatch > 1 else entry.estimator
             var = (n * cond[name] + 2 * pairs * pair_mean) / (n * n * entry.samples_per_input)
             stderr[k] = var.clamp_min(0).sqrt()
-    shuffled, mask = inputs[order], None if mask is None else mask[order]
+    shuffled, mask = index_rows(inputs, order), None if mask is None else mask[order]
     runs, values = {}, {}
     for k, e in plan.items():
         key = (e.estimator, e.minibatch, e.samples_per_input)

@@ -27,7 +27,40 @@ from torch import Tensor
 from .checks.arguments import check_count, check_estimator
 from .variances import minibatch_variance
 
-__all__ = ["FisherDiagonal", "Bounds", "VarianceReport", "ConditionalStatistics", "EstimatorTerms"]
+__all__ = ["FisherDiagonal", "Bounds", "VarianceReport", "ConditionalStatistics", "EstimatorTerms", "require_finite"]
+
+
+def require_finite(fields: dict[str, dict[str, Tensor]]) -> None:
+    """Refuse a result that holds NaN or infinity, naming the statistic, the parameter and the first bad entry.
+
+    Every result class calls it on construction, so no entry point returns a non-finite number: the values are
+    formed in the model's dtype (float64 for the sums of some statistics), and a product of derivatives can
+    overflow it although every output is finite (logits near the float range, say).
+
+    Args:
+        fields: ``{statistic: {parameter name: tensor}}``.
+
+    Raises:
+        ValueError: some entry is not finite.
+    """
+    flat = [(stat, name, t) for stat, values in fields.items() for name, t in values.items() if t.is_floating_point()]
+    if not flat:
+        return
+    ok = torch.stack([torch.isfinite(t).all() for _, _, t in flat]).cpu()
+    for (stat, name, t), good in zip(flat, ok.tolist()):
+        if good:
+            continue
+        bad = (~torch.isfinite(t)).nonzero()[0].tolist()
+        value = t[tuple(bad)].item() if bad else t.item()
+        finite = t[torch.isfinite(t)]
+        largest = f"{finite.abs().max().item():.3g}" if finite.numel() else "none"
+        raise ValueError(
+            f"the {stat} of parameter '{name}' overflowed {t.dtype}: entry {tuple(bad)} is {value} (largest "
+            f"finite magnitude among its entries: {largest}), although the model's outputs are finite; its "
+            "derivatives, squared (or raised to the fourth power for the variances), leave the float range. "
+            "Rescale the model's outputs or weights, or run it in float64"
+        )
+
 
 SAMPLED = ("i1", "i1_sequence", "i2", "hutchinson")
 
@@ -74,6 +107,7 @@ class FisherDiagonal(dict):
         self.minibatch = minibatch
         self.piecewise_linear = piecewise_linear
         self.unused = unused
+        require_finite({"estimate" if estimator != "exact" else "Fisher information": values})
 
     def __repr__(self) -> str:
         return (
@@ -141,6 +175,11 @@ class VarianceReport:
     var_i1_sequence: dict[str, Tensor] = field(default_factory=dict)
     max_positions: int = 1
     normalize: str = "sequence"
+
+    def __post_init__(self) -> None:
+        require_finite(
+            {**self.statistics(), "var_hutchinson": self.var_hutchinson, "var_i1_sequence": self.var_i1_sequence}
+        )
 
     def statistics(self) -> dict[str, dict[str, Tensor]]:
         """The per-parameter fields by name: ``fisher``, ``var_x``, ``var_i1``, ``var_i2`` and the four bounds."""
@@ -279,6 +318,13 @@ class ConditionalStatistics:
     num_outputs: int = 0
     var_i1_sequence: dict[str, Tensor] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        b = self.bounds
+        stats = {"fisher": self.fisher, "var_i1": self.var_i1, "var_i2": self.var_i2}
+        bounds = {"v1_lower": b.v1_lower, "v1_upper": b.v1_upper, "v2_lower": b.v2_lower, "v2_upper": b.v2_upper}
+        extra = {"var_hutchinson": self.var_hutchinson, "var_i1_sequence": self.var_i1_sequence}
+        require_finite({**stats, **bounds, **extra})
+
 
 @dataclass
 class EstimatorTerms:
@@ -300,3 +346,6 @@ class EstimatorTerms:
     piecewise_linear: frozenset[str] = frozenset()
     unused: frozenset[str] = frozenset()
     i1_sequence: dict[str, Tensor] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        require_finite({"i1 term": self.i1, "i2 term": self.i2, "i1_sequence term": self.i1_sequence})

@@ -45,7 +45,7 @@ class Problem:
     model: nn.Module
     x: torch.Tensor
     family: str  # "categorical" or "gaussian"
-    sigma: float = 1.0
+    sigma: float | torch.Tensor = 1.0  # a number, or one per output
 
     def fishertut_family(self):
         import fishertut as ft
@@ -146,7 +146,7 @@ def unflatten(model: nn.Module, flat: torch.Tensor) -> dict[str, torch.Tensor]:
     """(..., P) -> {name: (..., *shape)} in named_parameters order."""
     out, offset = {}, 0
     for n, p in model.named_parameters():
-        out[n] = flat[..., offset : offset + p.numel()].reshape(*flat.shape[:-1], *p.shape)
+        out[n] = flat[..., offset : offset + p.numel()].reshape(flat.shape[:-1] + p.shape)
         offset += p.numel()
     return out
 
@@ -162,7 +162,7 @@ def output_derivatives(problem: Problem) -> tuple[torch.Tensor, torch.Tensor, to
     for x in problem.x:
         hs.append(out(params, x))
         jac = jacrev(out)(params, x)
-        vs.append(torch.cat([jac[k].flatten(1) for k in params], 1))
+        vs.append(torch.cat([jac[k].reshape(jac[k].shape[0], -1) for k in params], 1))
         hes = _hessian(out)(params, x)
         us.append(
             torch.cat(
@@ -187,13 +187,14 @@ def dense_bounds(problem: Problem) -> dict[str, dict[str, torch.Tensor]]:
             q = torch.linalg.qr(torch.cat([torch.ones(c, 1, dtype=h.dtype), torch.eye(c, dtype=h.dtype)], 1))[0][:, 1:c]
             proj = q @ q.T
         else:
-            lam = torch.eye(c, dtype=h.dtype) / problem.sigma**2
+            # sigma: one number, or one per output; Isserlis: E[e_a e_b e_c e_d] = L_ab L_cd + L_ac L_bd + L_ad L_bc
             eye = torch.eye(c, dtype=h.dtype)
+            lam = eye / torch.as_tensor(problem.sigma, dtype=h.dtype) ** 2
             k4 = (
-                torch.einsum("ab,cd->abcd", eye, eye)
-                + torch.einsum("ac,bd->abcd", eye, eye)
-                + torch.einsum("ad,bc->abcd", eye, eye)
-            ).reshape(c * c, c * c) / problem.sigma**4
+                torch.einsum("ab,cd->abcd", lam, lam)
+                + torch.einsum("ac,bd->abcd", lam, lam)
+                + torch.einsum("ad,bc->abcd", lam, lam)
+            ).reshape(c * c, c * c)
             q = eye
             proj = eye
         m = k4 - torch.outer(lam.reshape(-1), lam.reshape(-1))

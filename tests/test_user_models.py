@@ -400,7 +400,7 @@ class _Wrapped(nn.Module):
 
     def forward(self, x):
         h = self.lin(x)
-        return {"tuple": lambda: (h, h), "dict": lambda: {"logits": h}, "float64": lambda: h.double()}[self.kind]()
+        return {"tuple": lambda: (h, h), "dict": lambda: {"scores": h}, "float64": lambda: h.double()}[self.kind]()
 
 
 @pytest.mark.parametrize(

@@ -51,17 +51,19 @@ def check_count(value: object, argument: str) -> int:
 
 
 def coerce_targets(targets: object, device: torch.device, dtype: torch.dtype) -> Tensor | str | None:
-    """``targets`` as the public functions take it: ``None``, ``"data"``, or a tensor.
+    """``targets`` as the public functions take it: ``None``, ``"data"``, a key name, or a tensor.
 
     A list, tuple or numpy array becomes a tensor on the model's ``device``; floating values take the
-    model's ``dtype`` (Gaussian targets), integers stay integers (class indices).
+    model's ``dtype`` (Gaussian targets), integers stay integers (class indices). A string other than
+    ``"data"`` names the labels' entry of mapping batches (checked against the batches by
+    :func:`~fishertut.batches.iterate_batches`).
 
     Raises:
         TypeError: ``targets`` is of another type, or a sequence that is not numeric.
-        ValueError: ``targets`` is a string other than ``"data"``.
+        ValueError: ``targets`` is an empty string.
     """
-    if isinstance(targets, str) and targets != "data":
-        raise ValueError(f"targets must be None, a tensor of labels or 'data', got {targets!r}")
+    if isinstance(targets, str) and not targets:
+        raise ValueError("targets must be None, a tensor of labels, 'data' or the key of the labels, got ''")
     if targets is None or isinstance(targets, (str, Tensor)):
         return targets
     if isinstance(targets, (list, tuple)) or type(targets).__module__ == "numpy":

@@ -13,6 +13,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from ..calls import Batch, describe, is_mapping, num_rows, take_rows
 from ..errors import UnsupportedModelError
 from ..families import Categorical, ExponentialFamily
 from ..inspection import ends_in_softmax, first_layer
@@ -21,6 +22,7 @@ from .values import Checks
 __all__ = [
     "PROBE_ROWS",
     "check_batch",
+    "check_inputs",
     "run_forward",
     "check_output_kind",
     "check_independent_rows",
@@ -50,6 +52,35 @@ def check_batch(
     return x
 
 
+def check_inputs(
+    x: object, device: torch.device, dtype: torch.dtype, checks: Checks, argument: str = "inputs"
+) -> Batch:
+    """Validate one batch: a tensor (:func:`check_batch`), or a mapping of such tensors.
+
+    Raises:
+        TypeError: an entry of a mapping is not a tensor, or a key is not a string.
+        ValueError: the mapping is empty, or its tensors disagree on the batch size; an entry fails
+            :func:`check_batch`.
+    """
+    if not is_mapping(x):
+        return check_batch(x, device, dtype, checks, argument)
+    if not x:
+        raise ValueError(f"{argument} is an empty mapping; give the model's keyword arguments as tensors")
+    for key, value in x.items():
+        if not isinstance(key, str):
+            raise TypeError(f"{argument} is a mapping whose keys must be forward's argument names, got {key!r}")
+        if not isinstance(value, Tensor):
+            raise TypeError(
+                f"{argument}[{key!r}] must be a tensor with the batch axis first, got {type(value).__name__}; "
+                "pass constant arguments through a wrapper module instead"
+            )
+        check_batch(value, device, dtype, checks, f"{argument}[{key!r}]")
+    sizes = {k: v.shape[0] for k, v in x.items()}
+    if len(set(sizes.values())) > 1:
+        raise ValueError(f"the tensors of {argument} must share the batch axis (dim 0), got batch sizes {sizes}")
+    return x
+
+
 def _expected_inputs(model: nn.Module, dtype: torch.dtype) -> str:
     found = first_layer(model)
     if found is None:
@@ -65,8 +96,8 @@ def _expected_inputs(model: nn.Module, dtype: torch.dtype) -> str:
 
 
 def run_forward(
-    forward: Callable[[Tensor], tuple[Tensor, object]],
-    x: Tensor,
+    forward: Callable[[Batch], tuple[Tensor, object]],
+    x: Batch,
     model: nn.Module,
     dtype: torch.dtype,
     batch_shape: torch.Size | None = None,
@@ -77,9 +108,12 @@ def run_forward(
     The message gives the shape of the user's batch (``batch_shape`` when ``x`` is a chunk of it, else ``x``'s
     own), the dtype, and what the model's first layer expects; the original error is chained.
     """
-    shape = tuple(x.shape if batch_shape is None else batch_shape)
+    if is_mapping(x):
+        shape = None
+    else:
+        shape = tuple(x.shape if batch_shape is None else batch_shape)
     first = first_layer(model)
-    if first is not None and isinstance(first[1], nn.Linear) and x.ndim < 2:
+    if first is not None and isinstance(first[1], nn.Linear) and shape is not None and x.ndim < 2:
         raise ValueError(
             f"inputs must be shaped (N, features) with N the batch axis, got a {x.ndim}-D tensor of "
             f"shape {shape}; the model expects {_expected_inputs(model, dtype)}. "
@@ -91,9 +125,9 @@ def run_forward(
     except UnsupportedModelError:
         raise
     except (RuntimeError, TypeError, ValueError, IndexError) as err:
+        what = f"of shape {shape} and dtype {x.dtype}" if shape is not None else describe(x)
         raise ValueError(
-            f"inputs of shape {shape} and dtype {x.dtype} could not go through the model, "
-            f"which expects {_expected_inputs(model, dtype)}: {err}"
+            f"inputs {what} could not go through the model, which expects {_expected_inputs(model, dtype)}: {err}"
         ) from err
 
 
@@ -104,8 +138,9 @@ def check_output_kind(h: object, rows: int, dtype: torch.dtype, family: Exponent
     """
     if not isinstance(h, Tensor):
         raise ValueError(
-            f"{family!r}: the model must return one tensor of shape (N, C), got a {type(h).__name__}; "
-            "wrap it so that forward returns the output fishertut should use"
+            f"{family!r}: the model must return one tensor of shape (N, C), got a {type(h).__name__} (an output "
+            "with a 'logits' key or attribute is read as that tensor); wrap it so that forward returns the "
+            "output fishertut should use"
         )
     family.check_output(h, checks)
     if h.shape[0] != rows:
@@ -119,7 +154,7 @@ def check_output_kind(h: object, rows: int, dtype: torch.dtype, family: Exponent
         )
 
 
-def check_independent_rows(forward: Callable[[Tensor], Tensor], x: Tensor, h: Tensor) -> None:
+def check_independent_rows(forward: Callable[[Batch], Tensor], x: Batch, h: Tensor) -> None:
     """Refuse a model whose output for one input depends on the other inputs of the batch.
 
     Compares the outputs ``h`` of the rows ``x`` computed together with each row computed alone by ``forward``,
@@ -128,7 +163,8 @@ def check_independent_rows(forward: Callable[[Tensor], Tensor], x: Tensor, h: Te
     Raises:
         UnsupportedModelError: a row differs, or a row cannot be computed alone (the model needs the batch).
     """
-    if x.shape[0] < 2:
+    rows = num_rows(x)
+    if rows < 2:
         return
     reason = (
         "the model's output for an input depends on the other inputs of its batch (the first {rows} rows {what}); "
@@ -136,14 +172,14 @@ def check_independent_rows(forward: Callable[[Tensor], Tensor], x: Tensor, h: Te
     )
     try:
         with torch.no_grad():
-            alone = torch.cat([forward(x[i : i + 1]) for i in range(x.shape[0])])
+            alone = torch.cat([forward(take_rows(x, i, i + 1)) for i in range(rows)])
     except (RuntimeError, TypeError, ValueError, IndexError) as err:
         what = f"go through the model together, but one row alone fails: {type(err).__name__}: {err}"
-        raise UnsupportedModelError(reason.format(rows=x.shape[0], what=what)) from err
+        raise UnsupportedModelError(reason.format(rows=rows, what=what)) from err
     tol = torch.finfo(h.dtype).eps ** 0.5 * (1 + h.abs().max())
     if alone.shape != h.shape or not bool(((alone - h).abs() <= tol).all()):
         what = "give different outputs computed together and one by one"
-        raise UnsupportedModelError(reason.format(rows=x.shape[0], what=what))
+        raise UnsupportedModelError(reason.format(rows=rows, what=what))
 
 
 def warn_if_probabilities(model: nn.Module, h: Tensor, family: ExponentialFamily) -> None:

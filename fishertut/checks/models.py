@@ -67,6 +67,11 @@ def check_model(model: nn.Module) -> tuple[torch.device, torch.dtype]:
                 f"module '{name or type(model).__name__}' ({type(m).__name__}) is in training mode, "
                 "so the network is random or batch-dependent; call model.eval() first"
             )
+        if m.training and isinstance(m, nn.RNNBase) and m.dropout > 0 and m.num_layers > 1:
+            raise ValueError(
+                f"module '{name or type(model).__name__}' ({type(m).__name__}) has dropout={m.dropout} in training "
+                "mode, so the network is random; call model.eval() first"
+            )
         if m.training and isinstance(m, _STATEFUL_IN_TRAINING):
             raise ValueError(
                 f"module '{name}' ({type(m).__name__}) is in training mode, so every call updates its "

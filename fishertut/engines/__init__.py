@@ -25,6 +25,7 @@ from typing import Protocol, runtime_checkable
 
 from torch import Tensor, nn
 
+from ..calls import is_mapping
 from ..checks.arguments import check_path
 from ..errors import UnsupportedModelError
 from ..inspection import backward_hook_reason
@@ -33,6 +34,7 @@ from .generic import GenericEngine
 from .graph.engine import GraphEngine
 from .graph.trace import Traced, trace
 from .layerwise import LayerwiseEngine
+from .second_order import custom_function_reason
 from .transformer import TransformerEngine
 
 __all__ = ["ENGINES", "Engine", "select_engine"]
@@ -94,14 +96,21 @@ def select_engine(model: nn.Module, x: Tensor, path: str) -> Engine:
     reason = backward_hook_reason(model)
     if reason is not None:
         raise UnsupportedModelError(reason)
+    if is_mapping(x) and path in ("layerwise", "graph"):
+        raise UnsupportedModelError(
+            f"the {path} path takes a tensor of inputs, got a mapping of tensors (keyword arguments); "
+            "use path='generic' (or 'auto')"
+        )
     traced = trace(model)
     for kind in ENGINES:
-        if path not in ("auto", kind.name):
+        if path not in ("auto", kind.name) or (is_mapping(x) and kind is not GenericEngine):
             continue
         reason = kind.unsupported_reason(model, traced)
         if reason is None:
             engine = kind(model, traced=traced)
             reason = engine.input_reason(x)
+            if reason is None and kind is GraphEngine:
+                reason = custom_function_reason(model, x)
             if reason is None:
                 return engine
         if path == kind.name:

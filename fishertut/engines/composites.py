@@ -13,6 +13,8 @@ are correct:
   kernel on some builds).
 * ``nn.PReLU``: :math:`x` where :math:`x>0`, else :math:`a_c x`; the batching rule of its backward fails for
   inputs with positions besides their channels (e.g. images).
+* ``nn.RNN``, ``nn.GRU``, ``nn.LSTM``: their recurrences step by step (:mod:`fishertut.engines.recurrent`);
+  the fused kernels cannot be ``vmap``-ed over the inputs of a batch.
 * ``nn.MultiheadAttention``: its composite path instead of the fused inference kernel
   (``torch.backends.mha`` fast path), which has neither a forward-mode rule nor a ``vmap`` rule (``vmap``
   then loops over the batch in Python and warns).
@@ -32,6 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from ..inspection import occurrences
+from .recurrent import RECURRENT, recurrent
 
 __all__ = ["composites"]
 
@@ -67,6 +70,7 @@ _REPLACED: dict[type[nn.Module], Callable[..., Tensor]] = {
     nn.LayerNorm: _layer_norm,
     nn.RMSNorm: _rms_norm,
     nn.PReLU: _prelu,
+    **dict.fromkeys(RECURRENT, recurrent),
 }
 
 
@@ -75,7 +79,7 @@ def composites(model: nn.Module) -> Iterator[None]:
     """Within the block, the modules of the module docstring compute their function from elementary operations."""
     swapped = {id(m): m for _, m in occurrences(model) if type(m) in _REPLACED and "forward" not in vars(m)}.values()
     for m in swapped:
-        m.forward = lambda x, m=m: _REPLACED[type(m)](m, x)
+        m.forward = lambda *args, m=m, **kwargs: _REPLACED[type(m)](m, *args, **kwargs)
     fastpath = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)
     try:

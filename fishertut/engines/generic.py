@@ -21,18 +21,20 @@ See chapter :doc:`/book/estimators` (section "What each costs").
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, jacrev, jvp, vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from ..calls import Batch, call, call_args, logits, map_tensors, num_rows, take_rows
 from ..errors import UnsupportedModelError
 from ..inspection import inplace_disabled, plain_checkpoints
 from ..terms import UnitTerms
 from .composites import composites
 from .graph.trace import Traced, piecewise_linear_parameters
+from .second_order import check_second_derivatives, custom_functions
 
 __all__ = ["GenericEngine"]
 
@@ -83,6 +85,7 @@ class GenericEngine:
         self.element_budget = element_budget
         self.forward_mode = True
         self._mode_checked = False
+        self.loop_inputs = False
         self.params = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
         self.aliases = _aliases(model, self.params)
         self.piecewise_linear = piecewise_linear_parameters(model, traced)
@@ -101,42 +104,74 @@ class GenericEngine:
         numel = sum(p.numel() for p in self.params.values())
         return max(1, (2 if curvature else 1) * (channels + 1) * numel)
 
-    def _output(self, params: dict[str, Tensor], x: Tensor) -> Tensor:
+    def _output(self, params: dict[str, Tensor], x: Batch) -> Tensor:
+        """The outputs ``(C,)`` of one input ``x`` (a tensor or a mapping of tensors, without the batch axis)."""
         state = {alias: params[name] for alias, name in self.aliases.items()}
+        args, kwargs = call_args(self.model, map_tensors(x, lambda t: t.unsqueeze(0)))
         # outputs with positions (1, T, C) are flattened: the engine sees (K,) per input, K = T * C
-        return functional_call(self.model, state, (x.unsqueeze(0),), tie_weights=False).reshape(-1)
+        return logits(functional_call(self.model, state, args, kwargs, tie_weights=False)).reshape(-1)
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Batch) -> tuple[Tensor, Batch]:
         """The outputs ``h`` of the batch and the tape (the batch itself)."""
         with inplace_disabled(self.model), plain_checkpoints():
-            return self.model(x), x
+            return call(self.model, x), x
 
-    def _forward_mode_agrees(self, xi: Tensor) -> bool:
-        r"""Whether forward-over-forward gives the reverse-mode second derivative along one random direction.
+    def _over_inputs(self, f: Callable[[Batch], object], x: Batch) -> object:
+        """``f`` of each input of the batch ``x``, stacked: ``vmap``, or a loop where ``vmap`` cannot run the model.
+
+        Some models branch in Python on their inputs (Hugging Face attention masks: "is every position
+        valid?"), which ``vmap`` over the inputs of a batch cannot do; on one input at a time it runs.
+        """
+        if not self.loop_inputs:
+            try:
+                return vmap(f)(x)
+            except RuntimeError as err:
+                if "vmap" not in str(err):
+                    raise
+                self.loop_inputs = True
+        outs = [f(map_tensors(x, lambda t, i=i: t[i])) for i in range(num_rows(x))]
+        if isinstance(outs[0], dict):
+            return {k: torch.stack([o[k] for o in outs]) for k in outs[0]}
+        return torch.stack(outs)
+
+    def _choose_mode(self, xi: Tensor) -> None:
+        r"""Check the second derivatives along one random direction; use forward mode only where it is right.
 
         For a seeded random direction :math:`e` over all parameters and the input ``xi`` ``(1, ...)``, compares
         :math:`\frac{d^2}{ds^2}h(\theta+se)` from two nested ``jvp`` with :math:`e^\top\nabla_\theta(J e)` from two
         nested ``jacrev``, for every output. A fused kernel with a wrong second-order forward-mode rule (PyTorch's
         LayerNorm and instance norm have one) makes them differ at O(1), not by rounding; then the engine uses
-        reverse mode for every parameter.
+        reverse mode for every parameter. A model with a custom ``autograd.Function`` has second derivatives
+        nobody derived: both modes are checked against a finite difference of first derivatives
+        (:mod:`fishertut.engines.second_order`), and the model is refused if neither agrees.
         """
         gen = torch.Generator().manual_seed(0)
         e = {n: torch.randn(p.shape, generator=gen, dtype=p.dtype).to(p.device) for n, p in self.params.items()}
 
         def out(ps: dict[str, Tensor]) -> Tensor:
-            return self._output(ps, xi[0])
+            return self._output(ps, map_tensors(xi, lambda t: t[0]))
 
         def along(ps: dict[str, Tensor]) -> Tensor:
             jac = jacrev(out)(ps)
-            return sum((jac[n] * e[n]).flatten(1).sum(1) for n in ps)
+            return sum((jac[n] * e[n]).reshape(jac[n].shape[0], -1).sum(1) for n in ps)
 
-        first = along(self.params)
-        forward = jvp(lambda ps: jvp(out, (ps,), (e,))[1], (self.params,), (e,))[1]
+        with torch.enable_grad():
+            functions = custom_functions(call(self.model, xi))
         hess = jacrev(along)(self.params)
-        reverse = sum((hess[n] * e[n]).flatten(1).sum(1) for n in hess)
+        modes = {"reverse": sum((hess[n] * e[n]).reshape(hess[n].shape[0], -1).sum(1) for n in hess)}
+        try:
+            modes["forward"] = jvp(lambda ps: jvp(out, (ps,), (e,))[1], (self.params,), (e,))[1]
+        except NotImplementedError:
+            self.forward_mode = False
+            if not functions:
+                return
+        if functions:
+            self.forward_mode = "forward" in check_second_derivatives(along, self.params, e, modes, functions)
+            return
+        first, forward, reverse = along(self.params), modes["forward"], modes["reverse"]
         scale = max(float(t.detach().abs().max()) for t in (forward, reverse, first))
         tol = 10 * torch.finfo(forward.dtype).eps ** 0.5 * max(scale, torch.finfo(forward.dtype).tiny)
-        return bool((forward - reverse).detach().abs().max() <= tol)
+        self.forward_mode = bool((forward - reverse).detach().abs().max() <= tol)
 
     def _second_derivatives(self, name: str, x: Tensor) -> Tensor:
         r""":math:`\partial^2 h/\partial\theta_i^2` for every entry ``i`` of parameter ``name``: ``(N, C, numel)``.
@@ -155,15 +190,19 @@ class GenericEngine:
         def reverse_reverse(xi: Tensor, e: Tensor) -> Tensor:
             def directional(w: Tensor) -> Tensor:
                 jac = jacrev(out)(w, xi)
-                return (jac * e).flatten(1).sum(1)
+                return (jac * e).reshape(jac.shape[0], -1).sum(1)
 
-            return (jacrev(directional)(p) * e).flatten(1).sum(1)
+            hess = jacrev(directional)(p) * e
+            return hess.reshape(hess.shape[0], -1).sum(1)
 
         eye = torch.eye(p.numel(), dtype=p.dtype, device=p.device)
         # each vmapped call evaluates len(x) * chunk perturbed copies of this parameter
-        chunk = max(1, min(self.chunk_size, self.element_budget // (x.shape[0] * p.numel())))
+        chunk = max(1, min(self.chunk_size, self.element_budget // (num_rows(x) * p.numel())))
         for along in (forward_forward, reverse_reverse) if self.forward_mode else (reverse_reverse,):
-            per_input = vmap(vmap(along, in_dims=(None, 0)), in_dims=(0, None))
+
+            def per_input(x: Batch, basis: Tensor, along=along) -> Tensor:
+                return self._over_inputs(lambda xi: vmap(along, in_dims=(None, 0))(xi, basis), x)
+
             try:
                 chunks = [per_input(x, eye[s : s + chunk].reshape(-1, *p.shape)) for s in range(0, p.numel(), chunk)]
             except NotImplementedError:
@@ -187,15 +226,12 @@ class GenericEngine:
                 composites(self.model),
                 sdpa_kernel(_ATTENTION_KERNELS),
             ):
-                jac = vmap(jacrev(self._output), in_dims=(None, 0))(self.params, x)
-                if curvature_channels is not None and self.forward_mode and not self._mode_checked:
+                jac = self._over_inputs(lambda xi: jacrev(self._output)(self.params, xi), x)
+                if curvature_channels is not None and not self._mode_checked:
                     self._mode_checked = True
-                    try:
-                        self.forward_mode = self._forward_mode_agrees(x[:1])
-                    except NotImplementedError:
-                        self.forward_mode = False
+                    self._choose_mode(take_rows(x, 0, 1))
                 for name in self.params:
-                    j = jac[name].flatten(2)
+                    j = jac[name].reshape(*jac[name].shape[:2], -1)  # (N, C, numel), 0-d parameters too
                     curv, zero = None, curvature_channels is not None and name in self.piecewise_linear
                     if zero:
                         curv = j.new_zeros(()).expand(j.shape[0], curvature_channels.shape[1], j.shape[2])
