@@ -159,3 +159,45 @@ def test_float32_agrees_with_float64_and_generic(one_thread):
     got = ft.fisher_diagonal(model.float(), x, ft.Categorical())
     assert got.path == "transformer"
     assert_dicts_close(got, ref, rtol=1e-4, what="float32 fisher")
+
+
+class _Cube(torch.autograd.Function):
+    """``x**3`` with a hand-written backward that is itself differentiable (exact second derivatives)."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x):
+        return x**3
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(inputs[0])
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return 3 * g * x * x
+
+
+class _CubedBlock(nn.Module):
+    def __init__(self, d):
+        super().__init__()
+        self.lin = nn.Linear(d, d)
+
+    def forward(self, h):
+        return h + 0.1 * _Cube.apply(self.lin(h))
+
+
+def test_a_custom_function_sends_the_model_to_the_generic_engine_exact(one_thread):
+    """Second derivatives through a custom Function are the generic engine's to check: the report stays exact."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Embedding(V, 4), _CubedBlock(4), nn.Flatten(), nn.Linear(4 * T, V)).double()
+    problem = oracle.Problem("cubed", model, _tokens(n=3), "categorical")
+    report = ft.variance_report(model, problem.x, ft.Categorical())
+    assert report.path == "generic"
+    with pytest.raises(ft.UnsupportedModelError, match="custom autograd.Function"):
+        ft.variance_report(model, problem.x, ft.Categorical(), path="transformer")
+    ref = oracle.conditional(problem)
+    for field in ("fisher", "var_i1", "var_i2"):
+        assert_dicts_close(getattr(report, field), mean0(ref[field]), what=field)

@@ -40,6 +40,7 @@ from ..terms import UnitTerms
 from .composites import composites
 from .generic import _ATTENTION_KERNELS, GenericEngine, _aliases
 from .graph.trace import Traced, piecewise_linear_parameters
+from .second_order import custom_functions
 
 __all__ = ["TransformerEngine", "LEAVES", "BATCH_CHANNELS"]
 
@@ -122,7 +123,7 @@ class TransformerEngine(GenericEngine):
             raise UnsupportedModelError(reason)
         self.model = model
         self.chunk_size, self.element_budget, self.channel_budget = chunk_size, element_budget, channel_budget
-        self.forward_mode, self._mode_checked = True, False
+        self.forward_mode, self._mode_checked, self.loop_inputs = True, False, False
         self.params = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
         self.aliases = _aliases(model, self.params)
         self._traced = traced
@@ -162,6 +163,10 @@ class TransformerEngine(GenericEngine):
                 pullback(torch.ones_like(h))
         except (RuntimeError, TypeError, ValueError, IndexError, NotImplementedError) as err:
             return _message(f"inputs of shape {tuple(x.shape)} could not go through torch.func (vjp): {err}")
+        with torch.enable_grad():
+            functions = custom_functions(self.model(x[:1]))
+        if functions:  # second derivatives nobody derived: the generic engine checks them
+            return _message(f"it calls the custom autograd.Function {', '.join(functions)}")
         return None
 
     def per_input_elements(self, channels: int, curvature: bool) -> int:
