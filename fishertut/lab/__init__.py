@@ -13,6 +13,9 @@ package. Each module says which chapters use it:
 * :mod:`~fishertut.lab.natural_gradient`: diagonal natural-gradient descent on toy problems;
 * :mod:`~fishertut.lab.downstream`: EWC penalty, diagonal Laplace predictive and their metrics (chapter "Does it
   matter downstream?");
+* :mod:`~fishertut.lab.text`, :mod:`~fishertut.lab.gpt`, :mod:`~fishertut.lab.merging`: the documentation corpus
+  that ships with Python, the tiny character-level GPT, Fisher merging and saliency pruning (chapter "The Fisher
+  of a language model");
 * :mod:`~fishertut.lab.plotting`: the house style and all the book's figure helpers;
 * :mod:`~fishertut.lab.symbolic`: the SymPy derivations of the two families (the theory chapters);
 * :mod:`~fishertut.lab.tables`: tables formatted for people (every chapter that shows a table).
@@ -29,12 +32,15 @@ _SUBMODULES = (
     "casestudy",
     "data",
     "downstream",
+    "gpt",
+    "merging",
     "models",
     "montecarlo",
     "natural_gradient",
     "plotting",
     "symbolic",
     "tables",
+    "text",
     "training",
 )
 
