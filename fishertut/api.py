@@ -31,8 +31,9 @@ import torch
 from torch import Tensor, nn
 
 from .arguments import check_count
-from .families import ExponentialFamily, OutputSpectrum
-from .minibatch import check_minibatch, hutchinson_channels, hutchinson_unit_variance, one_backward_diagonal
+from .families import ExponentialFamily
+from .families.statistics import conditional_statistics
+from .minibatch import check_minibatch, one_backward_diagonal
 from .passes import Inputs, Run, all_reduce, identity_channels, labels_and_residuals, shaped
 from .report import (
     ESTIMATORS,
@@ -43,7 +44,7 @@ from .report import (
     VarianceReport,
     check_estimator,
 )
-from .terms import PerInputCollector, SumCollector, UnitTerms
+from .terms import PerInputCollector, SumCollector
 
 __all__ = ["fisher_diagonal", "variance_report", "per_input_statistics", "estimator_terms"]
 
@@ -60,6 +61,8 @@ def fisher_diagonal(
     path: str = "auto",
     process_group: object | None = None,
     minibatch: int = 1,
+    mask: Tensor | None = None,
+    normalize: str = "sequence",
 ) -> FisherDiagonal:
     r"""Diagonal of the Fisher information matrix, exactly or by one of the estimators.
 
@@ -69,11 +72,22 @@ def fisher_diagonal(
       = \frac1{NS}\sum_{n,s} (v_i^\top\Lambda v_i - \varepsilon_{ns}^\top u_i)` (eq. eq-est-diag);
     * ``"hutchinson"``: :math:`\frac1{NS}\sum_{n,s} (\xi_{ns}^\top A_n^\top v_i)^2`, :math:`A_nA_n^\top = \Lambda(x_n)`.
 
+    **Outputs with positions** ``(N, T, C)`` (:mod:`fishertut.families.positions`; classes in the family's
+    ``class_axis``, default last as in a language model's ``(N, T, V)``; ``Categorical(class_axis=1)`` reads
+    PyTorch's cross-entropy layout ``(N, C, d1, ...)``): independent outputs per position given the input. An
+    input's Fisher sums its unmasked positions; ``normalize="token"`` divides it by its count :math:`T_n` of
+    them (with equal counts the two differ by the factor :math:`T`). One label is drawn per position: ``"i1"``
+    is per token, :math:`\sum_t g_{n,t}^2`; ``"i1_sequence"`` per sequence, :math:`(\sum_t g_{n,t})^2`, the
+    squared gradient of the summed loss (larger variance, ``var_i1_sequence``); the same without positions.
+
     ``minibatch=B > 1`` sums ``B`` inputs before squaring, for ``"i1"`` (GNB) and ``"hutchinson"``: one backward
-    pass per minibatch, any model (:mod:`fishertut.minibatch`: formulas, cost); ``"i2"`` is unchanged by it.
+    pass per minibatch, any model (:mod:`fishertut.minibatch`); ``"i2"`` is unchanged by it. With positions,
+    GNB over sequences is ``"i1_sequence"`` with ``minibatch=B``.
 
     Labels :math:`y_{ns}` are drawn from the model, ``samples_per_input`` per input, from ``generator``,
-    unless ``targets`` gives them; with data labels ``"i1"`` is the empirical Fisher (chapter "The empirical Fisher").
+    unless ``targets`` gives them; with data labels ``"i1"`` is the empirical Fisher (chapter "The empirical
+    Fisher"); ``targets="argmax"`` takes the most probable class at every position. Both are biased by design
+    and random in nothing: :meth:`VarianceReport.bias` gives their exact error against the exact Fisher.
 
     Frozen parameters (``requires_grad=False``) are left out: they are constants of the model, and only
     trainable ones get an entry. Hooks, parametrizations (results keyed by ``model.named_parameters()``, e.g.
@@ -81,15 +95,18 @@ def fisher_diagonal(
     the generic engine where the layer-wise one cannot; backward hooks are refused.
 
     Args:
-        model: maps a batch ``(N, ...)`` to logits (categorical) or means (Gaussian) ``h`` of shape ``(N, C)``,
-            each row depending on its own input only; in eval mode if it has dropout or batch norm.
+        model: maps a batch ``(N, ...)`` to logits (categorical) or means (Gaussian) ``h`` of shape ``(N, C)``
+            or, with positions, ``(N, T, C)`` (classes in the family's ``class_axis``, default last), each row
+            depending on its own input only; in eval mode if it has dropout or batch norm.
         inputs: a tensor ``(N, ...)`` or an iterable of tensors or ``(x, y)`` pairs (e.g. a ``DataLoader``);
             one ``(x, y)`` batch is ``[(x, y)]``, not the bare tuple.
         family: :class:`~fishertut.Categorical` or :class:`~fishertut.Gaussian`.
-        estimator: ``"exact"``, ``"i1"``, ``"i2"`` or ``"hutchinson"``.
+        estimator: ``"exact"``, ``"i1"``, ``"i1_sequence"``, ``"i2"`` or ``"hutchinson"``.
         targets: ``None`` (labels from the model), labels aligned with the rows of ``inputs`` in iteration
-            order (a tensor, list or numpy array; not with a shuffling ``DataLoader``), or ``"data"`` for the
-            ``y`` of ``(x, y)`` batches. Not allowed with ``"exact"``.
+            order (a tensor, list or numpy array; not with a shuffling ``DataLoader``), ``"data"`` for the
+            ``y`` of ``(x, y)`` batches, or ``"argmax"``. Not allowed with ``"exact"``. With positions, class
+            indices ``(N, T)`` (the output's shape without the class axis); the ignore index ``-100`` masks
+            its position.
         samples_per_input: labels drawn per input (must be 1 with ``targets``).
         generator: random source for the labels (on the model's device), for reproducibility. The labels of
             an input do not depend on how the inputs are batched, on the engine, or on the function.
@@ -101,6 +118,10 @@ def fisher_diagonal(
         process_group: a ``torch.distributed`` group whose ranks each hold part of the inputs; the sums are
             all-reduced so every rank returns the result over all inputs.
         minibatch: inputs summed before squaring (a statistical choice; ``batch_size`` only sets memory).
+        mask: boolean ``(N, T)`` (the output's shape without the class axis), ``True`` where a position counts:
+            padded positions are dropped from every sum. Only for outputs with positions.
+        normalize: ``"sequence"`` (default: each input's Fisher sums its unmasked positions) or ``"token"``
+            (divided by the input's number of unmasked positions).
 
     Returns:
         :class:`FisherDiagonal`: ``{parameter name: tensor shaped like the parameter}``, in the model's dtype.
@@ -113,73 +134,60 @@ def fisher_diagonal(
         raise ValueError(f"samples_per_input must be 1 when targets are given, got {samples}")
     if check_minibatch(estimator, minibatch, targets) > 1:
         return one_backward_diagonal(
-            model, inputs, family, estimator, minibatch, samples, targets, generator, batch_size
+            model, inputs, family, estimator, minibatch, samples, targets, generator, batch_size, mask, normalize
         )
-    run = Run(model, family, path, batch_size, generator, curvature=estimator == "i2")
+    run = Run(model, family, path, batch_size, generator, estimator == "i2", mask, normalize)
     col = SumCollector()
-    for _, h, tape, y in run.batches(inputs, targets):
-        # channels S with S^T S = Lambda turn v^T Lambda v into ||S v||^2
+    for _, h, tape, y, layout in run.batches(inputs, targets):
+        cov = layout.covariance_channels(h) if estimator in ("exact", "i2") else None
         if estimator == "exact":
-            for t in run.units(tape, family.covariance_factor(h), None):
+            for t in run.units(tape, cov, None):
                 col.add([("fisher", t.jac.square().sum(1), 2)], t)
             continue
-        hutch = estimator == "hutchinson"
-        if hutch:
-            eps = hutchinson_channels(family, h, samples, generator)
+        if estimator == "hutchinson":
+            chans = layout.hutchinson_channels(h, samples, generator)
         else:
-            eps = labels_and_residuals(run, h, y, samples, generator)[1]
-        if estimator in ("i1", "hutchinson"):
-            for t in run.units(tape, eps, None):
-                col.add([("i1", t.jac.square().sum(1), 2)], t)
-        else:
-            # only the sum over labels of the label noise enters: one curvature channel r = sum_s eps_s
-            for t in run.units(tape, family.covariance_factor(h), eps.sum(1, keepdim=True)):
+            eps = labels_and_residuals(layout, h, y, samples, generator)[1]
+            chans = layout.score_channels(eps, per_token=estimator == "i1")
+        if estimator == "i2":
+            # only the sum over labels of the label noise enters: one curvature channel r = sum_s c_t eps_s
+            for t in run.units(tape, cov, layout.curvature_channels(eps)):
                 i2 = samples * t.jac.square().sum(1)
                 col.add([("i2", i2 if t.curv_zero else i2 - t.curv[:, 0], 2)], t)
+            continue
+        for t in run.units(tape, chans, None):
+            col.add([("i1", t.jac.square().sum(1), 2)], t)
     n = all_reduce(col, run.num_inputs, process_group)
-    stat = {"exact": "fisher", "hutchinson": "i1"}.get(estimator, estimator)
+    stat = {"exact": "fisher", "hutchinson": "i1", "i1_sequence": "i1"}.get(estimator, estimator)
     per = 1 if estimator == "exact" else samples
+    values = shaped(run, col.sums, stat, 1.0 / (n * per))
+    labels = (
+        None
+        if estimator == "exact"
+        else "model"
+        if targets is None
+        else "argmax"
+        if isinstance(targets, str) and targets == "argmax"
+        else "given"
+    )
     return FisherDiagonal(
-        shaped(run, col.sums, stat, 1.0 / (n * per)),
+        values,
         estimator=estimator,
         path=run.engine.name,
         num_inputs=n,
         samples_per_input=per,
-        labels=None if estimator == "exact" else ("model" if targets is None else "given"),
+        labels=labels,
         piecewise_linear=run.piecewise_linear,
+        normalize=run.normalize,
     )
-
-
-def _conditional_stats(
-    family: ExponentialFamily, h: Tensor, t: UnitTerms, spectrum: OutputSpectrum, with_square: bool
-) -> list[tuple[str, Tensor, int]]:
-    """The report's unit statistics ``(name, values, degree)`` of one group of units (module table)."""
-    jac, curv = t.jac, t.curv
-    fisher = family.quad(h, jac)
-    pj = family.project(jac).square().sum(1).square()
-    pg = torch.zeros_like(fisher) if t.curv_zero else family.project(curv).square().sum(1)
-    stats = [
-        ("fisher", fisher, 2),
-        ("var_i1", family.fourth_cumulant_form(h, jac), 4),
-        ("var_i2", pg if t.curv_zero else family.quad(h, curv), 4),
-        ("v1_lower", spectrum.m_min[:, None] * pj, 4),
-        ("v1_upper", spectrum.m_max[:, None] * pj, 4),
-        ("v2_lower", spectrum.cov_min[:, None] * pg, 4),
-        ("v2_upper", spectrum.cov_max[:, None] * pg, 4),
-        ("var_hutchinson", hutchinson_unit_variance(family, h, jac), 4),
-    ]
-    if with_square:
-        stats.append(("fisher_sq", fisher.to(torch.float64).square(), 4))  # squared in float64: var_x cancels
-    return stats
 
 
 def _conditional_pass(run: Run, inputs: Inputs, col: SumCollector | PerInputCollector, with_square: bool) -> None:
     """One pass over ``inputs`` adding the report's unit statistics (per class, with curvature) to ``col``."""
-    for _, h, tape, _ in run.batches(inputs, None):
+    for _, h, tape, _, layout in run.batches(inputs, None):
         eye = identity_channels(h)
-        spectrum = run.family.spectrum(h)
         for t in run.units(tape, eye, eye):
-            col.add(_conditional_stats(run.family, h, t, spectrum, with_square=with_square), t)
+            col.add(conditional_statistics(layout, h, t.jac, t.curv, t.curv_zero, with_square), t)
 
 
 def variance_report(
@@ -189,11 +197,15 @@ def variance_report(
     batch_size: int | None = None,
     path: str = "auto",
     process_group: object | None = None,
+    mask: Tensor | None = None,
+    normalize: str = "sequence",
 ) -> VarianceReport:
     r"""Exact FIM diagonal with the exact conditional variances of Î1 and Î2, the input term and the bounds.
 
     No Monte Carlo: for each input the variance over labels is a finite sum over classes (categorical) or a
     closed form (Gaussian): :math:`V_1 = K[v_i^4] - I(\theta_i|x)^2`, :math:`V_2 = u_i^\top\Lambda u_i` (eq. eq-var-v1).
+    With positions (:mod:`fishertut.families.positions`) each is summed over the unmasked positions, and
+    ``var_i1_sequence`` adds the cross-position terms of the per-sequence Î1.
     See :class:`VarianceReport` for the fields and :class:`Bounds` for the bound variant. Frozen parameters
     (``requires_grad=False``) are left out. Half-precision models work; their output-space spectra are
     computed in float32.
@@ -205,9 +217,11 @@ def variance_report(
         batch_size: as in :func:`fisher_diagonal`.
         path: as in :func:`fisher_diagonal`.
         process_group: as in :func:`fisher_diagonal`.
+        mask: as in :func:`fisher_diagonal`.
+        normalize: as in :func:`fisher_diagonal`; the variances are those of the estimators so normalised.
     """
-    run = Run(model, family, path, batch_size, None, curvature=True)
-    col = SumCollector(float64_stats=frozenset({"fisher", "fisher_sq", "var_hutchinson"}))
+    run = Run(model, family, path, batch_size, None, True, mask, normalize)
+    col = SumCollector(float64_stats=frozenset({"fisher", "fisher_sq", "var_hutchinson", "var_i1_sequence"}))
     _conditional_pass(run, inputs, col, with_square=True)
     n = all_reduce(col, run.num_inputs, process_group)
 
@@ -230,18 +244,27 @@ def variance_report(
         family=family,
         var_hutchinson=get("var_hutchinson"),
         piecewise_linear=run.piecewise_linear,
+        var_i1_sequence=get("var_i1_sequence"),
+        max_positions=run.max_positions,
+        normalize=run.normalize,
     )
 
 
 def per_input_statistics(
-    model: nn.Module, inputs: Inputs, family: ExponentialFamily, batch_size: int | None = None, path: str = "auto"
+    model: nn.Module,
+    inputs: Inputs,
+    family: ExponentialFamily,
+    batch_size: int | None = None,
+    path: str = "auto",
+    mask: Tensor | None = None,
+    normalize: str = "sequence",
 ) -> ConditionalStatistics:
     r"""Per-input :math:`I(\theta_i|x_n)`, :math:`V_1`, :math:`V_2` and bounds, each ``(N, *parameter.shape)``.
 
     Materialises ``N × P`` values: meant for small models or few inputs (plots of per-input behaviour).
     Frozen parameters (``requires_grad=False``) are left out. Arguments as in :func:`variance_report`.
     """
-    run = Run(model, family, path, batch_size, None, curvature=True)
+    run = Run(model, family, path, batch_size, None, True, mask, normalize)
     col = PerInputCollector()
     _conditional_pass(run, inputs, col, with_square=False)
     parts = col.result()
@@ -257,6 +280,7 @@ def per_input_statistics(
         path=run.engine.name,
         var_hutchinson=get("var_hutchinson"),
         piecewise_linear=run.piecewise_linear,
+        var_i1_sequence=get("var_i1_sequence"),
     )
 
 
@@ -269,6 +293,8 @@ def estimator_terms(
     targets: Tensor | str | None = None,
     batch_size: int | None = None,
     path: str = "auto",
+    mask: Tensor | None = None,
+    normalize: str = "sequence",
 ) -> EstimatorTerms:
     r"""Single-pair terms of Î1 and Î2 for the same labels, each ``(N, S, *parameter.shape)``.
 
@@ -281,14 +307,27 @@ def estimator_terms(
     samples = check_count(samples_per_input, "samples_per_input")
     if targets is not None and samples != 1:
         raise ValueError(f"samples_per_input must be 1 when targets are given, got {samples}")
-    run = Run(model, family, path, batch_size, generator, curvature=True)
+    run = Run(model, family, path, batch_size, generator, True, mask, normalize)
     col = PerInputCollector()
     labels = []
-    for _, h, tape, y in run.batches(inputs, targets):
-        y, eps = labels_and_residuals(run, h, y, samples, generator)
+    for _, h, tape, y, layout in run.batches(inputs, targets):
+        y, eps = labels_and_residuals(layout, h, y, samples, generator)
         labels.append(y)
-        for t in run.units(tape, identity_channels(h), eps):
-            col.add([("i1", (eps @ t.jac).square(), 2), ("i2", family.quad(h, t.jac).unsqueeze(1) - t.curv, 2)], t)
+        root = layout.weights.to(h.dtype).sqrt()[:, None, :, None]
+        for t in run.units(tape, identity_channels(h), layout.curvature_channels(eps, summed=False)):
+            jr = layout.from_model(t.jac)
+            per_row = layout.family.quad(layout.rows(h), jr).reshape(h.shape[0], layout.num_positions, -1)
+            fisher = (layout.weights.to(h.dtype)[:, :, None] * per_row).sum(1, keepdim=True)
+            jr = jr.reshape(h.shape[0], layout.num_positions, *jr.shape[1:])
+            scores = torch.einsum("nstc,ntcp->nstp", eps * root, jr)  # sqrt(c_t) times the per-position score
+            col.add(
+                [
+                    ("i1", scores.square().sum(2), 2),
+                    ("i1_sequence", scores.sum(2).square(), 2),
+                    ("i2", fisher - t.curv, 2),
+                ],
+                t,
+            )
     parts = col.result()
     n = run.num_inputs
 
@@ -298,6 +337,7 @@ def estimator_terms(
     return EstimatorTerms(
         i1=get("i1"),
         i2=get("i2"),
+        i1_sequence=get("i1_sequence"),
         labels=torch.cat(labels, 0),
         path=run.engine.name,
         piecewise_linear=run.piecewise_linear,

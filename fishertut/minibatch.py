@@ -10,7 +10,9 @@ Both estimators take, per minibatch :math:`b` of :math:`B` consecutive inputs an
 :math:`\sum_{n\in b} r_n^\top h_n` with a detached output-space *channel* :math:`r_n`:
 
 * ``"i1"`` (GNB, Sophia): :math:`r_n = \varepsilon_n`, the score residual of a label drawn from the model, so
-  the gradient is :math:`B\bar g`, the summed sampled-label score;
+  the gradient is :math:`B\bar g`, the summed sampled-label score. For outputs with positions this is
+  ``"i1_sequence"`` (one label per position, every token's score summed; :math:`I_n`, :math:`V_n` are then the
+  per-sequence values of :mod:`fishertut.families.positions`), and ``"i1"`` is refused there;
 * ``"hutchinson"``: :math:`r_n = A_n\xi_n` with Rademacher :math:`\xi_n\in\{\pm1\}^C`, so the gradient is
   :math:`G_{b,i} = \sum_{n\in b}\xi_n^\top a_n`.
 
@@ -24,8 +26,8 @@ keeps it unbiased. Both are unbiased for the mean Fisher over the inputs. One mi
    - \textstyle\sum_{n\in b} I_n^2\Big],
 
 with :math:`V_n = V_1(\theta_i\mid x_n)` for GNB and :math:`V_n = 2(\|a_n\|^4 - \sum_k a_{n,k}^4)` (Rademacher,
-for this :math:`A_n`) for Hutchinson: :func:`hutchinson_unit_variance`. The Hutchinson term's relative standard
-deviation is at most :math:`\sqrt 2` whatever ``B``.
+for this :math:`A_n`) for Hutchinson (``var_hutchinson`` of :func:`~fishertut.variance_report`). The
+Hutchinson term's relative standard deviation is at most :math:`\sqrt 2` whatever ``B``.
 
 Cost (``S`` draws, ``N`` inputs): one forward and ``S`` ordinary backward passes per minibatch, parameter-sized
 memory, no per-sample gradients, on any model autograd can differentiate. With ``minibatch=1`` the same
@@ -43,6 +45,7 @@ from torch import Tensor, nn
 from .arguments import check_count, coerce_targets
 from .batches import iterate_batches
 from .families import ExponentialFamily
+from .families.positions import Positions, check_normalize, checked_mask_and_labels
 from .guards import PROBE_ROWS, check_independent_rows, check_output_kind, run_forward, warn_if_probabilities
 from .report import FisherDiagonal
 from .validation import Checks, check_batch, check_generator, check_model
@@ -50,40 +53,10 @@ from .validation import Checks, check_batch, check_generator, check_model
 __all__ = [
     "ONE_BACKWARD",
     "check_minibatch",
-    "hutchinson_channels",
-    "hutchinson_unit_variance",
     "one_backward_diagonal",
 ]
 
-ONE_BACKWARD = ("i1", "hutchinson")
-
-
-def hutchinson_channels(
-    family: ExponentialFamily, h: Tensor, samples: int, generator: torch.Generator | None
-) -> Tensor:
-    r"""Channels :math:`r = A\xi`, Rademacher :math:`\xi`, shape ``(N, S, C)``, so that :math:`r^\top J = \xi^\top a`.
-
-    ``A`` is the transpose of :meth:`~fishertut.ExponentialFamily.covariance_factor`. One draw of
-    ``(N, S, C)`` signs from ``generator`` per call.
-    """
-    n, c = h.shape
-    xi = torch.randint(0, 2, (n, samples, c), generator=generator, device=h.device).to(h.dtype) * 2 - 1
-    return xi @ family.covariance_factor(h)
-
-
-def hutchinson_unit_variance(family: ExponentialFamily, h: Tensor, jac: Tensor) -> Tensor:
-    r"""Per-input variance of one Rademacher Hutchinson term, :math:`2(\|a\|^4 - \sum_k a_k^4)`, in float64.
-
-    Args:
-        family: the output family.
-        h: outputs ``(N, C)``.
-        jac: directions ``(N, C, n)`` (one per unit or parameter).
-
-    Returns:
-        ``(N, n)`` float64, formed as :math:`2\sum_{k\ne l} a_k^2 a_l^2 \ge 0` with :math:`a = S\,J`.
-    """
-    a2 = (family.covariance_factor(h) @ jac).to(torch.float64).square()
-    return 2 * (a2.sum(1).square() - a2.square().sum(1))
+ONE_BACKWARD = ("i1", "i1_sequence", "hutchinson")
 
 
 def check_minibatch(estimator: str, minibatch: int, targets: object) -> int:
@@ -139,7 +112,7 @@ def _checked_output(
     model: nn.Module, x: Tensor, family: ExponentialFamily, checks: Checks, parts: list | None = None
 ) -> Tensor:
     """The outputs for ``x`` (by chunks of ``parts`` if given), validated: one row per input, fit for the family."""
-    h = model(x) if parts is None else torch.cat([model(c) for c, _ in parts])
+    h = model(x) if parts is None else torch.cat([model(c) for c in parts])
     check_output_kind(h.detach(), x.shape[0], h.dtype, family, checks)
     return h
 
@@ -150,23 +123,45 @@ def _probe(model: nn.Module, x: Tensor, family: ExponentialFamily, dtype: torch.
     h, _ = run_forward(lambda t: (model(t), None), probe, model, dtype, x.shape)
     check_output_kind(h, probe.shape[0], dtype, family, checks)
     check_independent_rows(model, probe, h)
-    warn_if_probabilities(model, h, family)
+    warn_if_probabilities(model, Positions(family, tuple(h.shape), None, "sequence", h.dtype, h.device).rows(h), family)
 
 
 def _channels(
-    family: ExponentialFamily,
+    layout: Positions,
     estimator: str,
     h: Tensor,
     y: Tensor | None,
     samples: int,
     generator: torch.Generator | None,
-    checks: Checks,
 ) -> Tensor:
+    """Channels ``(N, S, K)`` for flat outputs ``h``: Rademacher ones, or the residuals of every position's label."""
     if estimator == "hutchinson":
-        return hutchinson_channels(family, h, samples, generator)
+        return layout.hutchinson_channels(h, samples, generator)
     if y is None:
-        return family.sample_with_residual(h, samples, generator)[1]
-    return family.residual(h, family.check_targets(y, h, checks))
+        eps = layout.sample(h, samples, generator)[1]
+    else:
+        eps = layout.argmax(h)[1] if isinstance(y, str) else layout.given(h, y)[1]
+    return layout.score_channels(eps, per_token=False)
+
+
+def _layout(
+    family: ExponentialFamily,
+    estimator: str,
+    h: Tensor,
+    mask: Tensor | None,
+    y: Tensor | None,
+    normalize: str,
+    checks: Checks,
+) -> tuple[Positions, Tensor | None]:
+    """The positions of one minibatch's outputs ``h`` (raw shape), with its mask and checked labels."""
+    shape = tuple(h.shape)
+    if estimator == "i1" and len(shape) > 2:
+        raise ValueError(
+            "minibatch > 1 sums whole sequences before squaring: for outputs with positions, shape "
+            f"{shape}, that is estimator='i1_sequence' (GNB over sequences); 'i1' is per token, minibatch=1"
+        )
+    mask, labels = checked_mask_and_labels(family, shape, mask, y, h.device, h.dtype, checks)
+    return Positions(family, shape, mask, normalize, h.dtype, h.device), labels
 
 
 def one_backward_diagonal(
@@ -179,6 +174,8 @@ def one_backward_diagonal(
     targets: Tensor | str | None = None,
     generator: torch.Generator | None = None,
     batch_size: int | None = None,
+    mask: Tensor | None = None,
+    normalize: str = "sequence",
 ) -> FisherDiagonal:
     r"""GNB or Hutchinson with ``minibatch`` inputs summed before squaring (module docstring), by autograd.
 
@@ -187,19 +184,24 @@ def one_backward_diagonal(
     extra forward without gradients) never changes the result.
 
     Args:
-        model: any module mapping ``(N, ...)`` to ``(N, C)`` that autograd can differentiate.
+        model: any module mapping ``(N, ...)`` to ``(N, C)`` or ``(N, T, C)`` that autograd can differentiate.
         inputs: a tensor ``(N, ...)`` or an iterable of tensors or ``(x, y)`` pairs.
         family: the output family.
-        targets: ``None`` (labels from the model), labels aligned with ``inputs``, or ``"data"``; only for
-            ``"i1"``, where data labels give the squared data-label minibatch sum (biased).
+        targets: ``None`` (labels from the model), labels aligned with ``inputs``, ``"data"`` or ``"argmax"``;
+            only for ``"i1"``/``"i1_sequence"``, where fixed labels give the squared minibatch sum (biased).
         generator: random source for the labels or signs.
-        estimator: ``"i1"`` or ``"hutchinson"``.
+        estimator: ``"i1"``, ``"i1_sequence"`` or ``"hutchinson"``.
         minibatch: inputs per minibatch ``B``.
         samples_per_input: draws ``S`` of labels (or signs) per minibatch.
         batch_size: rows per call; default: the whole minibatch.
+        mask: boolean ``(N, *positions)`` for outputs with positions, as in :func:`~fishertut.fisher_diagonal`.
+        normalize: ``"sequence"`` or ``"token"``, as in :func:`~fishertut.fisher_diagonal`.
     """
     if estimator not in ONE_BACKWARD:
-        raise ValueError(f"minibatch > 1 needs estimator 'i1' or 'hutchinson', got {estimator!r}")
+        raise ValueError(f"minibatch > 1 needs estimator in {ONE_BACKWARD}, got {estimator!r}")
+    normalize = check_normalize(normalize)
+    if mask is not None and not isinstance(mask, Tensor):
+        raise TypeError(f"mask must be None or a boolean tensor (N, *positions), got {type(mask).__name__}")
     size = check_count(minibatch, "minibatch")
     samples = check_count(samples_per_input, "samples_per_input")
     chunk = size if batch_size is None else check_count(batch_size, "batch_size")
@@ -209,7 +211,8 @@ def one_backward_diagonal(
         raise ValueError(f"samples_per_input must be 1 when targets are given, got {samples}")
     device, dtype = check_model(model)
     check_generator(generator, device)
-    targets = coerce_targets(targets, device, dtype)
+    argmax = isinstance(targets, str) and targets == "argmax"
+    targets = coerce_targets(None if argmax else targets, device, dtype)
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     sums = [torch.zeros(p.shape, dtype=torch.float64, device=device) for _, p in params]
     checks, count = Checks(), 0
@@ -218,21 +221,29 @@ def one_backward_diagonal(
             continue
         if count == 0:
             _probe(model, xb, family, dtype, checks)
-        parts = list(zip(xb.split(chunk), (None,) * xb.shape[0] if yb is None else yb.split(chunk)))
+        rows = None if mask is None else mask[count : count + xb.shape[0]]
+        if rows is not None and rows.shape[0] != xb.shape[0]:
+            raise ValueError(f"mask has {mask.shape[0]} rows but inputs has more than that")
+        parts = xb.split(chunk)
         single = len(parts) == 1
         # one chunk: square each gradient straight into the float64 sums; several: add the chunks' gradients first
         grads = None if single else [[torch.zeros_like(p) for _, p in params] for _ in range(samples)]
         if not single:
             with torch.no_grad():
                 h_all = _checked_output(model, xb, family, checks, parts)
-            channels = _channels(family, estimator, h_all, yb, samples, generator, checks).split(chunk)
-        for index, (x, _) in enumerate(parts):
+            layout, yb = _layout(family, estimator, h_all, rows, yb, normalize, checks)
+            yb = "argmax" if argmax else yb
+            channels = _channels(layout, estimator, layout.flat(h_all), yb, samples, generator).split(chunk)
+        for index, x in enumerate(parts):
             with torch.enable_grad():
                 if single:
                     h = _checked_output(model, x, family, checks)
-                    chan = _channels(family, estimator, h.detach(), yb, samples, generator, checks)
+                    layout, yb = _layout(family, estimator, h.detach(), rows, yb, normalize, checks)
+                    yb = "argmax" if argmax else yb
+                    h = layout.flat(h)
+                    chan = _channels(layout, estimator, h.detach(), yb, samples, generator)
                 else:
-                    h, chan = model(x), channels[index]
+                    h, chan = model(x).reshape(x.shape[0], -1), channels[index]
                 for s in range(samples):
                     g = torch.autograd.grad(
                         (chan[:, s] * h).sum(), [p for _, p in params], retain_graph=s < samples - 1, allow_unused=True
@@ -252,6 +263,8 @@ def one_backward_diagonal(
     checks.flush()
     if count == 0:
         raise ValueError("inputs is empty: it yielded no rows")
+    if mask is not None and count != mask.shape[0]:
+        raise ValueError(f"mask has {mask.shape[0]} rows but inputs has {count}")
     values = {n: (total / (count * samples)).to(dtype) for (n, _), total in zip(params, sums)}
     return FisherDiagonal(
         values,
@@ -259,6 +272,7 @@ def one_backward_diagonal(
         path="autograd",
         num_inputs=count,
         samples_per_input=samples,
-        labels="given" if targets is not None else "model",
+        labels="argmax" if argmax else "given" if targets is not None else "model",
         minibatch=size,
+        normalize=normalize,
     )

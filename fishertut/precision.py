@@ -125,7 +125,8 @@ def _plan_tensor(
         for b in sizes if per_input else [b for b in sizes if b > 1] or [1]:
             rho = 0.0
             if live.any():
-                rho = _relative_variance(fisher[live], var_x[live], cond[est][live], n, b).max().item()
+                v = cond["i1_sequence" if est == "i1" and b > 1 else est][live]
+                rho = _relative_variance(fisher[live], var_x[live], v, n, b).max().item()
             s = min(max(1, math.ceil(rho / (delta * rtol**2))), max_samples)
             cost = s * (PER_INPUT_COST if b == 1 else 1 + CALL_OVERHEAD / b)
             options.append(PlanEntry(est, b, s, cost, math.sqrt(rho / (s * delta)), zero))
@@ -148,6 +149,8 @@ def estimate(
     estimators: tuple[str, ...] = CANDIDATES,
     max_samples: int = 1000,
     batch_size: int | None = None,
+    mask: Tensor | None = None,
+    normalize: str = "sequence",
 ) -> Estimate:
     r"""The diagonal Fisher over ``inputs`` with relative error at most ``rtol`` with probability ``1 - delta``.
 
@@ -166,6 +169,9 @@ def estimate(
         estimators: candidates among ``"exact"``, ``"i1"`` and ``"hutchinson"``.
         max_samples: cap on the draws per input or minibatch.
         batch_size: rows per engine call (memory only), at most ``N``.
+        mask: boolean ``(N, *positions)`` for outputs with positions (e.g. language-model logits ``(N, T, V)``),
+            as in :func:`~fishertut.fisher_diagonal`; shuffled with the inputs.
+        normalize: ``"sequence"`` (default) or ``"token"``, as in :func:`~fishertut.fisher_diagonal`.
 
     Returns:
         :class:`Estimate`.
@@ -187,7 +193,14 @@ def estimate(
     device, _ = check_model(model)
     check_generator(generator, device)
     order = torch.randperm(n, generator=generator, device=device).to(inputs.device)
-    per = per_input_statistics(model, inputs[order[:pilot]], family, batch_size=batch_size)
+    if mask is not None and (not isinstance(mask, Tensor) or mask.shape[:1] != inputs.shape[:1]):
+        got = tuple(mask.shape) if isinstance(mask, Tensor) else type(mask).__name__
+        raise ValueError(f"mask must be a boolean tensor with one row per input ({n}), got {got}")
+    mask = None if mask is None else mask.to(device)
+    part = None if mask is None else mask[order[:pilot]]
+    per = per_input_statistics(
+        model, inputs[order[:pilot]], family, batch_size=batch_size, mask=part, normalize=normalize
+    )
     per_input = LayerwiseEngine.unsupported_reason(model) is None
     with torch.no_grad():
         classes = model(inputs[:1]).shape[-1]
@@ -195,8 +208,10 @@ def estimate(
     for k, f_n in per.fisher.items():
         f_n = f_n.to(torch.float64)
         fisher, var_x = f_n.mean(0), f_n.var(0, unbiased=False)
+        # B > 1 squares whole sequences: GNB over sequences has the per-sequence variance (equal without positions)
         cond = {
             "i1": per.var_i1[k].to(torch.float64).mean(0),
+            "i1_sequence": per.var_i1_sequence[k].to(torch.float64).mean(0),
             "hutchinson": per.var_hutchinson[k].to(torch.float64).mean(0),
         }
         entry = _plan_tensor(
@@ -218,9 +233,10 @@ def estimate(
         else:
             pairs = same_minibatch_pairs(n, entry.minibatch)
             pair_mean = fisher.square() - (var_x / (n - 1) if n > 1 else 0)
-            var = (n * cond[entry.estimator] + 2 * pairs * pair_mean) / (n * n * entry.samples_per_input)
+            name = "i1_sequence" if entry.estimator == "i1" and entry.minibatch > 1 else entry.estimator
+            var = (n * cond[name] + 2 * pairs * pair_mean) / (n * n * entry.samples_per_input)
             stderr[k] = var.clamp_min(0).sqrt()
-    shuffled = inputs[order]
+    shuffled, mask = inputs[order], None if mask is None else mask[order]
     runs, values = {}, {}
     for k, e in plan.items():
         key = (e.estimator, e.minibatch, e.samples_per_input)
@@ -229,11 +245,13 @@ def estimate(
                 model,
                 shuffled,
                 family,
-                e.estimator,
+                "i1_sequence" if e.estimator == "i1" and e.minibatch > 1 else e.estimator,
                 generator=generator,
                 samples_per_input=1 if e.estimator == "exact" else e.samples_per_input,
                 minibatch=e.minibatch,
                 batch_size=batch_size,
+                mask=mask,
+                normalize=normalize,
             )
         values[k] = runs[key][k]
     dtype = next(iter(values.values())).dtype

@@ -29,22 +29,24 @@ from .variances import minibatch_variance
 
 __all__ = ["FisherDiagonal", "Bounds", "VarianceReport", "ConditionalStatistics", "EstimatorTerms"]
 
-ESTIMATORS = ("exact", "i1", "i2", "hutchinson")
+ESTIMATORS = ("exact", "i1", "i1_sequence", "i2", "hutchinson")
+SAMPLED = ("i1", "i1_sequence", "i2", "hutchinson")
 
 
 class FisherDiagonal(dict):
     r"""``{parameter name: tensor shaped like the parameter}``, with how it was computed.
 
     Attributes:
-        estimator: ``"exact"``, ``"i1"``, ``"i2"`` or ``"hutchinson"``.
+        estimator: ``"exact"``, ``"i1"``, ``"i1_sequence"``, ``"i2"`` or ``"hutchinson"``.
         path: the engine used, ``"layerwise"``, ``"graph"`` or ``"generic"``, or ``"autograd"`` (one backward per
             minibatch).
         num_inputs: number of inputs :math:`N`.
         samples_per_input: labels per input (1 for ``"exact"`` and for data labels).
-        labels: ``"model"`` (sampled), ``"given"`` (targets), or ``None`` for ``"exact"``.
+        labels: ``"model"`` (sampled), ``"given"`` (targets), ``"argmax"``, or ``None`` for ``"exact"``.
         minibatch: inputs summed before squaring (1: per-input estimators).
         piecewise_linear: parameters proven from the traced graph to have :math:`u \equiv 0` (every operation
             between them and the output piecewise linear); their second derivatives were never computed.
+        normalize: ``"sequence"`` or ``"token"`` (:mod:`fishertut.families.positions`).
     """
 
     def __init__(
@@ -58,8 +60,10 @@ class FisherDiagonal(dict):
         labels: str | None,
         minibatch: int = 1,
         piecewise_linear: frozenset[str] = frozenset(),
+        normalize: str = "sequence",
     ) -> None:
         super().__init__(values)
+        self.normalize = normalize
         self.estimator = estimator
         self.path = path
         self.num_inputs = num_inputs
@@ -108,7 +112,11 @@ class VarianceReport:
     r"""Exact FIM diagonal, conditional variances of Î1 and Î2, input variance and bounds (module docstring).
 
     Attributes:
-        fisher, var_i1, var_i2, var_x: ``{parameter name: tensor shaped like the parameter}``.
+        fisher, var_i1, var_i2, var_x: ``{parameter name: tensor shaped like the parameter}``. With outputs
+            with positions, ``var_i1`` is the per-token Î1's (:mod:`fishertut.families.positions`).
+        var_i1_sequence: the per-sequence Î1's (square of the summed score over positions): ``var_i1`` plus
+            :math:`2[(\sum_t c_tI_t)^2 - \sum_t c_t^2I_t^2]` averaged over inputs; equal to ``var_i1`` without
+            positions.
         var_hutchinson: mean over inputs of the Rademacher Hutchinson term's variance
             :math:`2(\|a\|^4 - \sum_k a_k^4)` (:mod:`fishertut.minibatch`).
         bounds: :class:`Bounds`.
@@ -116,6 +124,8 @@ class VarianceReport:
         path: the engine used.
         piecewise_linear: parameters proven from the traced graph to have :math:`u \equiv 0` (so
             ``var_i2`` is 0 there); their second derivatives were never computed.
+        max_positions: the most positions of one input's output (1 for ``(N, C)`` outputs).
+        normalize: ``"sequence"`` or ``"token"``.
     """
 
     fisher: dict[str, Tensor]
@@ -128,6 +138,9 @@ class VarianceReport:
     family: object = field(repr=False, default=None)
     var_hutchinson: dict[str, Tensor] = field(default_factory=dict)
     piecewise_linear: frozenset[str] = frozenset()
+    var_i1_sequence: dict[str, Tensor] = field(default_factory=dict)
+    max_positions: int = 1
+    normalize: str = "sequence"
 
     def statistics(self) -> dict[str, dict[str, Tensor]]:
         """The per-parameter fields by name: ``fisher``, ``var_x``, ``var_i1``, ``var_i2`` and the four bounds."""
@@ -143,10 +156,35 @@ class VarianceReport:
             "v2_upper": b.v2_upper,
         }
 
+    def bias(self, estimate: dict[str, Tensor]) -> dict[str, Tensor]:
+        r"""``estimate`` minus the exact Fisher of the report, per parameter: the error of a fixed-label estimate.
+
+        The empirical Fisher (``targets`` from the data) and the argmax-label recipe (``targets="argmax"``) are
+        deterministic given the inputs, and biased by design: this difference is their whole error. Pass an
+        estimate over the same inputs (and ``mask``, ``normalize``) as the report.
+
+        Raises:
+            ValueError: the estimate covers other parameters, another number of inputs or normalisation.
+        """
+        if set(estimate) != set(self.fisher):
+            raise ValueError(f"estimate has parameters {sorted(estimate)}, the report {sorted(self.fisher)}")
+        for attr in ("num_inputs", "normalize"):
+            mine, theirs = getattr(self, attr), getattr(estimate, attr, getattr(self, attr))
+            if mine != theirs:
+                raise ValueError(
+                    f"estimate has {attr}={theirs!r} but the report {attr}={mine!r}: compare like with like"
+                )
+        return {k: estimate[k] - self.fisher[k] for k in self.fisher}
+
     def conditional_variance(self, estimator: str) -> dict[str, Tensor]:
-        """``var_i1``, ``var_i2`` or ``var_hutchinson``."""
-        check_estimator(estimator, ("i1", "i2", "hutchinson"))
-        return {"i1": self.var_i1, "i2": self.var_i2, "hutchinson": self.var_hutchinson}[estimator]
+        """``var_i1``, ``var_i1_sequence``, ``var_i2`` or ``var_hutchinson``."""
+        check_estimator(estimator, SAMPLED)
+        return {
+            "i1": self.var_i1,
+            "i1_sequence": self.var_i1_sequence or self.var_i1,
+            "i2": self.var_i2,
+            "hutchinson": self.var_hutchinson,
+        }[estimator]
 
     def estimator_variance(
         self,
@@ -162,9 +200,11 @@ class VarianceReport:
         (eq. eq-ilv-total-variance).
         With ``B = minibatch`` inputs summed before squaring (GNB for ``"i1"``, Hutchinson) and ``B | N``:
         :math:`\mathrm{var\_x}/N + (\mathrm{var\_ik} + 2(B-1)\mathcal I^2)/(NS)`. ``"i2"`` ignores ``minibatch``.
+        For outputs with positions, GNB over sequences is ``"i1_sequence"`` with ``minibatch=B`` (the squared
+        sum of every token's score in the minibatch); ``"i1"`` (per token) takes ``minibatch=1`` only there.
 
         Args:
-            estimator: ``"i1"``, ``"i2"`` or ``"hutchinson"``.
+            estimator: ``"i1"``, ``"i1_sequence"``, ``"i2"`` or ``"hutchinson"``.
             num_inputs: :math:`N` (default: the report's ``num_inputs``).
             samples_per_input: :math:`S`, labels (or sign vectors) per input, or per minibatch.
             minibatch: :math:`B`, inputs summed before squaring.
@@ -176,6 +216,11 @@ class VarianceReport:
         n = check_count(self.num_inputs if num_inputs is None else num_inputs, "num_inputs")
         s = check_count(samples_per_input, "samples_per_input")
         b = 1 if estimator == "i2" else check_count(minibatch, "minibatch")
+        if estimator == "i1" and b > 1 and self.max_positions > 1:
+            raise ValueError(
+                "minibatch > 1 sums whole sequences before squaring: for outputs with positions that is "
+                "estimator='i1_sequence' (GNB over sequences); 'i1' is per token and takes minibatch=1"
+            )
         return {
             k: minibatch_variance(self.fisher[k], self.var_x[k], cond[k], n, s, b, inputs, self.num_inputs)
             for k in self.fisher
@@ -228,6 +273,7 @@ class ConditionalStatistics:
     path: str
     var_hutchinson: dict[str, Tensor] = field(default_factory=dict)
     piecewise_linear: frozenset[str] = frozenset()
+    var_i1_sequence: dict[str, Tensor] = field(default_factory=dict)
 
 
 @dataclass
@@ -237,6 +283,9 @@ class EstimatorTerms:
     ``i1[k][n, s]`` is :math:`(\partial_{\theta}\log p(y_{ns}|x_n))^2` and ``i2[k][n, s]`` is
     :math:`-\partial^2_{\theta}\log p(y_{ns}|x_n)`; ``labels`` are the :math:`y_{ns}`. The estimators are the
     means over ``(n, s)``. ``piecewise_linear``: the parameters proven to have :math:`u \equiv 0`.
+    With outputs with positions, ``i1`` is the per-token term :math:`\sum_t c_t g_t^2`, ``i1_sequence`` the
+    per-sequence term :math:`(\sum_t\sqrt{c_t}g_t)^2` and ``i2`` :math:`-\sum_t c_t\partial^2\log p(y_t|x)`;
+    ``labels`` are ``(N, S, *positions)`` (:mod:`fishertut.families.positions`).
     """
 
     i1: dict[str, Tensor]
@@ -244,3 +293,4 @@ class EstimatorTerms:
     labels: Tensor
     path: str
     piecewise_linear: frozenset[str] = frozenset()
+    i1_sequence: dict[str, Tensor] = field(default_factory=dict)

@@ -52,8 +52,12 @@ def test_flatten_first_is_layerwise_and_image_without_flatten_is_rejected():
     assert a.path == "layerwise"
     assert_dicts_close(a.var_i2, b.var_i2, what="var_i2")
     no_flatten = ft.lab.models.mlp([4, 5, 3], "tanh", dtype=torch.float64)
-    with pytest.raises(ValueError, match=r"must have shape \(N, C\)"):
-        ft.fisher_diagonal(no_flatten, torch.randn(3, 2, 4, dtype=torch.float64), ft.Categorical())
+    # without Flatten the output (3, 2, 3) has positions: each input's Fisher sums its two positions
+    x3 = torch.randn(3, 2, 4, dtype=torch.float64)
+    per_position = ft.fisher_diagonal(no_flatten, x3.reshape(6, 4), ft.Categorical())
+    summed = ft.fisher_diagonal(no_flatten, x3, ft.Categorical())
+    assert summed.path == "generic"
+    assert_dicts_close(summed, {k: 2 * v for k, v in per_position.items()}, what="positions")
     with pytest.raises(ft.UnsupportedModelError, match="2-D inputs"):
         ft.fisher_diagonal(no_flatten, torch.randn(3, 2, 4, dtype=torch.float64), ft.Categorical(), path="layerwise")
 

@@ -88,7 +88,9 @@ def test_inf_in_parameters(model, x):
 
 
 def test_unknown_estimator(model, x):
-    with pytest.raises(ValueError, match=r"estimator must be one of \('exact', 'i1', 'i2', 'hutchinson'\), got 'i3'"):
+    with pytest.raises(
+        ValueError, match=r"estimator must be one of \('exact', 'i1', 'i1_sequence', 'i2', 'hutchinson'\), got 'i3'"
+    ):
         ft.fisher_diagonal(model, x, ft.Categorical(), "i3")
 
 

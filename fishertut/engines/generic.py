@@ -1,5 +1,7 @@
 r"""The generic engine: any ``nn.Module`` mapping a batch ``(N, ...)`` to ``(N, C)``, through ``torch.func``.
 
+Outputs with positions ``(N, T, C)`` are seen flattened, ``(N, T·C)`` (:mod:`fishertut.families.positions`).
+
 Per input, :math:`v_i = \partial h/\partial\theta_i` for all parameters comes from one ``jacrev`` (``C``
 backward passes), and :math:`u_i = \partial^2 h/\partial\theta_i^2` from a forward-over-forward directional
 derivative :math:`\frac{d^2}{ds^2} h(\theta + s e_i)|_{s=0}` per coordinate (``vmap``-ed in chunks of the
@@ -88,7 +90,8 @@ class GenericEngine:
 
     def _output(self, params: dict[str, Tensor], x: Tensor) -> Tensor:
         state = {alias: params[name] for alias, name in self.aliases.items()}
-        return functional_call(self.model, state, (x.unsqueeze(0),), tie_weights=False).squeeze(0)
+        # outputs with positions (1, T, C) are flattened: the engine sees (K,) per input, K = T * C
+        return functional_call(self.model, state, (x.unsqueeze(0),), tie_weights=False).reshape(-1)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """The outputs ``h`` of the batch and the tape (the batch itself)."""

@@ -39,32 +39,40 @@ class OutputSpectrum:
 
 
 class ExponentialFamily(ABC):
-    """An output distribution whose natural parameter is the network output ``h`` of shape ``(N, C)``."""
+    """An output distribution whose natural parameter is the network output ``h`` of shape ``(N, C)``.
+
+    Outputs with positions, ``(N, T, C)``, are read per position (:mod:`fishertut.families.positions`); the
+    methods below then see one row per (input, position).
+    """
 
     name: str = "family"
 
     def check_output(self, h: Tensor, checks: Checks | None = None) -> None:
-        """Raise ``ValueError`` unless ``h`` is a finite floating tensor of shape ``(N, C)`` fit for the family.
+        """Raise ``ValueError`` unless ``h`` is a finite floating tensor ``(N, ...)`` fit for the family.
 
-        The finiteness check goes through ``checks`` (see :class:`fishertut.validation.Checks`) when given.
+        ``(N, C)``, or with positions ``(N, T, C)`` (any number of position axes; the classes, or the Gaussian's
+        output dimensions, in axis ``class_axis``, default last). The finiteness check goes through ``checks``
+        (see :class:`fishertut.validation.Checks`) when given.
         """
         if not isinstance(h, Tensor) or not h.is_floating_point():
             raise ValueError(
                 f"{self!r}: the model output must be a floating-point tensor, got {type(h).__name__}"
                 + (f" of dtype {h.dtype}" if isinstance(h, Tensor) else "")
             )
-        if h.ndim != 2:
+        axis = self.class_axis
+        if h.ndim < 2 or not (-h.ndim < axis < h.ndim) or axis % h.ndim == 0:
             raise ValueError(
-                f"{self!r}: the model output must have shape (N, C) = (batch, {self._axis_name}), "
-                f"got shape {tuple(h.shape)}"
+                f"{self!r}: the model output must have shape (N, C) = (batch, {self._axis_name}), or (N, T, C) "
+                f"with positions, the {self._axis_name} in axis class_axis={axis}; got shape {tuple(h.shape)}"
             )
-        if h.shape[1] < self.min_outputs:
+        if h.shape[axis] < self.min_outputs:
             raise ValueError(
-                f"{self!r}: the model output must have at least {self.min_outputs} columns "
-                f"({self._axis_name}), got shape {tuple(h.shape)}"
+                f"{self!r}: the model output must have at least {self.min_outputs} columns ({self._axis_name}) in "
+                f"axis {axis % h.ndim} (class_axis={axis}), got shape {tuple(h.shape)}"
             )
         (checks or Checks()).require(torch.isfinite(h).all(), lambda: f"{self!r}: the model output contains NaN or Inf")
 
+    class_axis: int = -1
     min_outputs: int = 1
     _axis_name: str = "outputs"
 

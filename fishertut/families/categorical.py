@@ -15,16 +15,32 @@ class Categorical(ExponentialFamily):
     r"""Softmax classification: :math:`t(y) = e_y`, :math:`F(h) = \log\sum_c e^{h_c}`, :math:`p = \mathrm{softmax}(h)`.
 
     The model output ``h`` are logits of shape ``(N, C)`` with ``C >= 2``; labels are class indices.
+    Outputs with positions, such as a language model's ``(N, T, V)``, are independent categoricals per
+    position given the input (teacher forcing); the Fisher of an input sums its unmasked positions
+    (:mod:`fishertut.families.positions`).
     Class sums are exact: :math:`I = \sum_c p_c (w_c - \bar w)^2` and :math:`K[w^4] = \sum_c p_c (w_c-\bar w)^4`
     with :math:`\bar w = p^\top w` (chapter "Classification", eq. eq-cls-diag).
+
+    Args:
+        class_axis: the output axis that holds the classes. Default ``-1``, the last: the language-model layout
+            ``(N, T, V)``. ``class_axis=1`` reads PyTorch's cross-entropy layout ``(N, C, d_1, ...)``.
+
+    Example: ``Categorical()`` for logits ``(N, T, V)``; ``Categorical(class_axis=1)`` for ``(N, C, H, W)``.
     """
 
     name = "categorical"
     min_outputs = 2
     _axis_name = "classes"
 
+    def __init__(self, class_axis: int = -1) -> None:
+        if isinstance(class_axis, bool) or not isinstance(class_axis, int) or class_axis == 0:
+            raise ValueError(
+                f"Categorical: class_axis must be a non-zero integer (axis 0 is the batch), got {class_axis!r}"
+            )
+        self.class_axis = class_axis
+
     def __repr__(self) -> str:
-        return "Categorical()"
+        return "Categorical()" if self.class_axis == -1 else f"Categorical(class_axis={self.class_axis})"
 
     def check_targets(self, targets: Tensor, h: Tensor, checks: Checks | None = None) -> Tensor:
         n, c = h.shape
