@@ -77,7 +77,8 @@ def char_gpt(
 ) -> CharGPT:
     """A :class:`CharGPT` initialised under ``seed`` (the global generator restored), in eval mode.
 
-    The positional embedding starts at ``N(0, 0.02²)`` like GPT-2's; the rest keeps PyTorch's defaults.
+    The token and positional embeddings start at ``N(0, 0.02²)`` like GPT-2's (with the tied head, the first
+    logits are then near zero); the rest keeps PyTorch's defaults.
     """
     if d_model % heads:
         raise ValueError(f"d_model ({d_model}) must be a multiple of heads ({heads})")
@@ -85,4 +86,5 @@ def char_gpt(
         torch.manual_seed(seed)
         model = CharGPT(vocab_size, context, d_model, heads, layers)
         nn.init.normal_(model.position, std=0.02)
+        nn.init.normal_(model.token.weight, std=0.02)
     return model.to(dtype).eval()
