@@ -108,10 +108,10 @@ def _expectation_and_variance(stats: SequenceStats, recipe: str, n: int, b: int)
 
 
 def bias_and_spread(stats: SequenceStats, budgets: tuple[int, ...] = (100, 256, 1000), minibatch: int = 4) -> list:
-    """Rows ``(recipe, group, relative bias, {n: median relative std})`` per parameter group of the model.
+    r"""Rows ``(recipe, group, relative bias, {n: median relative std})`` per parameter group of the model.
 
-    The relative bias is :math:`(\\sum_i \\mathbb E\\hat F_i - \\sum_i F_i)/\\sum_i F_i` over the group's entries;
-    the relative standard deviation of an entry is :math:`\\sqrt{\\mathrm{Var}\\hat F_i}/F_i` at ``n`` sequences
+    The relative bias is :math:`(\sum_i \mathbb E\hat F_i - \sum_i F_i)/\sum_i F_i` over the group's entries;
+    the relative standard deviation of an entry is :math:`\sqrt{\mathrm{Var}\hat F_i}/F_i` at ``n`` sequences
     drawn i.i.d. from the pool (variances scale as ``1/n``), its median over the group's entries with
     :math:`F_i > 0`. The √p recipe's spread comes from its minibatch composition only and is left as NaN.
     """
@@ -136,7 +136,7 @@ def bias_and_spread(stats: SequenceStats, budgets: tuple[int, ...] = (100, 256, 
 
 
 def merge_weight_variance(fa: Tensor, fb: Tensor, var_a: Tensor, var_b: Tensor) -> Tensor:
-    r"""Delta-method variance of :math:`w = F_A/(F_A+F_B)` for independent estimates with variances ``var_a``, ``var_b``.
+    r"""Delta-method variance of :math:`w = F_A/(F_A+F_B)` for independent estimates ``var_a``, ``var_b``.
 
     :math:`\mathrm{Var}\,w \approx w^2(1-w)^2(\mathrm{Var}\hat F_A/F_A^2 + \mathrm{Var}\hat F_B/F_B^2)`.
     """

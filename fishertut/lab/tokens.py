@@ -45,7 +45,7 @@ class TokenScores:
 
 
 def class_scores(model: nn.Module, ids: Tensor) -> TokenScores:
-    r"""The gradients :math:`\partial_\theta\log p(c\mid x,t)` of one sequence ``ids`` ``(T,)``, every ``t`` and ``c``."""
+    r"""The gradients :math:`\partial_\theta\log p(c\mid x,t)` of one sequence ``ids`` ``(T,)``, all ``t``, ``c``."""
     params = {k: v.detach() for k, v in model.named_parameters()}
 
     def logp(p: dict[str, Tensor]) -> Tensor:
