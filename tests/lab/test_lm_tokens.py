@@ -86,3 +86,15 @@ def test_merge_weight_budget_by_simulation():
         w, w0 = a / (a + b), fa[i] / (fa[i] + fb[i])
         inside = ((w - w0).abs() <= 0.1 * w0).double().mean().item()
         assert abs(inside - 0.95) < 4 * math.sqrt(0.05 * 0.95 / reps) + 0.01
+
+
+@pytest.mark.parametrize("positions", [1, 2, 4])
+def test_summed_score_variance_has_the_cross_position_term(positions):
+    import sympy as sp
+
+    from fishertut.lab import symbolic
+
+    mean, var, fisher, fourth = symbolic.summed_score_moments(positions)
+    assert sp.simplify(mean - sum(fisher)) == 0
+    cross = 2 * (sum(fisher) ** 2 - sum(i**2 for i in fisher))
+    assert sp.simplify(var - sum(m - i**2 for m, i in zip(fourth, fisher, strict=True)) - cross) == 0
