@@ -15,7 +15,8 @@ package. Each module says which chapters use it:
   matter downstream?");
 * :mod:`~fishertut.lab.text`, :mod:`~fishertut.lab.gpt`, :mod:`~fishertut.lab.merging`: the documentation corpus
   that ships with Python, the tiny character-level GPT, Fisher merging and saliency pruning (chapter "The Fisher
-  of a language model");
+  of a language model"), with :mod:`~fishertut.lab.tokens` (every per-class score of a sequence) and
+  :mod:`~fishertut.lab.lmstudy` (the recipes of LM code, their bias, variance and budgets);
 * :mod:`~fishertut.lab.plotting`: the house style and all the book's figure helpers;
 * :mod:`~fishertut.lab.symbolic`: the SymPy derivations of the two families (the theory chapters);
 * :mod:`~fishertut.lab.tables`: tables formatted for people (every chapter that shows a table).
@@ -33,6 +34,7 @@ _SUBMODULES = (
     "data",
     "downstream",
     "gpt",
+    "lmstudy",
     "merging",
     "models",
     "montecarlo",
@@ -41,6 +43,7 @@ _SUBMODULES = (
     "symbolic",
     "tables",
     "text",
+    "tokens",
     "training",
 )
 
