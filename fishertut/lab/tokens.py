@@ -133,7 +133,7 @@ def sequence_stats(
                 "var_seq": v_t.sum(0) + 2 * (total.square() - i_t.square().sum(0)),
                 "data": sq[steps, target].sum(0),
                 "argmax": sq[steps, top].sum(0),
-                "last_argmax": sq[-1, top[-1]],
+                "last_argmax": sq[-1, int(top[-1])].clone(),  # a copy: a view would keep the whole Jacobian
                 "sqrt_p_score": (pv.sqrt() * s).sum((0, 1)),
                 "token_draws": sq[steps[:, None], labels].sum(0),
                 "sequence_draws": s[steps[:, None], labels].sum(0),
