@@ -17,6 +17,10 @@ package. Each module says which chapters use it:
 * :mod:`~fishertut.lab.laplace`: the diagonal Laplace posterior's logit variances, probit predictive and evidence,
   :mod:`~fishertut.lab.stacked`: many small networks trained at once, :mod:`~fishertut.lab.statistics`: t intervals
   and AUROC (chapter :doc:`/book/downstream`);
+* :mod:`~fishertut.lab.text`, :mod:`~fishertut.lab.char_gpt`, :mod:`~fishertut.lab.merging`: the documentation
+  corpus that ships with Python, the tiny character-level GPT, Fisher merging and saliency pruning (chapter
+  :doc:`/book/language_model`), with :mod:`~fishertut.lab.tokens` (every per-class score of a sequence) and
+  :mod:`~fishertut.lab.lmstudy` (the recipes of LM code, their bias, variance and budgets);
 * :mod:`~fishertut.lab.plotting`: the house style and all the book's figure helpers;
 * :mod:`~fishertut.lab.symbolic`: the SymPy derivations of the two families (the theory chapters);
 * :mod:`~fishertut.lab.tables`: tables formatted for people (every chapter that shows a table).
@@ -31,10 +35,13 @@ import importlib
 _SUBMODULES = (
     "bounds",
     "casestudy",
+    "char_gpt",
     "data",
-    "gpt",
     "downstream",
+    "gpt",
     "laplace",
+    "lmstudy",
+    "merging",
     "models",
     "montecarlo",
     "natural_gradient",
@@ -43,6 +50,8 @@ _SUBMODULES = (
     "statistics",
     "symbolic",
     "tables",
+    "text",
+    "tokens",
     "training",
 )
 

@@ -23,6 +23,9 @@ The categorical fourth central moment tensor (:eq:`eq-cls-k` in :doc:`/book/clas
 enumeration over the classes (:func:`categorical_fourth_moment_enumerated`) and by the explicit Kronecker-delta formula
 (:func:`categorical_fourth_moment`).
 
+For sequence outputs (chapter :doc:`/book/language_model`), :func:`summed_score_moments` takes the
+expectation of powers of a sum of independent zero-mean scores, term by term.
+
 See chapters :doc:`/book/exponential_family`, :doc:`/book/conditional_variances` and :doc:`/book/classification`.
 """
 
@@ -36,6 +39,7 @@ import numpy as np
 import sympy as sp
 
 __all__ = [
+    "summed_score_moments",
     "SymbolicFamily",
     "gaussian",
     "categorical",
@@ -257,3 +261,34 @@ def _stack(out: object, batch: tuple[int, ...]) -> np.ndarray:
     if isinstance(out, (list, tuple)):
         return np.stack([_stack(o, batch) for o in out])
     return np.broadcast_to(np.asarray(out, dtype=float), batch)
+
+
+def summed_score_moments(positions: int) -> tuple[sp.Expr, sp.Expr, tuple[sp.Symbol, ...], tuple[sp.Symbol, ...]]:
+    r"""Mean and variance of :math:`(\sum_t g_t)^2` for independent zero-mean :math:`g_1, \dots, g_T`.
+
+    :math:`\mathbb E g_t^2 = I_t` and :math:`\mathbb E g_t^4 = m_t`; third moments are symbols too, and cancel.
+    The square and the fourth power are expanded, and each monomial's expectation is the product of the
+    per-position moments (independence), zero where some :math:`g_t` appears to the first power.
+
+    Returns:
+        ``(mean, variance, I, m)``: expressions in the symbols ``I = (I_1, ..., I_T)`` and ``m``.
+    """
+    g = sp.symbols(f"g1:{positions + 1}")
+    fisher = sp.symbols(f"I1:{positions + 1}", positive=True)
+    fourth = sp.symbols(f"m1:{positions + 1}", positive=True)
+    third = sp.symbols(f"k1:{positions + 1}")
+
+    def expect(expr: sp.Expr) -> sp.Expr:
+        poly = sp.Poly(sp.expand(expr), *g)
+        total = sp.Integer(0)
+        for powers, coeff in poly.terms():
+            moments = {0: 1, 1: 0, 2: None, 3: None, 4: None}
+            term = coeff
+            for t, k in enumerate(powers):
+                term *= {2: fisher[t], 3: third[t], 4: fourth[t]}.get(k, moments.get(k))
+            total += term
+        return sp.expand(total)
+
+    score = sum(g)
+    mean = expect(score**2)
+    return mean, sp.expand(expect(score**4) - mean**2), fisher, fourth
