@@ -21,7 +21,8 @@ See chapter :doc:`/book/estimators` (section "What each costs").
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import Tensor, nn
@@ -41,6 +42,17 @@ __all__ = ["GenericEngine"]
 # Attention (``scaled_dot_product_attention``, e.g. in ``nn.MultiheadAttention``) runs through PyTorch's
 # composite math kernel here: the fused CPU kernel has neither a forward-mode rule nor a double backward.
 _ATTENTION_KERNELS = [SDPBackend.MATH]
+
+
+@contextmanager
+def differentiable(model: nn.Module) -> Iterator[None]:
+    """The model as ``torch.func`` can differentiate it, while the engine works.
+
+    No in-place operations, checkpoints run plainly, the composites of :mod:`.composites` in place of fused
+    kernels, and attention by its plain (math) kernel.
+    """
+    with inplace_disabled(model), plain_checkpoints(), composites(model), sdpa_kernel(_ATTENTION_KERNELS):
+        yield
 
 
 def _load_forward_ad_decompositions() -> None:
@@ -220,26 +232,31 @@ class GenericEngine:
         """
         x = tape
         try:
-            with (
-                inplace_disabled(self.model),
-                plain_checkpoints(),
-                composites(self.model),
-                sdpa_kernel(_ATTENTION_KERNELS),
-            ):
+            with differentiable(self.model):
                 jac = self._over_inputs(lambda xi: jacrev(self._output)(self.params, xi), x)
                 if curvature_channels is not None and not self._mode_checked:
                     self._mode_checked = True
                     self._choose_mode(take_rows(x, 0, 1))
-                for name in self.params:
-                    j = jac[name].reshape(*jac[name].shape[:2], -1)  # (N, C, numel), 0-d parameters too
-                    curv, zero = None, curvature_channels is not None and name in self.piecewise_linear
-                    if zero:
-                        curv = j.new_zeros(()).expand(j.shape[0], curvature_channels.shape[1], j.shape[2])
-                    elif curvature_channels is not None:
-                        curv = curvature_channels @ self._second_derivatives(name, x)
-                    yield UnitTerms(jac=channels @ j, curv=curv, targets=[(name, None)], curv_zero=zero)
+                # (N, C, numel), 0-d parameters too
+                projected = ((n, channels @ jac[n].reshape(*jac[n].shape[:2], -1)) for n in self.params)
+                yield from self._unit_terms(projected, x, curvature_channels)
         except RuntimeError as err:
             raise UnsupportedModelError(_failure(self.model, err)) from err
+
+    def _unit_terms(
+        self, projected: Iterable[tuple[str, Tensor]], x: Batch, curvature_channels: Tensor | None
+    ) -> Iterator[UnitTerms]:
+        """One :class:`UnitTerms` per parameter from its channel derivatives ``(N, K, numel)``, with curvature.
+
+        Second derivatives are zero, not computed, for the parameters proven piecewise linear.
+        """
+        for name, j in projected:
+            curv, zero = None, curvature_channels is not None and name in self.piecewise_linear
+            if zero:
+                curv = j.new_zeros(()).expand(j.shape[0], curvature_channels.shape[1], j.shape[2])
+            elif curvature_channels is not None:
+                curv = curvature_channels @ self._second_derivatives(name, x)
+            yield UnitTerms(jac=j, curv=curv, targets=[(name, None)], curv_zero=zero)
 
 
 _INPLACE = ("inplace", "in-place", "modified by an inplace", "a leaf variable that requires grad")

@@ -32,13 +32,11 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor, nn
 from torch.func import jvp, vjp, vmap
-from torch.nn.attention import sdpa_kernel
 
 from ..errors import UnsupportedModelError
-from ..inspection import hook_reason, inplace_disabled, parametrization_reason, plain_checkpoints
+from ..inspection import hook_reason, parametrization_reason
 from ..terms import UnitTerms
-from .composites import composites
-from .generic import _ATTENTION_KERNELS, GenericEngine, _aliases
+from .generic import GenericEngine, _aliases, differentiable
 from .graph.trace import Traced, piecewise_linear_parameters
 from .second_order import custom_functions
 
@@ -153,12 +151,7 @@ class TransformerEngine(GenericEngine):
 
     def _probe(self, x: Tensor) -> str | None:
         try:
-            with (
-                inplace_disabled(self.model),
-                plain_checkpoints(),
-                composites(self.model),
-                sdpa_kernel(_ATTENTION_KERNELS),
-            ):
+            with differentiable(self.model):
                 h, pullback = vjp(lambda p: self._output(p, x[0]), self.params)
                 pullback(torch.ones_like(h))
         except (RuntimeError, TypeError, ValueError, IndexError, NotImplementedError) as err:
@@ -235,12 +228,7 @@ class TransformerEngine(GenericEngine):
         """
         x = tape
         try:
-            with (
-                inplace_disabled(self.model),
-                plain_checkpoints(),
-                composites(self.model),
-                sdpa_kernel(_ATTENTION_KERNELS),
-            ):
+            with differentiable(self.model):
                 jac = self._channel_derivatives(x, channels)
                 if curvature_channels is not None and self.forward_mode and not self._mode_checked:
                     self._mode_checked = True
@@ -248,15 +236,7 @@ class TransformerEngine(GenericEngine):
                         self.forward_mode = self._forward_mode_agrees(x[:1])
                     except NotImplementedError:
                         self.forward_mode = False
-                for name in self.params:
-                    j = jac[name]
-                    zero = curvature_channels is not None and name in self.piecewise_linear
-                    curv = None
-                    if zero:
-                        curv = j.new_zeros(()).expand(j.shape[0], curvature_channels.shape[1], j.shape[2])
-                    elif curvature_channels is not None:
-                        curv = curvature_channels @ self._second_derivatives(name, x)
-                    yield UnitTerms(jac=j, curv=curv, targets=[(name, None)], curv_zero=zero)
+                yield from self._unit_terms(jac.items(), x, curvature_channels)
         except RuntimeError as err:
             raise UnsupportedModelError(
                 f"the transformer path could not differentiate {type(self.model).__name__} with torch.func "
