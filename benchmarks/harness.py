@@ -142,7 +142,7 @@ def time_methods(
     return timings, outputs
 
 
-def _status_mb(field_name: str) -> float:
+def status_mb(field_name: str) -> float:
     with open("/proc/self/status") as fh:
         for line in fh:
             if line.startswith(field_name + ":"):
@@ -167,7 +167,7 @@ def _memory_child(
             else (lambda: base_fn(max_batches=max_batches))
         )
     gc.collect()
-    baseline = _status_mb("VmRSS")
+    baseline = status_mb("VmRSS")
     try:
         with open("/proc/self/clear_refs", "w") as fh:
             fh.write("5")  # reset VmHWM to the current RSS
@@ -179,7 +179,7 @@ def _memory_child(
     t0 = time.perf_counter()
     fn()
     seconds = time.perf_counter() - t0
-    peak = _status_mb("VmHWM")
+    peak = status_mb("VmHWM")
     out = {
         "baseline_mb": baseline,
         "peak_mb": peak,

@@ -37,7 +37,6 @@ import json
 import multiprocessing as mp
 import os
 import platform
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -52,6 +51,8 @@ from torch.func import functional_call, jacrev, vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import fishertut as ft
+from benchmarks.estimator_rows import time_all
+from benchmarks.harness import status_mb
 from fishertut.engines.generic import GenericEngine
 from fishertut.engines.transformer import TransformerEngine
 from fishertut.lab.gpt import tiny_gpt
@@ -128,35 +129,15 @@ def rel_error(a: Params, b: Params) -> float:
     return max(((a[k].flatten() - b[k].flatten()).abs().max() / b[k].abs().max().clamp_min(1e-30)).item() for k in b)
 
 
-def time_all(calls: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Median seconds per call, round-robin over ``repeats`` (after one warm-up call each)."""
-    for fn in calls.values():
-        fn()
-    times: dict[str, list[float]] = {k: [] for k in calls}
-    for _ in range(repeats):
-        for k, fn in calls.items():
-            start = time.perf_counter()
-            fn()
-            times[k].append(time.perf_counter() - start)
-    return {k: statistics.median(v) for k, v in times.items()}
-
-
-def _status_kb(field: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return float(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
 def _report_child(queue: mp.Queue) -> None:
     torch.set_num_threads(2)
     _, x, _ = setup()
     model = tiny_gpt(vocab=V, context=T)
     Path("/proc/self/clear_refs").write_text("5")  # reset the peak resident set size
-    base = _status_kb("VmHWM")
+    base = status_mb("VmHWM")
     start = time.perf_counter()
     rep = ft.variance_report(model, x, ft.Categorical())
-    queue.put((time.perf_counter() - start, (_status_kb("VmHWM") - base) / 1024, rep.path))
+    queue.put((time.perf_counter() - start, status_mb("VmHWM") - base, rep.path))
 
 
 def report_row() -> dict[str, object]:
