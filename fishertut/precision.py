@@ -11,17 +11,16 @@ Three steps:
 
    .. math:: \rho_i(k, B) = \frac{N v_{k,i} + 2\pi_B(\mathcal I_i^2 - \mathrm{var}_{x,i}/(N-1))}{N^2\mathcal I_i^2},
 
-   with the pilot's means in place of the full data's. The estimate is a mean of :math:`m = S\lceil N/B\rceil`
-   independent terms (one per minibatch and draw), so by the central limit theorem
-   :math:`P(|\hat I_i - \mathcal I_i| \ge r\mathcal I_i) \approx 2(1-\Phi(r\sqrt{S/\rho_i}))`, and the draws
-   :math:`S = \lceil z^2\max_i \rho_i/r^2\rceil`, :math:`z = \Phi^{-1}(1-\delta/2)`, put every parameter of the
-   tensor within relative error ``rtol`` with probability about ``1 - delta``. The normal approximation is used
-   only with at least :data:`MIN_TERMS` terms (``S`` is raised to reach them), and never where Chebyshev's
-   inequality, :math:`P(\cdot) \le \rho_i/(S r^2)`, which holds for any distribution, needs fewer draws:
-   :math:`S = \min(S_{\text{Chebyshev}}, \max(S_{\text{CLT}}, \lceil\text{MIN\_TERMS}/\lceil N/B\rceil\rceil))`.
-   For :math:`\delta = 0.1` the CLT rule takes :math:`z^2\delta \approx 0.27` of Chebyshev's draws; each plan
-   entry reports both counts. The tests check the coverage by simulation. The plan keeps the candidate of
-   lowest cost. Parameters
+   with the pilot's means in place of the full data's. ``rule="chebyshev"`` (the default) takes the draws
+   :math:`S = \lceil\max_i \rho_i/(\delta r^2)\rceil` from Chebyshev's inequality
+   :math:`P(|\hat I_i - \mathcal I_i| \ge r\mathcal I_i) \le \rho_i/(S r^2)`, which holds for any distribution.
+   ``rule="normal"`` treats the estimate, a mean of :math:`S\lceil N/B\rceil` independent terms, as normal:
+   :math:`S = \lceil z^2\max_i\rho_i/r^2\rceil`, :math:`z = \Phi^{-1}(1-\delta/2)`, raised to at least
+   :data:`MIN_TERMS` terms and never above Chebyshev's count (about :math:`z^2\delta \approx 0.27` of it for
+   :math:`\delta = 0.1`). It keeps its promise when the pilot's :math:`\rho_i` are those of the data (the
+   pilot is the data), but not with a small held-out pilot, whose errors in :math:`\rho_i` it has no slack
+   for (chapter :doc:`/book/choosing_an_estimator` measures both). Each plan entry reports Chebyshev's count
+   too. The plan keeps the candidate of lowest cost. Parameters
    with :math:`\mathcal I_i = 0` on the pilot are left out of the maximum (for ``"i1"`` and ``"hutchinson"``
    their terms vanish wherever their information does), and ``S`` is capped at ``max_samples``: the plan
    then reports the relative error it reaches instead.
@@ -41,8 +40,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
-from statistics import NormalDist
 
 import torch
 from torch import Tensor, nn
@@ -52,40 +49,13 @@ from .calls import index_rows, is_mapping, num_rows
 from .checks.arguments import check_count, check_fraction, check_generator, check_path, check_process_group
 from .checks.models import check_model
 from .families import ExponentialFamily
+from .planning import CALL_OVERHEAD, MIN_TERMS, PER_INPUT_COST, PlanEntry, plan_tensor, planned_draws
 from .report import ConditionalStatistics
 from .variances import same_minibatch_pairs
 
 __all__ = ["estimate", "Estimate", "PlanEntry", "CALL_OVERHEAD", "PER_INPUT_COST", "MIN_TERMS", "planned_draws"]
 
-MIN_TERMS = 30
-CALL_OVERHEAD = 32.0
-PER_INPUT_COST = 2.0
 CANDIDATES = ("exact", "i1", "hutchinson")
-
-
-@dataclass(frozen=True)
-class PlanEntry:
-    """The plan for one parameter tensor.
-
-    Attributes:
-        estimator: ``"exact"``, ``"i1"`` (GNB when ``minibatch > 1``) or ``"hutchinson"``.
-        minibatch: inputs summed before squaring.
-        samples_per_input: draws of labels (or signs) per input or minibatch.
-        cost: backward passes over the inputs (module docstring).
-        predicted_rtol: the largest relative error over the tensor's parameters reached with probability
-            ``1 - delta`` (the rule of the module docstring, pilot values); 0 for ``"exact"``.
-        zero_information: parameters with zero Fisher information on the pilot (left out of the plan).
-        chebyshev_samples: the draws Chebyshev's rule would take for the same target (``samples_per_input``
-            when it is the rule used): ``chebyshev_samples - samples_per_input`` draws are saved.
-    """
-
-    estimator: str
-    minibatch: int
-    samples_per_input: int
-    cost: float
-    predicted_rtol: float
-    zero_information: int
-    chebyshev_samples: int = 1
 
 
 class Estimate(dict):
@@ -109,68 +79,6 @@ class Estimate(dict):
         super().__init__(values)
         self.stderr, self.input_stderr, self.plan, self.num_inputs = stderr, input_stderr, plan, num_inputs
         self.unused = unused
-
-
-def _relative_variance(fisher: Tensor, var_x: Tensor, cond: Tensor, n: int, minibatch: int) -> Tensor:
-    pair_mean = fisher.square() - (var_x / (n - 1) if n > 1 else 0)
-    var = (n * cond + 2 * same_minibatch_pairs(n, minibatch) * pair_mean) / (n * n)
-    return var.clamp_min(0) / fisher.square()
-
-
-def planned_draws(rho: float, rtol: float, delta: float, groups: int, max_samples: int) -> tuple[int, int, float]:
-    r"""Draws for relative variance per draw ``rho`` (module docstring): ``(S, S_Chebyshev, relative error reached)``.
-
-    Args:
-        rho: :math:`\max_i\rho_i`, the largest relative variance of one draw's estimate over the tensor.
-        rtol: the target relative error.
-        delta: the allowed probability of missing it.
-        groups: terms per draw, :math:`\lceil N/B\rceil` (minibatches).
-        max_samples: cap on ``S``.
-    """
-    chebyshev = min(max(1, math.ceil(rho / (delta * rtol**2))), max_samples)
-    z = NormalDist().inv_cdf(1 - delta / 2)
-    clt = max(math.ceil(z * z * rho / rtol**2), math.ceil(MIN_TERMS / groups), 1)
-    if clt <= chebyshev:
-        return clt, chebyshev, z * math.sqrt(rho / clt)
-    reached = math.sqrt(rho / (chebyshev * delta))
-    if chebyshev * groups >= MIN_TERMS:  # capped at max_samples, with terms enough for the normal approximation
-        reached = min(reached, z * math.sqrt(rho / chebyshev))
-    return chebyshev, chebyshev, reached
-
-
-def _plan_tensor(
-    fisher: Tensor,
-    var_x: Tensor,
-    cond: dict[str, Tensor],
-    n: int,
-    classes: int,
-    rtol: float,
-    delta: float,
-    candidates: tuple[str, ...],
-    per_input: bool,
-    max_samples: int,
-) -> PlanEntry:
-    live = fisher > 0
-    zero = int((~live).sum())
-    options = []
-    if "exact" in candidates and per_input:
-        options.append(PlanEntry("exact", 1, 1, PER_INPUT_COST * classes, 0.0, zero))
-    sizes = sorted({1 << j for j in range(n.bit_length()) if 1 << j <= n} | {n})
-    for est in (c for c in candidates if c != "exact"):
-        for b in sizes if per_input else [b for b in sizes if b > 1] or [1]:
-            rho = 0.0
-            if live.any():
-                v = cond["i1_sequence" if est == "i1" and b > 1 else est][live]
-                rho = _relative_variance(fisher[live], var_x[live], v, n, b).max().item()
-            s, chebyshev, reached = planned_draws(rho, rtol, delta, -(-n // b), max_samples)
-            cost = s * (PER_INPUT_COST if b == 1 else 1 + CALL_OVERHEAD / b)
-            options.append(PlanEntry(est, b, s, cost, reached, zero, chebyshev))
-    if not options:
-        raise ValueError(
-            f"no estimator in {candidates} can run on this model: the per-input ones need a fast path "
-            "(the layer-wise or graph engine); allow 'i1' or 'hutchinson'"
-        )
-    return min(options, key=lambda e: (e.predicted_rtol > rtol * (1 + 1e-12), e.cost, e.predicted_rtol))
 
 
 def _pilot_moments(
@@ -220,6 +128,7 @@ def estimate(
     process_group: object | None = None,
     mask: Tensor | None = None,
     normalize: str = "sequence",
+    rule: str = "chebyshev",
 ) -> Estimate:
     r"""The diagonal Fisher over ``inputs`` with relative error at most ``rtol`` with probability ``1 - delta``.
 
@@ -247,12 +156,16 @@ def estimate(
         mask: boolean ``(N, *positions)`` for outputs with positions (e.g. language-model logits ``(N, T, V)``),
             as in :func:`~fishertut.fisher_diagonal`; shuffled with the inputs.
         normalize: ``"sequence"`` (default) or ``"token"``, as in :func:`~fishertut.fisher_diagonal`.
+        rule: how the draws are planned: ``"chebyshev"`` (default, for any distribution) or ``"normal"``
+            (fewer draws, a normal approximation: module docstring).
 
     Returns:
         :class:`Estimate`; its ``unused`` lists the parameters the forward never reads (exactly 0).
     """
     rtol = check_fraction(rtol, "rtol", math.inf)
     delta = check_fraction(delta, "delta", 1)
+    if rule not in ("chebyshev", "normal"):
+        raise ValueError(f"rule must be 'chebyshev' or 'normal', got {rule!r}")
     tensors = list(inputs.values()) if is_mapping(inputs) else [inputs]
     if not tensors or not all(isinstance(t, Tensor) and t.ndim > 0 for t in tensors):
         raise TypeError(f"inputs must be a tensor (N, ...) or a mapping of them, got {type(inputs).__name__}")
@@ -297,7 +210,7 @@ def estimate(
     moments, n = _pilot_moments(per, n, process_group)
     plan, stderr, input_se = {}, {}, {}
     for k, (fisher, var_x, cond) in moments.items():
-        entry = _plan_tensor(
+        entry = plan_tensor(
             fisher.flatten(),
             var_x.flatten(),
             {e: c.flatten() for e, c in cond.items()},
@@ -308,6 +221,7 @@ def estimate(
             tuple(estimators),
             per_input,
             max_samples,
+            rule,
         )
         plan[k] = entry
         input_se[k] = (var_x / n).sqrt()

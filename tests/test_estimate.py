@@ -168,7 +168,7 @@ def test_a_pilot_tensor_must_be_shaped_like_the_inputs():
 
 
 def test_clt_plan_keeps_its_promise_and_saves_draws(one_thread):
-    """Issue setting: tanh/softplus MLP, 40 inputs, rtol 0.25, delta 0.1, ("i1", "hutchinson"), 30 seeds.
+    """rule="normal" with the pilot the data itself: tanh/softplus MLP, 40 inputs, rtol 0.25, delta 0.1, 30 seeds.
 
     Per seed, the fraction of parameters outside the tolerance has mean at most delta if the plan keeps its
     promise (each parameter misses with probability <= delta); over 30 independent seeds, their mean lies
@@ -194,6 +194,7 @@ def test_clt_plan_keeps_its_promise_and_saves_draws(one_thread):
             pilot=40,
             estimators=("i1", "hutchinson"),
             max_samples=10**6,
+            rule="normal",
         )
         outside = total = 0
         for k, f in exact.items():
@@ -211,9 +212,17 @@ def test_clt_plan_keeps_its_promise_and_saves_draws(one_thread):
 
 def test_planned_draws_rule():
     # Chebyshev: rho / (delta r^2); CLT: z^2 rho / r^2 with z = 1.645 for delta = 0.1, at least MIN_TERMS terms
-    s, cheb, reached = planned_draws(rho=4.0, rtol=0.25, delta=0.1, groups=40, max_samples=10**6)
+    s, cheb, reached = planned_draws(rho=4.0, rtol=0.25, delta=0.1, groups=40, max_samples=10**6, rule="normal")
     assert cheb == 640 and s == 174 and reached <= 0.25
-    s, cheb, _ = planned_draws(rho=0.01, rtol=0.25, delta=0.1, groups=1, max_samples=10**6)
+    s, cheb, _ = planned_draws(rho=0.01, rtol=0.25, delta=0.1, groups=1, max_samples=10**6, rule="normal")
     assert (s, cheb) == (2, 2)  # too few terms for the normal approximation: Chebyshev's count
-    s, cheb, _ = planned_draws(rho=0.5, rtol=0.25, delta=0.1, groups=1, max_samples=10**6)
+    s, cheb, _ = planned_draws(rho=0.5, rtol=0.25, delta=0.1, groups=1, max_samples=10**6, rule="normal")
     assert (s, cheb) == (MIN_TERMS, 80)
+
+
+def test_the_default_rule_is_chebyshev_and_the_rule_is_checked():
+    s, cheb, reached = planned_draws(rho=4.0, rtol=0.25, delta=0.1, groups=40, max_samples=10**6)
+    assert s == cheb == 640 and abs(reached - 0.25) < 1e-12  # sqrt(4 / (640 * 0.1))
+    model, x, fam = _net("cat")
+    with pytest.raises(ValueError, match="rule must be 'chebyshev' or 'normal'"):
+        ft.estimate(model, x, fam, rule="clt")
