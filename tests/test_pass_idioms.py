@@ -264,6 +264,13 @@ def test_a_quantisation_aware_linear_is_not_taken_for_a_linear():
     problem = oracle.Problem("qat", model, x, "categorical")
     truth = {k: v.mean(0) for k, v in oracle.conditional(problem)["fisher"].items()}
     assert_dicts_close(got, truth, rtol=1e-5, atol_scale=1e-6)
+    # second derivatives through a straight-through gradient are undefined: refused, naming the module
+    for call in (
+        lambda: ft.variance_report(model, x, FAM),
+        lambda: ft.fisher_diagonal(model, x, FAM, estimator="i2", generator=torch.Generator().manual_seed(0)),
+    ):
+        with pytest.raises(ft.UnsupportedModelError, match=r"'2.weight_fake_quant' \(\w*FakeQuantize\) fake-quantises"):
+            call()
 
 
 # item 3: no silent zeros

@@ -35,7 +35,7 @@ from ..inspection import inplace_disabled, plain_checkpoints
 from ..terms import UnitTerms
 from .composites import composites
 from .graph.trace import Traced, piecewise_linear_parameters
-from .second_order import check_second_derivatives, custom_functions
+from .second_order import check_second_derivatives, custom_functions, fake_quantize_reason
 
 __all__ = ["GenericEngine"]
 
@@ -231,6 +231,9 @@ class GenericEngine:
                 in-place operation written inside ``forward``); the original error is chained.
         """
         x = tape
+        reason = None if curvature_channels is None else fake_quantize_reason(self.model)
+        if reason is not None:
+            raise UnsupportedModelError(reason)
         try:
             with differentiable(self.model):
                 jac = self._over_inputs(lambda xi: jacrev(self._output)(self.params, xi), x)

@@ -27,9 +27,29 @@ from torch import Tensor, nn
 from ..calls import call, take_rows
 from ..errors import UnsupportedModelError
 
-__all__ = ["custom_functions", "custom_function_reason", "check_second_derivatives"]
+__all__ = ["custom_functions", "custom_function_reason", "check_second_derivatives", "fake_quantize_reason"]
 
 Params = dict[str, Tensor]
+
+
+def fake_quantize_reason(model: nn.Module) -> str | None:
+    """Why second derivatives through the model are undefined (fake quantisation), or ``None``.
+
+    A quantisation-aware module rounds its weights or activations to a grid: the function is piecewise
+    constant in them, and its gradient is the straight-through surrogate. That surrogate's derivative is not
+    a second derivative of anything, so Î2, :math:`u_i` and the variances that use them have no exact value.
+    """
+    from torch.ao.quantization import FakeQuantizeBase
+
+    for name, module in model.named_modules():
+        if isinstance(module, FakeQuantizeBase):
+            return (
+                f"module '{name}' ({type(module).__name__}) fake-quantises its input: the model is piecewise "
+                "constant there and its gradient a straight-through surrogate, so second derivatives (Î2 and the "
+                "variances) are undefined; use estimator 'exact', 'i1' or 'hutchinson', which need first "
+                "derivatives only"
+            )
+    return None
 
 
 def custom_functions(output: Tensor) -> list[str]:
