@@ -4,18 +4,18 @@ For a group of ``n`` directions (units or parameters) with output derivatives ``
 :math:`u`, ``(N, K, n)`` in the model's flat order, and the position weights :math:`c_{n,t}` of
 :class:`~fishertut.families.positions.Positions`, per input (the paper's per-input quantities, one position at a time):
 
-==================  =====================================================================================
-``fisher``          :math:`I = \sum_t c_t I_t`, :math:`I_t = v_t^\top\Lambda_t v_t`
-``var_i1``          :math:`\sum_t c_t^2 V_{1,t}` (per-token Î1)
-``var_i1_sequence`` :math:`\sum_t c_t^2 V_{1,t} + 2[(\sum_t c_tI_t)^2 - \sum_t c_t^2 I_t^2]` (per-sequence Î1)
-``var_i2``          :math:`\sum_t c_t^2\,u_t^\top\Lambda_t u_t`
-``var_hutchinson``  :math:`2(\|a\|^4 - \sum_k a_k^4)`, :math:`a` the stacked :math:`\sqrt{c_t}\,S_t v_t`
-``v1_*``, ``v2_*``  :math:`\sum_t c_t^2\lambda(M_t)\|\Pi v_t\|^4`, :math:`\sum_t c_t^2\lambda(\Lambda_t)\|\Pi u_t\|^2`
-``fisher_sq``       :math:`I^2` (for the input term)
-==================  =====================================================================================
+====================  ===================================================================================
+``fisher``            :math:`I = \sum_t c_t I_t`, :math:`I_t = v_t^\top\Lambda_t v_t`
+``var_i1``            :math:`\sum_t c_t^2 V_{1,t}` (per-token Î1)
+``var_i1_sequence``   :math:`\sum_t c_t^2 V_{1,t} + 2[(\sum_t c_tI_t)^2 - \sum_t c_t^2 I_t^2]` (per-sequence Î1)
+``var_i2``            :math:`\sum_t c_t^2\,u_t^\top\Lambda_t u_t`
+``var_hutchinson``    :math:`2(\|a\|^4 - \sum_k a_k^4)`, :math:`a` the stacked :math:`\sqrt{c_t}\,A_t^\top v_t`
+``v1_*``, ``v2_*``    :math:`\sum_t c_t^2\lambda(M_t)\|\Pi v_t\|^4`, :math:`\sum_t c_t^2\lambda(\Lambda_t)\|\Pi u_t\|^2`
+``fisher_sq``         :math:`I^2` (for the input term)
+====================  ===================================================================================
 
 Sums of per-position bounds bound the sums of per-position variances. With one position and :math:`c = 1`
-these are the paper's single-output quantities.
+these are the paper's single-output quantities. :math:`A_tA_t^\top = \Lambda_t`, as in the book.
 """
 
 from __future__ import annotations
