@@ -105,7 +105,8 @@ def missing_exercises(toc_file: Path, html: Path, part: str = "Theory") -> list[
             missing.append(f"{name}: no built page {page.name}")
             continue
         headings = _article(page.read_text(encoding="utf-8")).select("h2, h3")
-        if not any(h.get_text(" ").strip().rstrip("#").strip().lower().startswith("exercises") for h in headings):
+        titles = (re.sub(r"^[\d.]+\s*", "", h.get_text(" ").strip().rstrip("#").strip()) for h in headings)
+        if not any(t.lower().startswith("exercises") for t in titles):  # after the section number, e.g. "6.8."
             missing.append(f"{name}: no section 'Exercises'")
     return missing
 

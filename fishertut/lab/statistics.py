@@ -3,7 +3,7 @@ r"""Small-sample statistics for comparisons over seeds: Student's t quantile and
 Used by the chapter :doc:`/book/downstream`, whose comparisons pair estimators by seed:
 
 * :func:`t_cdf` and :func:`t_quantile`: Student's t distribution with :math:`\nu` degrees of freedom, from the
-  regularised incomplete beta function (continued fraction, Numerical Recipes §6.4), so that no SciPy is needed;
+  regularised incomplete beta function (by its continued fraction, as in Numerical Recipes), so that no SciPy is needed;
 * :func:`t_interval`: the two-sided interval :math:`\bar d \pm t_{1-\alpha/2,\,n-1}\,s/\sqrt n` of a mean, such as
   the mean over seeds of paired differences;
 * :func:`auroc`: the area under the ROC curve of a score that should be larger on the positive set, by the
@@ -75,7 +75,7 @@ def t_cdf(t: float, dof: float) -> float:
 def t_quantile(p: float, dof: float) -> float:
     r"""The :math:`p`-quantile of Student's t with ``dof`` degrees of freedom, e.g. ``t_quantile(0.975, 9)`` = 2.262.
 
-    Found by bisection on :func:`t_cdf` to about 1e-12 relative precision.
+    Found by bisection on :func:`t_cdf` to a relative precision of about :math:`10^{-12}`.
     """
     nu = _check_dof(dof)
     if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 < p < 1.0:
