@@ -44,16 +44,25 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
-from .api import fisher_diagonal, per_input_statistics
+from .api import fisher_diagonal
 from .calls import index_rows, is_mapping, num_rows
 from .checks.arguments import check_count, check_fraction, check_generator, check_path, check_process_group
 from .checks.models import check_model
 from .families import ExponentialFamily
-from .planning import CALL_OVERHEAD, MIN_TERMS, PER_INPUT_COST, PlanEntry, plan_tensor, planned_draws
-from .report import ConditionalStatistics
+from .pilots import PILOT_STATISTICS, pilot_moments
+from .planning import CALL_OVERHEAD, MIN_PILOT, MIN_TERMS, PER_INPUT_COST, RULES, PlanEntry, plan_tensor, planned_draws
 from .variances import same_minibatch_pairs
 
-__all__ = ["estimate", "Estimate", "PlanEntry", "CALL_OVERHEAD", "PER_INPUT_COST", "MIN_TERMS", "planned_draws"]
+__all__ = [
+    "estimate",
+    "Estimate",
+    "PlanEntry",
+    "CALL_OVERHEAD",
+    "PER_INPUT_COST",
+    "MIN_TERMS",
+    "MIN_PILOT",
+    "planned_draws",
+]
 
 CANDIDATES = ("exact", "i1", "hutchinson")
 
@@ -81,38 +90,6 @@ class Estimate(dict):
         self.unused = unused
 
 
-def _pilot_moments(
-    per: ConditionalStatistics, n: int, process_group: object | None
-) -> tuple[dict[str, tuple[Tensor, Tensor, dict[str, Tensor]]], int]:
-    """Per tensor, the pilot's mean Fisher, input variance and mean conditional variances, in float64.
-
-    The conditional variances are those of ``"i1"`` (per token), ``"i1_sequence"`` (what GNB's minibatches
-    square; equal to ``"i1"`` without positions) and ``"hutchinson"``. Over the pilots of all ranks of
-    ``process_group`` (summed moments), and with the inputs of all ranks.
-    """
-    names = ("i1", "i1_sequence", "hutchinson")
-    wide = {k: (per.fisher[k], per.var_i1[k], per.var_i1_sequence[k], per.var_hutchinson[k]) for k in per.fisher}
-    wide = {k: tuple(t.to(torch.float64) for t in ts) for k, ts in wide.items()}
-    if process_group is None:
-        return {
-            k: (f.mean(0), f.var(0, unbiased=False), {e: v.mean(0) for e, v in zip(names, vs)})
-            for k, (f, *vs) in wide.items()
-        }, n
-    import torch.distributed as dist
-
-    sums = {k: torch.stack([f.sum(0), f.square().sum(0), *(v.sum(0) for v in vs)]) for k, (f, *vs) in wide.items()}
-    keys = list(sums)
-    m = next(iter(wide.values()))[0].shape[0]
-    flat = torch.cat([sums[k].flatten() for k in keys] + [sums[keys[0]].new_tensor([m, n])])
-    dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=process_group)
-    m, n = int(round(flat[-2].item())), int(round(flat[-1].item()))
-    out = {}
-    for k, part in zip(keys, flat[:-2].split([sums[k].numel() for k in keys])):
-        s1, s2, *cs = part.view_as(sums[k]) / m
-        out[k] = (s1, (s2 - s1.square()).clamp_min(0), dict(zip(names, cs)))
-    return out, n
-
-
 def estimate(
     model: nn.Module,
     inputs: Tensor | Mapping[str, Tensor],
@@ -128,7 +105,9 @@ def estimate(
     process_group: object | None = None,
     mask: Tensor | None = None,
     normalize: str = "sequence",
-    rule: str = "chebyshev",
+    rule: str = "normal_ucb",
+    pilot_statistics: str = "auto",
+    pilot_draws: int = 4,
 ) -> Estimate:
     r"""The diagonal Fisher over ``inputs`` with relative error at most ``rtol`` with probability ``1 - delta``.
 
@@ -156,16 +135,28 @@ def estimate(
         mask: boolean ``(N, *positions)`` for outputs with positions (e.g. language-model logits ``(N, T, V)``),
             as in :func:`~fishertut.fisher_diagonal`; shuffled with the inputs.
         normalize: ``"sequence"`` (default) or ``"token"``, as in :func:`~fishertut.fisher_diagonal`.
-        rule: how the draws are planned: ``"chebyshev"`` (default, for any distribution) or ``"normal"``
-            (fewer draws, a normal approximation: module docstring).
+        rule: how the draws are planned (:mod:`fishertut.planning`): ``"normal_ucb"`` (default: a normal
+            approximation with an upper confidence bound on each parameter's relative variance from the
+            pilot's own spread, at least ``MIN_PILOT`` pilot inputs), ``"chebyshev"`` (for any distribution,
+            taking the pilot's values for the truth) or ``"normal"`` (the pilot's values taken for the truth).
+        pilot_statistics: how the pilot gets its per-input statistics (:mod:`fishertut.pilots`): ``"exact"``
+            (:func:`~fishertut.per_input_statistics`, one channel per model output), ``"sampled"``
+            (``pilot_draws`` terms per input of each estimator, at gradient cost: for language models and
+            other outputs too many to enumerate) or ``"auto"`` (default: exact when it costs no more
+            channels than sampling and its per-input values fit, else sampled).
+        pilot_draws: terms per pilot input and estimator when the pilot is sampled, at least 2.
 
     Returns:
         :class:`Estimate`; its ``unused`` lists the parameters the forward never reads (exactly 0).
     """
     rtol = check_fraction(rtol, "rtol", math.inf)
     delta = check_fraction(delta, "delta", 1)
-    if rule not in ("chebyshev", "normal"):
-        raise ValueError(f"rule must be 'chebyshev' or 'normal', got {rule!r}")
+    if rule not in RULES:
+        raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
+    if pilot_statistics not in PILOT_STATISTICS:
+        raise ValueError(f"pilot_statistics must be one of {PILOT_STATISTICS}, got {pilot_statistics!r}")
+    if check_count(pilot_draws, "pilot_draws") < 2:
+        raise ValueError(f"pilot_draws must be at least 2 (a sample variance per input), got {pilot_draws}")
     tensors = list(inputs.values()) if is_mapping(inputs) else [inputs]
     if not tensors or not all(isinstance(t, Tensor) and t.ndim > 0 for t in tensors):
         raise TypeError(f"inputs must be a tensor (N, ...) or a mapping of them, got {type(inputs).__name__}")
@@ -202,28 +193,18 @@ def estimate(
     part = None if mask is None or isinstance(pilot, Tensor) else mask[order[:pilot]]
     pilot_inputs = pilot if isinstance(pilot, Tensor) else index_rows(inputs, order[:pilot])
     pilot_batch = None if batch_size is None else min(batch_size, num_rows(pilot_inputs))
-    per = per_input_statistics(
-        model, pilot_inputs, family, batch_size=pilot_batch, path=path, mask=part, normalize=normalize
-    )
-    per_input = per.path in ("layerwise", "graph")  # the engine every run of the plan takes
-    classes = per.num_outputs
-    moments, n = _pilot_moments(per, n, process_group)
+    kinds = tuple(e for e in estimators if e != "exact")
+    moments, n = pilot_moments(
+        model, pilot_inputs, family, pilot_statistics, kinds, pilot_draws, generator, pilot_batch, path, part,
+        normalize, process_group, n,
+    )  # fmt: skip
+    per_input = moments.path in ("layerwise", "graph")  # the engine every run of the plan takes
     plan, stderr, input_se = {}, {}, {}
-    for k, (fisher, var_x, cond) in moments.items():
-        entry = plan_tensor(
-            fisher.flatten(),
-            var_x.flatten(),
-            {e: c.flatten() for e, c in cond.items()},
-            n,
-            classes,
-            rtol,
-            delta,
-            tuple(estimators),
-            per_input,
-            max_samples,
-            rule,
-        )
+    for k, m in moments.items():
+        shape = next(p.shape for name, p in model.named_parameters() if name == k)
+        entry = plan_tensor(m, n, moments.num_outputs, rtol, delta, tuple(estimators), per_input, max_samples, rule)
         plan[k] = entry
+        fisher, var_x = m.fisher.reshape(shape), m.var_x.reshape(shape)
         input_se[k] = (var_x / n).sqrt()
         if entry.estimator == "exact":
             stderr[k] = torch.zeros_like(fisher)
@@ -231,7 +212,7 @@ def estimate(
             pairs = same_minibatch_pairs(n, entry.minibatch)
             pair_mean = fisher.square() - (var_x / (n - 1) if n > 1 else 0)
             name = "i1_sequence" if entry.estimator == "i1" and entry.minibatch > 1 else entry.estimator
-            var = (n * cond[name] + 2 * pairs * pair_mean) / (n * n * entry.samples_per_input)
+            var = (n * m.cond(name).reshape(shape) + 2 * pairs * pair_mean) / (n * n * entry.samples_per_input)
             stderr[k] = var.clamp_min(0).sqrt()
     shuffled, mask = index_rows(inputs, order), None if mask is None else mask[order]
     runs, values = {}, {}
@@ -260,5 +241,5 @@ def estimate(
         {k: v.to(dtype) for k, v in input_se.items()},
         plan,
         n,
-        per.unused,
+        moments.unused,
     )
