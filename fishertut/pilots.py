@@ -8,7 +8,8 @@ each unbiased for its value at :math:`x_n`:
   :math:`\mathrm{var}_x = \overline{Q} - \overline{I}^2` over the pilot);
 * :math:`\hat V_{k,n}` for the conditional variance over labels (or signs) of one term of estimator ``k``:
   ``"i1"`` (per token), ``"i1_sequence"`` (per sequence, what GNB's minibatches square; the same as
-  ``"i1"`` without positions) and ``"hutchinson"``.
+  ``"i1"`` without positions) and ``"hutchinson"``. The plan needs ``"i1"`` only for ``B = 1``, which it
+  considers on the layer-wise and graph engines only, and these take no outputs with positions.
 
 The pilot keeps their sums over the pilot inputs and the sums of their pairwise products (for the
 sampling error of the plan, :mod:`fishertut.planning`), all in float64. Two ways to get them:
@@ -18,16 +19,18 @@ sampling error of the plan, :mod:`fishertut.planning`), all in float64. Two ways
     :math:`\hat V_{k,n} = V_{k,n}` exactly. It backpropagates one channel per model output (``C``, which is
     ``T·V`` for a language model) and materialises ``P × parameters`` values per statistic.
 ``"sampled"``
-    ``draws`` terms :math:`t_{n1}, \dots, t_{nS}` per input of each estimator, at gradient cost (one
-    channel per draw, ``T`` per draw for the per-token Î1): with :math:`\bar t_n` their mean and
-    :math:`s_n^2` their unbiased sample variance, :math:`\hat V_{k,n} = s_{k,n}^2`, and from the first of
-    ``"i1"`` (per token), ``"hutchinson"``, ``"i1_sequence"`` drawn, :math:`\hat I_n = \bar t_n`,
+    ``draws`` terms :math:`t_{n1}, \dots, t_{nS}` per input of ``"i1_sequence"`` (``"i1"`` without
+    positions) and ``"hutchinson"``, at gradient cost (one channel per draw and estimator): with
+    :math:`\bar t_n` their mean and :math:`s_n^2` their unbiased sample variance,
+    :math:`\hat V_{k,n} = s_{k,n}^2`, and from the first of ``"i1"``, ``"hutchinson"``, ``"i1_sequence"``
+    drawn, :math:`\hat I_n = \bar t_n`,
     :math:`\hat Q_n = \bar t_n^2 - s_n^2/S` (since :math:`\mathbb E\,\bar t_n^2 = I_n^2 + V_n/S`). Each is a
     unit statistic of the engines (:mod:`fishertut.terms`), so only sums are kept: memory of a few
     gradients, any model the engines run.
 
-``"auto"`` takes ``"exact"`` when it costs no more channels per input than sampling, ``C <= draws·(T + 2)``,
-and its per-input values fit :data:`EXACT_PILOT_VALUES` (``P × parameters``); else ``"sampled"``.
+``"auto"`` takes ``"exact"`` when the model has at most :data:`EXACT_PILOT_OUTPUTS` outputs per input
+(``C``; a language model's ``T·V`` is far more) and the per-input values fit :data:`EXACT_PILOT_VALUES`
+(``P × parameters``); else ``"sampled"``, whose cost per pilot input is ``2·draws`` gradients.
 """
 
 from __future__ import annotations
@@ -40,16 +43,23 @@ from torch import Tensor, nn
 from .api import per_input_statistics
 from .calls import call, num_rows, take_rows
 from .families import ExponentialFamily
-from .families.positions import Positions
 from .passes import Run
 from .terms import SumCollector
 
-__all__ = ["PILOT_STATISTICS", "EXACT_PILOT_VALUES", "PilotMoments", "TensorMoments", "pilot_moments"]
+__all__ = [
+    "PILOT_STATISTICS",
+    "EXACT_PILOT_OUTPUTS",
+    "EXACT_PILOT_VALUES",
+    "PilotMoments",
+    "TensorMoments",
+    "choose_statistics",
+    "pilot_moments",
+]
 
 PILOT_STATISTICS = ("auto", "exact", "sampled")
+EXACT_PILOT_OUTPUTS = 256
 EXACT_PILOT_VALUES = 1 << 24
 KINDS = ("i1", "i1_sequence", "hutchinson")
-PER_INPUT_ENGINES = ("layerwise", "graph")
 
 
 class TensorMoments:
@@ -139,13 +149,10 @@ def _sampled(model, inputs, family, kinds, draws, generator, batch_size, path, m
     drawn: tuple[str, ...] = ()
     col = None
     for _, h, tape, _, layout in run.batches(inputs, None):
-        n, t = h.shape[0], layout.num_positions
-        token = "i1" in kinds and t > 1 and run.engine.name in PER_INPUT_ENGINES
+        t = layout.num_positions
         parts = []
         if "i1" in kinds:
             eps = layout.sample(h, draws, generator)[1]
-            if token:
-                parts.append(("i1", layout.score_channels(eps, per_token=True)))
             parts.append(("i1_sequence", layout.score_channels(eps, per_token=False)))
         if "hutchinson" in kinds:
             parts.append(("hutchinson", layout.hutchinson_channels(h, draws, generator)))
@@ -155,10 +162,8 @@ def _sampled(model, inputs, family, kinds, draws, generator, batch_size, path, m
         channels = torch.cat([c for _, c in parts], 1)
         for unit in run.units(tape, channels, None):
             squares = unit.jac.to(torch.float64).square().split([c.shape[1] for _, c in parts], 1)
-            terms = {}
-            for (name, _), sq in zip(parts, squares):
-                terms[name] = sq.reshape(n, draws, t, -1).sum(2) if name == "i1" else sq  # (N, S, units)
-            if "i1" in drawn and "i1" not in terms:  # no positions: per token is per sequence
+            terms = {name: sq for (name, _), sq in zip(parts, squares)}  # (N, S, units)
+            if "i1" in drawn:  # no positions: per token is per sequence
                 terms["i1"] = terms["i1_sequence"]
             col.add(_with_products(_draw_moments(terms, draws), drawn), unit)
     sums = {k: {stat: s.reshape(-1) for (stat, name), s in col.sums.items() if name == k} for k in run.shapes}
@@ -202,19 +207,15 @@ def _all_reduce(sums: dict[str, dict[str, Tensor]], counts: list[int], group: ob
     return [int(round(c)) for c in flat[offset:].tolist()]
 
 
-def choose_statistics(
-    model: nn.Module, inputs: Tensor | Mapping[str, Tensor], family: ExponentialFamily, draws: int
-) -> str:
+def choose_statistics(model: nn.Module, inputs: Tensor | Mapping[str, Tensor]) -> str:
     """``"exact"`` or ``"sampled"`` for ``statistics="auto"`` (module docstring), from one input's outputs."""
     with torch.no_grad():
         h = call(model, take_rows(inputs, 0, 1))
-    if not isinstance(h, Tensor) or h.ndim < 2:
+    if not isinstance(h, Tensor):
         return "exact"  # the pilot's own checks name what is wrong with these outputs
-    outputs = h[0].numel()
-    positions = Positions(family, tuple(h.shape), None, "sequence", h.dtype, h.device).num_positions
     params = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    cheap = outputs <= draws * (positions + 2)
-    return "exact" if cheap and num_rows(inputs) * params <= EXACT_PILOT_VALUES else "sampled"
+    affordable = h[0].numel() <= EXACT_PILOT_OUTPUTS and num_rows(inputs) * params <= EXACT_PILOT_VALUES
+    return "exact" if affordable else "sampled"
 
 
 def pilot_moments(
@@ -251,7 +252,7 @@ def pilot_moments(
         process_group: a ``torch.distributed`` group whose ranks each hold a pilot, or ``None``.
     """
     if statistics == "auto":
-        statistics = choose_statistics(model, inputs, family, draws)
+        statistics = choose_statistics(model, inputs)
     if statistics == "exact":
         sums, count, info = _exact(model, inputs, family, batch_size, path, mask, normalize)
     else:

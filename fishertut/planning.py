@@ -26,11 +26,11 @@ estimator's conditional variance (:mod:`fishertut.pilots`; :math:`\bar Q - \bar 
 
     .. math:: S = \Big\lceil \frac{z_2^2\max_i\rho_i^+}{r^2}\Big\rceil,\quad
        z_2 = \Phi^{-1}(1-\delta/4),\quad
-       \rho_i^+ = \hat\rho_i\exp\big(z_1\,\widehat{\mathrm{se}}(\hat\rho_i)/\hat\rho_i\big),\quad
+       \rho_i^+ = \hat\rho_i + z_1\,\widehat{\mathrm{se}}(\hat\rho_i),\quad
        z_1 = \Phi^{-1}(1-\delta/2),
 
     at least :data:`MIN_TERMS` terms. :math:`\rho_i^+` is a one-sided upper confidence bound at level
-    :math:`1-\delta/2` for the log of :math:`\rho_i`: :math:`\hat\rho_i` is a smooth function
+    :math:`1-\delta/2` for :math:`\rho_i` (Wald's): :math:`\hat\rho_i` is a smooth function
     :math:`f(\bar V, \bar I, \bar Q)` of three pilot means of i.i.d. per-input values, so by the delta
     method :math:`\widehat{\mathrm{se}}^2 = \nabla f^\top\hat\Sigma\nabla f/P`, with :math:`\hat\Sigma`
     the sample covariance of :math:`(\hat V_n, \hat I_n, \hat Q_n)` over the ``P`` pilot inputs and
@@ -54,7 +54,6 @@ import math
 from dataclasses import dataclass
 from statistics import NormalDist
 
-import torch
 from torch import Tensor
 
 from .pilots import TensorMoments
@@ -113,7 +112,7 @@ def _relative_variance(fisher: Tensor, var_x: Tensor, cond: Tensor, n: int, mini
 
 
 def upper_relative_variance(m: TensorMoments, kind: str, n: int, minibatch: int, z: float) -> Tensor:
-    r""":math:`\rho_i^+` per parameter of the tensor (module docstring): the delta method on the log scale.
+    r""":math:`\rho_i^+ = \hat\rho_i + z\,\widehat{\mathrm{se}}(\hat\rho_i)` per parameter (module docstring).
 
     Args:
         m: the pilot's moments for the tensor.
@@ -134,7 +133,7 @@ def upper_relative_variance(m: TensorMoments, kind: str, n: int, minibatch: int,
     names = list(grads)
     var = sum(grads[a] * grads[b] * m.covariance(a, b) for a in names for b in names) / m.count
     se = var.clamp_min(0).sqrt()
-    return torch.where(rho > 0, rho * torch.exp(z * se / rho.clamp_min(torch.finfo(rho.dtype).tiny)), z * se)
+    return rho + z * se
 
 
 def planned_draws(

@@ -3,24 +3,23 @@ r""":func:`estimate`: the diagonal Fisher over the given inputs to a requested r
 The target is :math:`\mathcal I(\theta_i) = \frac1N\sum_n I(\theta_i\mid x_n)` over the ``N`` given inputs.
 Three steps:
 
-1. **Pilot.** Exact per-input :math:`I_n`, :math:`V_1` and the Hutchinson variance on ``pilot`` inputs
-   (:func:`~fishertut.per_input_statistics`, any model the engines run, the generic one included): a random
+1. **Pilot.** Per-input moments of the Fisher, its square and each estimator's conditional variance on
+   ``pilot`` inputs (:mod:`fishertut.pilots`, any model the engines run, the generic one included): a random
    subset of the inputs, or a separate tensor of inputs (then the plan never sees the inputs it estimates on).
+   ``pilot_statistics="exact"`` computes them exactly (:func:`~fishertut.per_input_statistics`, one channel
+   per model output); ``"sampled"`` estimates them from ``pilot_draws`` draws of the estimators per input, at
+   gradient cost, where the outputs are too many (a language model's ``T·V``); ``"auto"`` chooses.
 2. **Plan.** Per parameter tensor, each candidate (estimator ``k``, minibatch ``B``) has, per draw, the relative
    variance (:mod:`fishertut.variances`, inputs given, randomly partitioned)
 
    .. math:: \rho_i(k, B) = \frac{N v_{k,i} + 2\pi_B(\mathcal I_i^2 - \mathrm{var}_{x,i}/(N-1))}{N^2\mathcal I_i^2},
 
-   with the pilot's means in place of the full data's. ``rule="chebyshev"`` (the default) takes the draws
-   :math:`S = \lceil\max_i \rho_i/(\delta r^2)\rceil` from Chebyshev's inequality
-   :math:`P(|\hat I_i - \mathcal I_i| \ge r\mathcal I_i) \le \rho_i/(S r^2)`, which holds for any distribution.
-   ``rule="normal"`` treats the estimate, a mean of :math:`S\lceil N/B\rceil` independent terms, as normal:
-   :math:`S = \lceil z^2\max_i\rho_i/r^2\rceil`, :math:`z = \Phi^{-1}(1-\delta/2)`, raised to at least
-   :data:`MIN_TERMS` terms and never above Chebyshev's count (about :math:`z^2\delta \approx 0.27` of it for
-   :math:`\delta = 0.1`). It keeps its promise when the pilot's :math:`\rho_i` are those of the data (the
-   pilot is the data), but not with a small held-out pilot, whose errors in :math:`\rho_i` it has no slack
-   for (chapter :doc:`/book/choosing_an_estimator` measures both). Each plan entry reports Chebyshev's count
-   too. The plan keeps the candidate of lowest cost. Parameters
+   with the pilot's means in place of the full data's. The rule (:mod:`fishertut.planning`) turns it into
+   draws: by default ``"normal_ucb"``, a normal approximation for the estimate (a mean of
+   :math:`S\lceil N/B\rceil` independent terms, at least :data:`MIN_TERMS`) at the upper confidence bound
+   :math:`\rho_i^+` of each parameter's :math:`\rho_i` from the pilot's own spread, :math:`\delta` split
+   between the two; ``"chebyshev"`` and ``"normal"`` take the pilot's :math:`\hat\rho_i` for the truth.
+   Each plan entry reports Chebyshev's count too. The plan keeps the candidate of lowest cost. Parameters
    with :math:`\mathcal I_i = 0` on the pilot are left out of the maximum (for ``"i1"`` and ``"hutchinson"``
    their terms vanish wherever their information does), and ``S`` is capped at ``max_samples``: the plan
    then reports the relative error it reaches instead.
@@ -70,7 +69,8 @@ CANDIDATES = ("exact", "i1", "hutchinson")
 class Estimate(dict):
     r"""``{parameter name: estimate}`` with ``stderr``, ``input_stderr``, ``plan`` (by parameter name), ``unused``.
 
-    ``unused`` lists the parameters the forward never reads (their entries are exactly 0).
+    ``unused`` lists the parameters the forward never reads (their entries are exactly 0);
+    ``pilot_statistics`` says how the pilot got its statistics, ``"exact"`` or ``"sampled"``.
 
     ``stderr`` is the predicted standard error over labels for the given inputs; ``input_stderr`` is
     :math:`\sqrt{\mathrm{var}_x/N}`, the extra term for a reader who treats the inputs as a sample of a larger set.
@@ -84,10 +84,11 @@ class Estimate(dict):
         plan: dict[str, PlanEntry],
         num_inputs: int,
         unused: frozenset[str] = frozenset(),
+        pilot_statistics: str = "exact",
     ) -> None:
         super().__init__(values)
         self.stderr, self.input_stderr, self.plan, self.num_inputs = stderr, input_stderr, plan, num_inputs
-        self.unused = unused
+        self.unused, self.pilot_statistics = unused, pilot_statistics
 
 
 def estimate(
@@ -112,8 +113,9 @@ def estimate(
     r"""The diagonal Fisher over ``inputs`` with relative error at most ``rtol`` with probability ``1 - delta``.
 
     Per parameter tensor, the cheapest of ``estimators`` (with its minibatch size and number of label draws)
-    whose planned draws meet the target on the pilot (a normal approximation with a minimum number of terms,
-    never more draws than Chebyshev's bound): see the module docstring for the rule and the cost model. Models
+    whose planned draws meet the target on the pilot (by default a normal approximation with a minimum number
+    of terms, at an upper confidence bound of each parameter's variance from the pilot): see the module
+    docstring and :mod:`fishertut.planning` for the rule, and the module docstring for the cost model. Models
     that only the generic engine takes are planned with the one-backward estimators only.
 
     Args:
@@ -242,4 +244,5 @@ def estimate(
         plan,
         n,
         moments.unused,
+        moments.statistics,
     )
