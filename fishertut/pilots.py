@@ -136,10 +136,10 @@ def _exact(model, inputs, family, batch_size, path, mask, normalize) -> tuple[di
     per = per_input_statistics(model, inputs, family, batch_size=batch_size, path=path, mask=mask, normalize=normalize)
     sums = {}
     for k, f in per.fisher.items():
-        f = f.to(torch.float64).flatten(1)
+        f = f.to(torch.float64).reshape(f.shape[0], -1)
         values = {"I": f, "Q": f.square()}
         for kind, var in zip(KINDS, (per.var_i1, per.var_i1_sequence, per.var_hutchinson)):
-            values[f"V:{kind}"] = var[k].to(torch.float64).flatten(1)
+            values[f"V:{kind}"] = var[k].to(torch.float64).reshape(f.shape)
         sums[k] = {name: v.sum(0) for name, v, _ in _with_products(values, KINDS)}
     return sums, num_rows(inputs), (per.path, per.num_outputs, per.unused)
 
