@@ -20,11 +20,13 @@ from statistics import NormalDist
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 from torch import nn
 
 import fishertut as ft
 from fishertut.pilots import TensorMoments, _with_products
-from fishertut.planning import MIN_PILOT, planned_draws, upper_relative_variance
+from fishertut.planning import MIN_PILOT, MIN_TERMS, planned_draws, upper_relative_variance
 from sequence_models import build, left_padded
 
 RTOL, DELTA, SEEDS = 0.25, 0.1, 30
@@ -191,3 +193,22 @@ def test_the_default_rule_and_its_names_are_checked():
     with pytest.raises(ValueError, match=r"rule must be one of \('normal_ucb', 'chebyshev', 'normal'\)"):
         ft.estimate(model, x, ft.Categorical(), rule="clt")
     assert NormalDist().inv_cdf(1 - 0.1 / 4) ** 2 < 1 / 0.1  # the draws z2^2 takes against Chebyshev's 1/delta
+
+
+@given(
+    rho=st.floats(1e-6, 1e3),
+    inflate=st.floats(1.0, 10.0),
+    rtol=st.floats(0.01, 2.0),
+    delta=st.floats(0.001, 0.5),
+    groups=st.integers(1, 500),
+)
+def test_the_default_rule_meets_rtol_with_terms_enough_unless_capped(rho, inflate, rtol, delta, groups):
+    """Uncapped, the plan reaches rtol at the bound, with at least MIN_TERMS terms; capped, it says so."""
+    cap = 10**4
+    s, _, reached = planned_draws(rho, rtol, delta, groups, cap, rho_upper=rho * inflate)
+    z2 = NormalDist().inv_cdf(1 - delta / 4)
+    if s < cap:
+        assert s * groups >= MIN_TERMS and reached <= rtol * (1 + 1e-12)
+        assert s == 1 or s * groups - groups < MIN_TERMS or z2 * math.sqrt(rho * inflate / (s - 1)) > rtol
+    else:
+        assert reached >= min(rtol, z2 * math.sqrt(rho * inflate / cap)) * (1 - 1e-12)
