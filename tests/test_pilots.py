@@ -16,9 +16,10 @@ def _mlp():
     return model.double().eval(), x
 
 
-def _gru():
+def _lm(kind):
+    """A GRU (the generic engine) or a tiny GPT (the transformer engine) on left-padded sequences."""
     ids, mask = left_padded(6, 3, 4, [0, 1, 2, 0, 1, 2], seed=7)
-    return build("gru"), ids, mask
+    return build(kind), ids, mask
 
 
 def _moments(model, x, statistics, kinds=("i1", "hutchinson"), draws=3, seed=0, mask=None):
@@ -29,21 +30,21 @@ def _moments(model, x, statistics, kinds=("i1", "hutchinson"), draws=3, seed=0, 
     return moments
 
 
-@pytest.mark.parametrize("problem", ["mlp", "gru_masked"])
+@pytest.mark.parametrize("problem", ["mlp", "gru", "gpt"])
 def test_sampled_moments_are_unbiased(problem, one_thread):
     """Sampled pilots are unbiased for the exact pilot's means.
 
-    Over 300 (80) sampled pilots, the mean of each pilot mean (Fisher, its square, each conditional variance)
+    Over 300 (80, 40) sampled pilots, the mean of each pilot mean (Fisher, its square, each conditional variance)
     lies within 5 standard errors (estimated from the replicates) of the exact pilot's value, for every
     parameter.
     """
-    model, x, *rest = _mlp() if problem == "mlp" else _gru()
+    model, x, *rest = _mlp() if problem == "mlp" else _lm(problem)
     mask = rest[0] if rest else None
     exact = _moments(model, x, "exact", mask=mask)
-    count, draws = (300, 3) if problem == "mlp" else (80, 8)
+    count, draws = {"mlp": (300, 3), "gru": (80, 8), "gpt": (40, 8)}[problem]
     reps = [_moments(model, x, "sampled", draws=draws, seed=s, mask=mask) for s in range(count)]
     kinds = ("i1", "hutchinson") if problem == "mlp" else ("i1_sequence", "hutchinson")
-    assert reps[0]["head.bias" if problem == "gru_masked" else "4.bias"].kinds == (
+    assert reps[0]["4.bias" if problem == "mlp" else "head.bias"].kinds == (
         ("i1", "i1_sequence", "hutchinson") if problem == "mlp" else kinds
     )
     for k, m in exact.items():
