@@ -22,7 +22,6 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 JB := $(VENV)/bin/jupyter-book
-JUPYTEXT := $(VENV)/bin/jupytext
 STAMP := $(VENV)/.installed
 
 BUILD := _build
@@ -120,7 +119,7 @@ chapters: $(STAMP) fresh-cache
 # references, an .ipynb download per chapter that reads in plain Jupyter; and what the pages say: no typed
 # chapter/figure/equation numbers, no raw labels or exponents, every figure numbered, every theory chapter
 # with exercises, the PDF there (tools/check_book.py, tools/book_content.py). Not part of `make test`,
-# which needs no system package.
+# which needs no system package. Every chapter runs once, in `make test`; book and pdf take it from the cache.
 check:
 	$(MAKE) --no-print-directory test
 	$(MAKE) --no-print-directory book

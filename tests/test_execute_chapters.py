@@ -47,19 +47,21 @@ A colon fence, as the book's MyST configuration allows.
 :::
 
 ```{code-cell} ipython3
-:tags: [remove-cell]
 """
 
 
-def _book(tmp_path: Path, last_cell: str) -> Path:
-    """A one-chapter book under tmp_path with the project's MyST and execution settings; the chapter."""
+def _book(tmp_path: Path, last_cell: str, tags: str = "remove-cell") -> Path:
+    """A one-chapter book under tmp_path with the project's MyST and execution settings; the chapter.
+
+    Its last cell holds `last_cell`, with these tags (a hidden assert cell by default).
+    """
     config = yaml.safe_load((ROOT / "_config.yml").read_text(encoding="utf-8"))
     small = {"title": "t", "only_build_toc_files": True, "execute": config["execute"], "parse": config["parse"]}
     small["exclude_patterns"] = ["_build"]
     (tmp_path / "_config.yml").write_text(yaml.safe_dump(small), encoding="utf-8")
     (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: ch\n", encoding="utf-8")
     chapter = tmp_path / "ch.md"
-    chapter.write_text(HEADER + last_cell + "\n```\n", encoding="utf-8")
+    chapter.write_text(HEADER + f":tags: [{tags}]\n" + last_cell + "\n```\n", encoding="utf-8")
     return chapter
 
 
@@ -93,7 +95,7 @@ def test_failing_assert_names_chapter_line_and_cell(tmp_path: Path, capsys: pyte
 
 
 def test_warning_in_an_output_fails_even_from_the_cache(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    chapter = _book(tmp_path, "import warnings\nwarnings.warn('too few samples')")
+    chapter = _book(tmp_path, "import warnings\nwarnings.warn('too few samples')", tags="hide-output")
     for _ in range(2):
         status, out = _run(tmp_path, chapter, capsys)
         assert status == 1, out
@@ -102,17 +104,26 @@ def test_warning_in_an_output_fails_even_from_the_cache(tmp_path: Path, capsys: 
 
 
 def test_output_rules_match_the_browser_check() -> None:
-    """Stderr streams, tracebacks and 'SomethingWarning:' / 'SomethingError:' texts are flagged."""
-    cell = nbformat.v4.new_code_cell("1")
-    cell.outputs = [
+    """Shown stderr streams, tracebacks and 'SomethingWarning:' / 'SomethingError:' texts are flagged."""
+    outputs = [
         nbformat.v4.new_output("stream", name="stdout", text="fine\n"),
         nbformat.v4.new_output("stream", name="stderr", text="progress 10%\n"),
         nbformat.v4.new_output("execute_result", data={"text/plain": "RuntimeWarning: overflow"}),
         nbformat.v4.new_output("display_data", data={"text/plain": "no warning here"}),
     ]
-    notebook = nbformat.v4.new_notebook(cells=[cell], metadata={"source_map": [9]})
-    found = execute_chapters.bad_outputs(notebook)
-    assert found == ["line 9: stderr output: progress 10%", "line 9: execute_result output: RuntimeWarning: overflow"]
+    cells = [nbformat.v4.new_code_cell("1", outputs=outputs) for _ in range(4)]
+    cells[1].metadata.tags = ["remove-stderr"]  # MyST-NB drops its stderr streams, not the rest
+    cells[2].metadata.tags = ["remove-output"]  # and every output of these two
+    cells[3].metadata.tags = ["remove-cell"]
+    notebook = nbformat.v4.new_notebook(cells=cells, metadata={"source_map": [9, 20, 30, 40]})
+    assert execute_chapters.bad_outputs(notebook) == [
+        "line 9: stderr output: progress 10% (and 1 more such outputs)",
+        "line 20: execute_result output: RuntimeWarning: overflow",
+    ]
+    assert execute_chapters.bad_outputs(notebook, stderr_shown=False) == [
+        "line 9: execute_result output: RuntimeWarning: overflow",
+        "line 20: execute_result output: RuntimeWarning: overflow",
+    ]
 
 
 def test_book_build_takes_the_chapter_from_the_cache(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -35,10 +35,11 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import suppress
 from pathlib import Path
+from typing import NamedTuple
 
 from jupyter_book.config import get_final_config
 from jupyter_cache import get_cache
-from jupyter_cache.base import CacheBundleIn
+from jupyter_cache.base import CacheBundleIn, JupyterCacheAbstract
 from jupyter_cache.cache.db import NbProjectRecord
 from jupyter_cache.executors.utils import single_nb_execution
 from myst_nb.core.config import NbParserConfig
@@ -116,11 +117,32 @@ def failed_cell(notebook: NotebookNode) -> int | None:
     return next((i for i in code if notebook.cells[i].get("execution_count") is None), None)
 
 
-def bad_outputs(notebook: NotebookNode) -> list[str]:
-    """'line N: ...' for each output that is a stderr stream or holds a warning, an error or a traceback."""
+def shown_outputs(cell: NotebookNode, stderr_shown: bool = True) -> list[NotebookNode]:
+    """The outputs of a code cell that its page shows.
+
+    MyST-NB drops those of a ``remove-output`` or ``remove-cell`` cell, the stderr (stdout) streams of a
+    ``remove-stderr`` (``remove-stdout``) cell, and every stderr stream when ``execute.stderr_output`` is
+    ``remove``.
+    """
+    tags = cell.metadata.get("tags", [])
+    if cell.cell_type != "code" or {"remove-output", "remove-cell"} & set(tags):
+        return []
+    stderr_shown = stderr_shown and "remove-stderr" not in tags
+    stdout_shown = "remove-stdout" not in tags
+    streams = {"stderr": stderr_shown, "stdout": stdout_shown}
+    return [out for out in cell.get("outputs", []) if out.output_type != "stream" or streams.get(out.name, True)]
+
+
+def bad_outputs(notebook: NotebookNode, stderr_shown: bool = True) -> list[str]:
+    """Cells with a shown output that is a stderr stream or holds a warning, an error or a traceback.
+
+    Returns:
+        'line N: ...' per such cell: the line of its fence, the first offending output, how many more.
+    """
     found = []
     for i, cell in enumerate(notebook.cells):
-        for out in cell.get("outputs", []) if cell.cell_type == "code" else []:
+        bad = []
+        for out in shown_outputs(cell, stderr_shown):
             if out.output_type == "stream":
                 texts = [out.text]
             elif out.output_type == "error":
@@ -130,7 +152,10 @@ def bad_outputs(notebook: NotebookNode) -> list[str]:
             text = ANSI.sub("", "".join("".join(t) if isinstance(t, list) else t for t in texts))
             if out.get("name") == "stderr" or WARNING.search(text):
                 first = next((ln for ln in text.splitlines() if ln.strip()), "")[:160]
-                found.append(f"line {cell_line(notebook, i)}: {out.get('name', out.output_type)} output: {first}")
+                bad.append(f"{out.get('name', out.output_type)} output: {first}")
+        if bad:
+            more = f" (and {len(bad) - 1} more such outputs)" if len(bad) > 1 else ""
+            found.append(f"line {cell_line(notebook, i)}: {bad[0]}{more}")
     return found
 
 
@@ -146,21 +171,34 @@ def report_failure(path: Path, notebook: NotebookNode, error: str) -> None:
     print(ANSI.sub("", error).rstrip() + "\n", flush=True)
 
 
-def finish(cache, shown: Path, stage, executed: NotebookNode, seconds: float, error: str) -> bool:
+class Job(NamedTuple):
+    """A chapter to execute.
+
+    Its name as printed, its jupyter-cache project record, the arguments of execute(), and whether its
+    page shows stderr streams (``execute.stderr_output``).
+    """
+
+    shown: Path
+    stage: NbProjectRecord
+    task: tuple
+    stderr_shown: bool
+
+
+def finish(cache: JupyterCacheAbstract, job: Job, executed: NotebookNode, seconds: float, error: str) -> bool:
     """Cache a chapter that ran through, as MyST-NB's cache client would, and check its outputs; True if fine."""
     if error:
-        NbProjectRecord.set_traceback(stage.uri, error, cache.db)
-        report_failure(shown, executed, error)
+        NbProjectRecord.set_traceback(job.stage.uri, error, cache.db)
+        report_failure(job.shown, executed, error)
         return False
-    bundle = CacheBundleIn(executed, stage.uri, data={"execution_seconds": seconds})
+    bundle = CacheBundleIn(executed, job.stage.uri, data={"execution_seconds": seconds})
     cache.cache_notebook_bundle(bundle, check_validity=False, overwrite=True)
-    print(f"executed {shown} in {seconds:.0f} s", flush=True)
-    return outputs_clean(shown, executed)
+    print(f"executed {job.shown} in {seconds:.0f} s", flush=True)
+    return outputs_clean(job.shown, executed, job.stderr_shown)
 
 
-def outputs_clean(shown: Path, notebook: NotebookNode) -> bool:
+def outputs_clean(shown: Path, notebook: NotebookNode, stderr_shown: bool) -> bool:
     """Print the outputs that hold a warning (see bad_outputs); True if there is none."""
-    if bad := bad_outputs(notebook):
+    if bad := bad_outputs(notebook, stderr_shown):
         print(f"FAILED {shown}: warnings in outputs\n  " + "\n  ".join(bad), flush=True)
     return not bad
 
@@ -176,17 +214,18 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.pop("MPLBACKEND", None)
     md, nb = book_configs(args.config.resolve())
     cache = get_cache(nb.execution_cache_path)
-    start, failures, pending = time.perf_counter(), [], []
+    start, failures, jobs = time.perf_counter(), [], []
     for path in [p.resolve() for p in args.chapters]:
         notebook, read_fmt, config = read_chapter(path, md, nb)
         shown = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+        stderr_shown = config.output_stderr != "remove"
         record = None
         with suppress(KeyError):
             record = cache.match_cache_notebook(notebook)
         if record is not None:
             _, merged = cache.merge_match_into_notebook(notebook)
             print(f"cached   {shown} (ran in {record.data.get('execution_seconds', 0):.0f} s)", flush=True)
-            if not outputs_clean(shown, merged):
+            if not outputs_clean(shown, merged, stderr_shown):
                 failures.append(shown)
             continue
         if config.execution_in_temp:
@@ -194,17 +233,16 @@ def main(argv: list[str] | None = None) -> int:
         stage = cache.add_nb_to_project(str(path), read_data=read_fmt)
         NbProjectRecord.remove_tracebacks([stage.pk], cache.db)
         task = (notebook, str(path.parent), config.execution_timeout, config.execution_allow_errors)
-        pending.append((shown, stage, task, len(path.read_text(encoding="utf-8"))))
-    if args.jobs > 1 and len(pending) > 1:
-        pending.sort(key=lambda item: -item[3])  # longest first, so that no long chapter starts last
+        jobs.append(Job(shown, stage, task, stderr_shown))
+    if args.jobs > 1 and len(jobs) > 1:
+        jobs.sort(key=lambda job: -len(job.shown.read_text(encoding="utf-8")))  # longest first: none starts last
         with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-            futures = [(shown, stage, pool.submit(execute, *task)) for shown, stage, task, _ in pending]
-            results = ((shown, stage, *future.result()) for shown, stage, future in futures)
-            failures += [shown for shown, *result in results if not finish(cache, shown, *result)]
+            futures = [(job, pool.submit(execute, *job.task)) for job in jobs]
+            failures += [job.shown for job, future in futures if not finish(cache, job, *future.result())]
     else:
-        failures += [shown for shown, stage, task, _ in pending if not finish(cache, shown, stage, *execute(*task))]
+        failures += [job.shown for job in jobs if not finish(cache, job, *execute(*job.task))]
     total = time.perf_counter() - start
-    print(f"{len(args.chapters)} chapters, {len(pending)} executed, {len(failures)} failed, {total:.0f} s")
+    print(f"{len(args.chapters)} chapters, {len(jobs)} executed, {len(failures)} failed, {total:.0f} s")
     if failures:
         print("failed: " + ", ".join(map(str, failures)))
     return 1 if failures else 0
