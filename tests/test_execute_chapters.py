@@ -150,3 +150,17 @@ def test_two_jobs_run_and_report_each_chapter(tmp_path: Path, capsys: pytest.Cap
     out = capsys.readouterr().out
     assert status == 1, out
     assert f"executed {good}" in out and f"FAILED {bad}:" in out and "2 executed, 1 failed" in out, out
+
+
+def test_cell_timeout_names_the_cell(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """execute.timeout of _config.yml applies per cell, as in the book build."""
+    chapter = _book(tmp_path, "import time\ntime.sleep(60)")
+    config = yaml.safe_load((tmp_path / "_config.yml").read_text(encoding="utf-8"))
+    config["execute"]["timeout"] = 2
+    (tmp_path / "_config.yml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    status, out = _run(tmp_path, chapter, capsys)
+    assert status == 1, out
+    lines = chapter.read_text(encoding="utf-8").splitlines()
+    line = max(i for i, text in enumerate(lines) if text.startswith("```{code-cell}")) + 1
+    assert f"FAILED {chapter}:{line}: the code cell at line {line} raised CellTimeoutError" in out, out
+    assert "time.sleep(60)" in out, out

@@ -98,7 +98,8 @@ def read_chapter(path: Path, md: MdParserConfig, nb: NbParserConfig) -> tuple[No
 def execute(notebook: NotebookNode, cwd: str, timeout: int, allow_errors: bool) -> tuple[NotebookNode, float, str]:
     """Run every cell in place, as MyST-NB's cache client does; the notebook, seconds, and the error text."""
     result = single_nb_execution(notebook, cwd=cwd, timeout=timeout, allow_errors=allow_errors, meta_override=True)
-    error = "" if result.err is None else f"{type(result.err).__name__}: {result.exc_string}"
+    # nbclient's message holds the cell's source and its traceback; the executor's own frames would be noise
+    error = "" if result.err is None else f"{type(result.err).__name__}: {result.err}"
     return notebook, result.time, error
 
 
@@ -109,12 +110,13 @@ def cell_line(notebook: NotebookNode, index: int) -> int:
 
 
 def failed_cell(notebook: NotebookNode) -> int | None:
-    """Index of the cell whose output is an exception, else of the first code cell that never finished."""
+    """Index of the cell whose output is an exception, else of the last code cell that started (a timeout)."""
     code = [i for i, cell in enumerate(notebook.cells) if cell.cell_type == "code"]
     for i in code:
         if any(out.output_type == "error" for out in notebook.cells[i].get("outputs", [])):
             return i
-    return next((i for i in code if notebook.cells[i].get("execution_count") is None), None)
+    started = [i for i in code if notebook.cells[i].get("execution_count") is not None]
+    return started[-1] if started else None
 
 
 def shown_outputs(cell: NotebookNode, stderr_shown: bool = True) -> list[NotebookNode]:
@@ -162,12 +164,15 @@ def bad_outputs(notebook: NotebookNode, stderr_shown: bool = True) -> list[str]:
 def report_failure(path: Path, notebook: NotebookNode, error: str) -> None:
     """Name the chapter, the cell's line and the exception, then print nbclient's cell + traceback."""
     index = failed_cell(notebook)
-    where = f"{path}:{cell_line(notebook, index)}" if index is not None else str(path)
-    summary = ""
-    if index is not None:
+    if index is None:
+        print(f"FAILED {path}: {error.splitlines()[0]}", flush=True)
+    else:
         errors = [out for out in notebook.cells[index].get("outputs", []) if out.output_type == "error"]
-        summary = f"{errors[0].ename}: {errors[0].evalue}" if errors else error.split(":", 1)[0]
-    print(f"FAILED {where}: the code cell at line {cell_line(notebook, index)} raised {summary}", flush=True)
+        summary = error.splitlines()[0]  # a timeout or a dead kernel: nbclient's words
+        if errors and error.startswith("CellExecutionError"):  # the cell's own exception
+            summary = ": ".join(filter(None, (errors[0].ename, errors[0].evalue)))
+        line = cell_line(notebook, index)
+        print(f"FAILED {path}:{line}: the code cell at line {line} raised {summary}", flush=True)
     print(ANSI.sub("", error).rstrip() + "\n", flush=True)
 
 
