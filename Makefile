@@ -59,6 +59,7 @@ venv: $(STAMP)
 
 # --- book --------------------------------------------------------------------------
 
+# Run first by every target that reads or fills the execution cache (chapters, book, pdf).
 fresh-cache:
 	@mkdir -p $(BUILD)
 	@if [ "$$(cat $(LIBSTAMP) 2>/dev/null)" != "$(LIBHASH)" ]; then \
@@ -78,7 +79,7 @@ book: $(STAMP) fresh-cache
 SINGLE := $(BUILD)/singlehtml
 PDF := $(BUILD)/html/fishertut.pdf
 
-pdf: $(STAMP)
+pdf: $(STAMP) fresh-cache
 	@test -f $(BUILD)/html/index.html || { echo "build the book first: make book"; exit 1; }
 	$(JB) build . --builder singlehtml -W --keep-going
 	$(PY) tools/book_pdf.py --page $(SINGLE)/index.html --out $(PDF)
