@@ -4,7 +4,8 @@ The core (estimators, families, engines, reports, validation, parameter groups a
 package. Each module says which chapters use it:
 
 * :mod:`~fishertut.lab.data`: MNIST as tensors;
-* :mod:`~fishertut.lab.gpt`: a tiny decoder-only transformer (the language-model benchmark and tests);
+* :mod:`~fishertut.lab.gpt`: the tiny decoder-only transformer (the language-model benchmark, the tests and the
+  character-level model of chapter :doc:`/book/language_model`);
 * :mod:`~fishertut.lab.models`: the MLP builder, the one trained "theory network", the default device;
 * :mod:`~fishertut.lab.training`: a seeded Adam training loop with a loss and a penalty argument;
 * :mod:`~fishertut.lab.montecarlo`: every single-pair term per class, cheap Monte-Carlo repetitions, the standard
@@ -17,10 +18,10 @@ package. Each module says which chapters use it:
 * :mod:`~fishertut.lab.laplace`: the diagonal Laplace posterior's logit variances, probit predictive and evidence,
   :mod:`~fishertut.lab.stacked`: many small networks trained at once, :mod:`~fishertut.lab.statistics`: t intervals
   and AUROC (chapter :doc:`/book/downstream`);
-* :mod:`~fishertut.lab.text`, :mod:`~fishertut.lab.char_gpt`, :mod:`~fishertut.lab.merging`: the documentation
-  corpus that ships with Python, the tiny character-level GPT, Fisher merging and saliency pruning (chapter
-  :doc:`/book/language_model`), with :mod:`~fishertut.lab.tokens` (every per-class score of a sequence) and
-  :mod:`~fishertut.lab.lmstudy` (the recipes of LM code, their bias, variance and budgets);
+* :mod:`~fishertut.lab.text`, :mod:`~fishertut.lab.merging`: the documentation corpus that ships with Python,
+  Fisher merging and saliency pruning (chapter :doc:`/book/language_model`), with :mod:`~fishertut.lab.tokens`
+  (every per-class score of a sequence) and :mod:`~fishertut.lab.lmstudy` (the recipes of LM code, their bias,
+  variance and budgets);
 * :mod:`~fishertut.lab.plotting`: the house style and all the book's figure helpers;
 * :mod:`~fishertut.lab.symbolic`: the SymPy derivations of the two families (the theory chapters);
 * :mod:`~fishertut.lab.tables`: tables formatted for people (every chapter that shows a table).
@@ -35,7 +36,6 @@ import importlib
 _SUBMODULES = (
     "bounds",
     "casestudy",
-    "char_gpt",
     "data",
     "downstream",
     "gpt",

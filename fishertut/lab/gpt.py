@@ -1,12 +1,15 @@
-r"""A tiny decoder-only transformer (GPT) for the language-model benchmark, the tests and the book.
+r"""The tiny decoder-only transformer (GPT) of the language-model benchmark, the tests and the book.
 
-:func:`tiny_gpt` builds token embedding + positional embedding, ``layers`` pre-norm blocks (causal
-self-attention, then a GELU or SiLU MLP of width ``4 d``, each added back to the residual stream), a final
-norm and a head tied to the token embedding: logits :math:`h_t = E\,\mathrm{norm}(x_t)`, shape ``(N, T, V)``
-(or ``(N, T V)`` with ``flat=True``). The attention can be written three ways, all computing the same
-function: ``"mha"`` (``nn.MultiheadAttention`` with a causal ``attn_mask`` and ``is_causal=True``), ``"sdpa"``
-(``F.scaled_dot_product_attention(..., is_causal=True)`` inside the block) and ``"manual"``
-(:math:`\mathrm{softmax}(QK^\top/\sqrt{d_h} + \text{mask})V` by hand).
+One model, :class:`TinyGPT`, and two builders: :func:`tiny_gpt` (the benchmark's and the tests' model, every
+way of writing attention and normalisation) and :func:`char_gpt` (chapter :doc:`/book/language_model`'s
+character-level model: stock ``nn.MultiheadAttention``, a learned positional ``nn.Parameter``, GPT-2's
+``N(0, 0.02²)`` embeddings). The model has a token embedding ``token`` and a positional embedding
+``position``, ``layers`` pre-norm blocks (causal self-attention, then a GELU or SiLU MLP of width ``4 d``,
+each added back to the residual stream), a final norm and a head tied to the token embedding: logits
+:math:`h_t = E\,\mathrm{norm}(x_t)`, shape ``(N, T, V)`` (or ``(N, T V)`` with ``flat=True``). The attention can be
+written three ways, all computing the same function: ``"mha"`` (``nn.MultiheadAttention`` with a causal
+``attn_mask`` and ``is_causal=True``), ``"sdpa"`` (``F.scaled_dot_product_attention(..., is_causal=True)`` inside
+the block) and ``"manual"`` (:math:`\mathrm{softmax}(QK^\top/\sqrt{d_h} + \text{mask})V` by hand).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["tiny_gpt", "TinyGPT", "CausalSelfAttention", "Block", "ATTENTIONS"]
+__all__ = ["tiny_gpt", "char_gpt", "TinyGPT", "CausalSelfAttention", "Block", "ATTENTIONS"]
 
 ATTENTIONS = ("mha", "sdpa", "manual")
 
@@ -73,7 +76,11 @@ class Block(nn.Module):
 
 
 class TinyGPT(nn.Module):
-    """Decoder-only transformer with a tied head (module docstring); tokens ``(N, T)`` to logits."""
+    """Decoder-only transformer with a tied head (module docstring); tokens ``(N, T')``, ``T' <= T``, to logits.
+
+    Parameter names: ``token.weight``, ``position`` (a parameter) or ``position.weight`` (an embedding),
+    ``blocks.{l}.norm1``/``attn``/``norm2``/``mlp``, ``norm``.
+    """
 
     def __init__(
         self,
@@ -89,11 +96,12 @@ class TinyGPT(nn.Module):
         flat: bool = False,
     ) -> None:
         super().__init__()
-        self.tok = nn.Embedding(vocab, d)
+        self.context = context
+        self.token = nn.Embedding(vocab, d)
         if positions == "embedding":
-            self.pos = nn.Embedding(context, d)
+            self.position: nn.Module | nn.Parameter = nn.Embedding(context, d)
         else:
-            self.pos_param = nn.Parameter(0.02 * torch.randn(context, d))
+            self.position = nn.Parameter(0.02 * torch.randn(context, d))
         self.blocks = nn.ModuleList(Block(d, heads, attention, norm, activation) for _ in range(layers))
         self.norm = nn.LayerNorm(d) if norm == "layer" else nn.RMSNorm(d)
         self.flat = flat
@@ -101,12 +109,26 @@ class TinyGPT(nn.Module):
     def forward(self, tokens: Tensor) -> Tensor:
         """Logits ``(N, T, V)``, or ``(N, T V)`` with ``flat``."""
         t = tokens.shape[1]
-        pos = self.pos.weight[:t] if hasattr(self, "pos") else self.pos_param[:t]
-        x = self.tok(tokens) + pos
+        if t > self.context:
+            raise ValueError(f"tokens has {t} positions, more than the model's context of {self.context}")
+        pos = self.position.weight if isinstance(self.position, nn.Embedding) else self.position
+        x = self.token(tokens) + pos[:t]
         for block in self.blocks:
             x = block(x)
-        logits = self.norm(x) @ self.tok.weight.T
+        logits = self.norm(x) @ self.token.weight.T
         return logits.flatten(1) if self.flat else logits
+
+    @torch.no_grad()
+    def generate(self, prompt: Tensor, length: int, generator: torch.Generator | None = None) -> Tensor:
+        """``prompt`` ``(L,)`` extended by ``length`` tokens sampled one at a time; returns ``(L + length,)``."""
+        if self.flat:
+            raise ValueError("generate needs logits (N, T, V): build the model with flat=False")
+        ids = prompt.clone()
+        for _ in range(length):
+            logits = self(ids[-self.context :][None])[0, -1]
+            nxt = torch.multinomial(torch.softmax(logits.double(), -1), 1, generator=generator)
+            ids = torch.cat([ids, nxt.to(ids.dtype)])
+        return ids
 
 
 def tiny_gpt(
@@ -130,4 +152,29 @@ def tiny_gpt(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = TinyGPT(vocab, context, d, heads, layers, **options)
+    return model.to(dtype).eval()
+
+
+def char_gpt(
+    vocab_size: int,
+    context: int = 64,
+    d_model: int = 64,
+    heads: int = 4,
+    layers: int = 2,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float32,
+) -> TinyGPT:
+    """The language-model chapter's character-level :class:`TinyGPT`, seeded, in eval mode.
+
+    Stock ``nn.MultiheadAttention`` with a causal mask, LayerNorm, a GELU MLP, a learned positional
+    ``nn.Parameter``; the token and positional embeddings start at ``N(0, 0.02²)`` like GPT-2's (with the tied
+    head, the first logits are then near zero), the rest keeps PyTorch's defaults.
+    """
+    if d_model % heads:
+        raise ValueError(f"d_model ({d_model}) must be a multiple of heads ({heads})")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = TinyGPT(vocab_size, context, d_model, heads, layers, positions="parameter")
+        nn.init.normal_(model.position, std=0.02)
+        nn.init.normal_(model.token.weight, std=0.02)
     return model.to(dtype).eval()

@@ -71,10 +71,10 @@ def _release_memory() -> None:
 
 
 def group_of(name: str) -> str:
-    """The parameter group of a :class:`~fishertut.lab.gpt.CharGPT` parameter name, for per-group summaries."""
+    """The parameter group of a :class:`~fishertut.lab.gpt.TinyGPT` parameter name, for per-group summaries."""
     if name == "token.weight":
         return "embedding (tied head)"
-    if name == "position":
+    if name.split(".")[0] == "position":
         return "positions"
     if ".attn." in name:
         return "attention"

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fishertut.lab import char_gpt as gpt
-from fishertut.lab import merging, text
+from fishertut.lab import gpt, merging, text, tokens
 
 
 def test_topic_split_is_deterministic_disjoint_and_complete():
@@ -58,6 +57,27 @@ def test_tied_head_shares_the_embedding():
     model = gpt.char_gpt(vocab_size=5, context=4, d_model=8, heads=2, layers=1)
     names = [n for n, _ in model.named_parameters()]
     assert "token.weight" in names and not any("head" in n for n in names)
+
+
+def test_one_gpt_class_and_its_parameter_groups():
+    """The chapter's model and the benchmark's are one class; every parameter lands in its named group."""
+    chapter = gpt.char_gpt(vocab_size=5, context=4, d_model=8, heads=2, layers=1)
+    bench = gpt.tiny_gpt(vocab=5, context=4, d=8, heads=2, layers=1)
+    assert type(chapter) is type(bench) is gpt.TinyGPT
+    expected = {"token.weight": "embedding (tied head)", "position": "positions", "position.weight": "positions"}
+    for model in (chapter, bench):
+        for name, _ in model.named_parameters():
+            group = tokens.group_of(name)
+            if name in expected:
+                assert group == expected[name], name
+            elif ".attn." in name:
+                assert group == "attention", name
+            elif ".mlp." in name:
+                assert group == "MLP", name
+            else:
+                assert group == "LayerNorm" and "norm" in name, name
+    with pytest.raises(ValueError, match="context of 4"):
+        chapter(torch.zeros(1, 5, dtype=torch.long))
 
 
 def test_merge_with_equal_fishers_is_the_plain_average():

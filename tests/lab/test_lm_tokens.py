@@ -8,8 +8,7 @@ import pytest
 import torch
 
 import fishertut as ft
-from fishertut.lab import char_gpt as gpt
-from fishertut.lab import lmstudy, tokens
+from fishertut.lab import gpt, lmstudy, tokens
 
 
 @pytest.fixture(scope="module")
