@@ -205,6 +205,8 @@ class TransformerEngine(GenericEngine):
 
         def one(xi: Tensor, ri: Tensor) -> dict[str, Tensor]:
             _, pullback = vjp(lambda p: self._output(p, xi), self.params)
+            if ri.shape[0] == 1:  # one channel (a per-sequence score): no inner vmap level over channels
+                return {n: g.unsqueeze(0) for n, g in pullback(ri[0])[0].items()}
             return vmap(pullback)(ri)[0]
 
         numel = sum(p.numel() for p in self.params.values())
