@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from .batches import iterate_batches
-from .calls import cat_rows, num_rows, take_rows
+from .calls import cat_rows, mask_entry, num_rows, take_rows
 from .checks.arguments import (
     check_count,
     check_family,
@@ -60,7 +60,8 @@ class Run:
     Args:
         model, family, path, batch_size, generator, process_group: as the public functions take them.
         curvature: whether the engines will be asked for second derivatives (sizes the chunks).
-        mask, normalize: as the public functions take them (:mod:`fishertut.families.positions`).
+        mask, normalize: as the public functions take them (:mod:`fishertut.families.positions`); a ``str``
+            mask names the entry of each mapping batch that holds it (:func:`fishertut.calls.mask_entry`).
     """
 
     def __init__(
@@ -72,7 +73,7 @@ class Run:
         generator: torch.Generator | None = None,
         curvature: bool = False,
         process_group: object | None = None,
-        mask: Tensor | None = None,
+        mask: Tensor | str | None = None,
         normalize: str = "sequence",
     ) -> None:
         check_family(family)
@@ -90,9 +91,12 @@ class Run:
         self.unused: frozenset[str] = frozenset()
         self.num_outputs = 0
         self.normalize = check_normalize(normalize)
-        if mask is not None and not isinstance(mask, Tensor):
-            raise TypeError(f"mask must be None or a boolean tensor (N, *positions), got {type(mask).__name__}")
-        self.mask = mask
+        if mask is not None and not isinstance(mask, (Tensor, str)):
+            raise TypeError(
+                "mask must be None, a boolean tensor (N, *positions) or the key of a mapping of inputs that holds "
+                f"it, got {type(mask).__name__}"
+            )
+        self.mask, self.mask_key = (None, mask) if isinstance(mask, str) else (mask, None)
         self.max_positions = 1
         self._rows_checked = False
         self.findings: Findings | None = None
@@ -202,7 +206,7 @@ class Run:
                     self._guard_rows(xb, h)
                 if start == 0:  # the whole batch's labels and mask, against outputs of its shape
                     whole = (rows, *h.shape[1:])
-                    part = self.mask_rows(offset, rows)
+                    part = self.mask_rows(offset, x)
                     mask, labels = checked_mask_and_labels(self.family, whole, part, y, self.device, self.dtype, checks)
                 span = slice(start, start + num_rows(xb))
                 layout = Positions(
@@ -234,16 +238,19 @@ class Run:
         ):
             if self.engine is None:
                 self._first_chunk(x, size_chunks=False)
-            mask = self.mask_rows(self.num_inputs, num_rows(x))
+            mask = self.mask_rows(self.num_inputs, x)
             self.num_inputs += num_rows(x)
             yield x, "argmax" if argmax else y, mask
             checks.defer()
         self._finish()
 
-    def mask_rows(self, offset: int, rows: int) -> Tensor | None:
-        """The rows of ``mask`` for a batch of ``rows`` inputs starting at input ``offset``."""
+    def mask_rows(self, offset: int, x: Inputs) -> Tensor | None:
+        """The rows of ``mask`` for the batch ``x`` starting at input ``offset`` (its entry, for a key)."""
+        if self.mask_key is not None:
+            return mask_entry(x, self.mask_key)
         if self.mask is None:
             return None
+        rows = num_rows(x)
         part = self.mask[offset : offset + rows]
         if part.shape[0] != rows:
             raise ValueError(f"mask has {self.mask.shape[0]} rows but inputs has more than that")
