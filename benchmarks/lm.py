@@ -311,13 +311,15 @@ def main(argv: list[str] | None = None) -> None:
         path = HERE / "results.json"
         data = json.loads(path.read_text())
         data["lm"] = {"rows": rows, "checks": res["checks"], "model": "fishertut.lab.gpt.tiny_gpt()", "n": N}
+        char_model = char_setup()[0]
         data["lm"]["char"] = {
             "rows": char,
             "checks": char_res["checks"],
             "model": "fishertut.lab.char_gpt.char_gpt(103, 32, 32, 4, 2, seed=0), random init",
             "n": N,
             "positions": CHAR["positions"],
-            "params": sum(p.numel() for p in char_setup()[0].parameters()),
+            "vocab": char_model.token.num_embeddings,
+            "params": sum(p.numel() for p in char_model.parameters()),
         }
         path.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n")
 

@@ -13,8 +13,11 @@ Safety: the memo is keyed weakly on the model (it never keeps a model alive) and
 identity, type, training flag, forward hooks and pre-hooks (and the global ones), and a ``forward`` replaced on
 the instance; every parameter's and buffer's identity, shape, dtype, device, ``requires_grad`` and version counter
 (bumped by every in-place update, such as an optimizer step or ``load_state_dict``); the inputs' per-row shape,
-dtype and device (the keys of a mapping); and the ``path`` asked for. Any change means a new key, so the checks
-run again in full; at most :data:`ENTRIES` states are remembered per model.
+dtype and device (the keys of a mapping); the ``path`` asked for and the output family's type. Any change
+means a new key, so the checks run again in full; at most :data:`ENTRIES` states are remembered per model. The
+results themselves never come from the memo: every call computes them from the parameters' current values (an
+update through ``.data``, which bumps no version, is read too; only the probabilities warning, a heuristic on
+the first outputs' values, is then not re-evaluated).
 """
 
 from __future__ import annotations
@@ -63,8 +66,8 @@ def _input_key(x: object) -> tuple:
     return (tuple(x.shape[1:]), x.dtype, x.device)
 
 
-def state_key(model: nn.Module, x: object, path: str) -> tuple:
-    """The key of ``model``'s state, the first batch ``x``'s signature and ``path`` (module docstring)."""
+def state_key(model: nn.Module, x: object, path: str, family: object) -> tuple:
+    """The key of ``model``'s state, the first batch ``x``'s signature, ``path`` and the family's type."""
     modules = tuple(
         (
             id(m),
@@ -85,7 +88,7 @@ def state_key(model: nn.Module, x: object, path: str) -> tuple:
         tuple(map(id, _module._global_forward_hooks.values())),
         tuple(map(id, _module._global_forward_pre_hooks.values())),
     )
-    return modules, tensors, hooks, _input_key(x), path
+    return modules, tensors, hooks, _input_key(x), path, type(family)
 
 
 def lookup(model: nn.Module, key: tuple) -> Findings | None:

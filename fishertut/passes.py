@@ -142,7 +142,7 @@ class Run:
 
         ``None`` when the findings for this model state and input signature are remembered: then no probe runs.
         """
-        key = state_key(self.model, x, self.path)
+        key = state_key(self.model, x, self.path, self.family)
         found = lookup(self.model, key)
         self.engine = select_engine(self.model, x, self.path, None if found is None else found.engine)
         if found is not None:

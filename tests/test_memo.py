@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import gc
+import warnings
 import weakref
 
 import pytest
@@ -128,3 +129,14 @@ def test_the_memo_does_not_keep_a_model_alive():
     del model
     gc.collect()
     assert ref() is None
+
+
+def test_the_probabilities_warning_follows_the_family_of_each_call():
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2), nn.Softmax(-1)).double().eval()
+    x = torch.randn(5, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning for a Gaussian model
+        ft.fisher_diagonal(model, x, ft.Gaussian(1.0))
+    for _ in range(2):  # the first Categorical call probes, the second reads the memo: both warn
+        with pytest.warns(UserWarning, match="look like probabilities"):
+            ft.fisher_diagonal(model, x, ft.Categorical())
