@@ -144,7 +144,10 @@ class Run:
         """
         key = state_key(self.model, x, self.path, self.family)
         found = lookup(self.model, key)
-        self.engine = select_engine(self.model, x, self.path, None if found is None else found.engine)
+        if found is not None and found.engine is not None:
+            self.engine = select_engine(self.model, x, self.path, known=found.engine)
+        else:
+            self.engine = select_engine(self.model, x, self.path)
         if found is not None:
             self.findings = found
             self.unused, self._rows_checked, self.num_outputs = found.unused, found.rows_checked, found.num_outputs
