@@ -140,3 +140,12 @@ def test_the_probabilities_warning_follows_the_family_of_each_call():
     for _ in range(2):  # the first Categorical call probes, the second reads the memo: both warn
         with pytest.warns(UserWarning, match="look like probabilities"):
             ft.fisher_diagonal(model, x, ft.Categorical())
+
+
+def test_a_first_call_on_one_input_leaves_the_independent_rows_guard_to_the_next():
+    model = nn.Sequential(nn.Linear(3, 4), CentredInTraining(), nn.Tanh(), nn.Linear(4, 2)).double()
+    model.train()  # rows depend on each other; one input alone cannot show it
+    x = torch.randn(5, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    ft.fisher_diagonal(model, x[:1], ft.Categorical(), "hutchinson", minibatch=2)
+    with pytest.raises(ft.UnsupportedModelError, match="depends on the other inputs"):
+        ft.fisher_diagonal(model, x, ft.Categorical(), "hutchinson", minibatch=2)
