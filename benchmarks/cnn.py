@@ -36,7 +36,7 @@ LayerNorm and attention run as composites (:mod:`fishertut.engines.composites`).
 Usage::
 
     .venv/bin/python -m benchmarks.cnn                              # N = 1,000, writes nothing
-    .venv/bin/python -m benchmarks.cnn --n 256 --write-results      # ... and rewrites benchmarks/RESULTS-cnn.md
+    .venv/bin/python -m benchmarks.cnn --n 256 --write-results      # ... writes RESULTS-cnn.md, results.json["cnn"]
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime as _dt
+import json
 import multiprocessing as mp
 import os
 import platform
@@ -297,6 +298,29 @@ def main(argv: list[str] | None = None) -> None:
     print(text)
     if args.write_results:
         (HERE / "RESULTS-cnn.md").write_text(text)
+        write_json(rows, res, tf, args, time.perf_counter() - start)
+
+
+def write_json(
+    rows: list[dict[str, object]],
+    res: dict[str, object],
+    tf: list[dict[str, object]],
+    args: argparse.Namespace,
+    wall: float,
+) -> None:
+    """``results.json["cnn"]``: the rows of RESULTS-cnn.md, for the book's benchmark appendix."""
+    path = HERE / "results.json"
+    data = json.loads(path.read_text())
+    data["cnn"] = {
+        "date": f"{_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M} UTC",
+        "config": vars(args),
+        "wall_s": wall,
+        "load_average_end": list(os.getloadavg()),
+        "lenet": [{**r, "met": r["ratio"] <= r["target"]} for r in rows],
+        "resnet": {**res, "n": args.resnet_n, "target_s": 60.0, "met": res["seconds"] < 60},
+        "transformer_block": tf,
+    }
+    path.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n")
 
 
 if __name__ == "__main__":

@@ -19,15 +19,21 @@ same labels must agree with it. Each method is timed ``--repeats`` times round-r
 
 Usage::
 
-    .venv/bin/python -m benchmarks.estimator_rows --n 1000 --repeats 5
+    .venv/bin/python -m benchmarks.estimator_rows --n 1000 --repeats 5                   # prints the table
+    .venv/bin/python -m benchmarks.estimator_rows --write-results  # ... and writes RESULTS-estimators.md, results.json
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as _dt
+import json
+import os
+import platform
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -37,6 +43,7 @@ from benchmarks import references as refs
 from benchmarks import workload
 
 TOLERANCE = 1e-4
+HERE = Path(__file__).resolve().parent
 
 
 def plain_squared_minibatch_gradients(p: workload.Problem, minibatch: int) -> dict[str, torch.Tensor]:
@@ -102,33 +109,86 @@ def time_all(calls: dict[str, Callable[[], object]], repeats: int) -> dict[str, 
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def table(med: dict[str, float], minibatches: list[int]) -> str:
-    """Markdown rows: each method, its median time and its ratio to its reference."""
-    lines = ["| method | median (ms) | reference | ratio |", "|:--|--:|:--|--:|"]
+def rows_of(med: dict[str, float]) -> list[dict[str, object]]:
+    """One row per fishertut method: its median seconds, its reference (same run) and the ratio."""
+    out = []
     for k, t in med.items():
         if k.startswith("plain") or k.startswith("BackPACK"):
             continue
         ref = "BackPACK SumGradSquared" if "per input" in k else f"plain forward+backward, B={k.split('B=')[1]}"
-        lines.append(f"| {k} | {t * 1e3:.3g} | {ref} ({med[ref] * 1e3:.3g} ms) | {t / med[ref]:.2f} |")
+        out.append({"method": k, "seconds": t, "reference": ref, "reference_s": med[ref], "ratio": t / med[ref]})
+    return out
+
+
+def table(rows: list[dict[str, object]]) -> str:
+    """Markdown rows: each method, its median time and its ratio to its reference."""
+    lines = ["| method | median (ms) | reference | ratio |", "|:--|--:|:--|--:|"]
+    for r in rows:
+        lines.append(
+            f"| {r['method']} | {r['seconds'] * 1e3:.3g} | {r['reference']} ({r['reference_s'] * 1e3:.3g} ms) | "
+            f"{r['ratio']:.2f} |"
+        )
     return "\n".join(lines)
 
 
+def render(rows: list[dict[str, object]], errors: dict[str, float], args: argparse.Namespace, wall: float) -> str:
+    """RESULTS-estimators.md."""
+    load = os.getloadavg()
+    return "\n".join(
+        [
+            "# Benchmark results: the estimator menu",
+            "",
+            f"Written by `benchmarks/estimator_rows.py --write-results` on "
+            f"{_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M} UTC (`--n {args.n} --activation {args.activation} "
+            f"--repeats {args.repeats}`); do not edit by hand. Setup and procedure: the docstring of "
+            "`benchmarks/estimator_rows.py`.",
+            "",
+            f"* CPU, {os.cpu_count()} cores visible, `torch.set_num_threads({args.threads})`; torch "
+            f"{torch.__version__}, Python {platform.python_version()}; float32; N = {args.n:,} MNIST digits, "
+            f"{args.activation} MLP 784-256-128-64-10; medians of {args.repeats} repeats; load average at the end "
+            f"{load[0]:.2f}, {load[1]:.2f}, {load[2]:.2f} (other jobs shared the machine); wall time {wall:.0f} s. "
+            "No GPU was available.",
+            f"* Agreement before timing: {', '.join(f'{k}: {e:.1e}' for k, e in errors.items())}.",
+            "",
+            table(rows),
+            "",
+        ]
+    )
+
+
 def main(argv: list[str] | None = None) -> str:
-    """Check, time and print the rows."""
+    """Check, time and print the rows (and write them with ``--write-results``)."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--activation", default="sigmoid", choices=["sigmoid", "tanh"])
     ap.add_argument("--minibatch", type=int, nargs="+", default=[32, 128])
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--write-results", action="store_true")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    start = time.perf_counter()
     problem = workload.make_problem(args.n, args.activation)
     errors = check(problem.head(min(64, args.n)), min(args.minibatch))
     print("agreement:", {k: f"{e:.1e}" for k, e in errors.items()})
     minibatches = sorted(set(args.minibatch) | {args.n})
-    out = table(time_all(methods(problem, minibatches), args.repeats), minibatches)
+    rows = rows_of(time_all(methods(problem, minibatches), args.repeats))
+    out = table(rows)
     print(out)
+    if args.write_results:
+        wall = time.perf_counter() - start
+        (HERE / "RESULTS-estimators.md").write_text(render(rows, errors, args, wall))
+        path = HERE / "results.json"
+        data = json.loads(path.read_text())
+        data["estimators"] = {
+            "date": f"{_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M} UTC",
+            "config": {k: v for k, v in vars(args).items() if k != "write_results"},
+            "wall_s": wall,
+            "load_average_end": list(os.getloadavg()),
+            "agreement": errors,
+            "rows": rows,
+        }
+        path.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n")
     return out
 
 

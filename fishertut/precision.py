@@ -3,24 +3,23 @@ r""":func:`estimate`: the diagonal Fisher over the given inputs to a requested r
 The target is :math:`\mathcal I(\theta_i) = \frac1N\sum_n I(\theta_i\mid x_n)` over the ``N`` given inputs.
 Three steps:
 
-1. **Pilot.** Exact per-input :math:`I_n`, :math:`V_1` and the Hutchinson variance on ``pilot`` inputs
-   (:func:`~fishertut.per_input_statistics`, any model the engines run, the generic one included): a random
+1. **Pilot.** Per-input moments of the Fisher, its square and each estimator's conditional variance on
+   ``pilot`` inputs (:mod:`fishertut.pilots`, any model the engines run, the generic one included): a random
    subset of the inputs, or a separate tensor of inputs (then the plan never sees the inputs it estimates on).
+   ``pilot_statistics="exact"`` computes them exactly (:func:`~fishertut.per_input_statistics`, one channel
+   per model output); ``"sampled"`` estimates them from ``pilot_draws`` draws of the estimators per input, at
+   gradient cost, where the outputs are too many (a language model's ``T·V``); ``"auto"`` chooses.
 2. **Plan.** Per parameter tensor, each candidate (estimator ``k``, minibatch ``B``) has, per draw, the relative
    variance (:mod:`fishertut.variances`, inputs given, randomly partitioned)
 
    .. math:: \rho_i(k, B) = \frac{N v_{k,i} + 2\pi_B(\mathcal I_i^2 - \mathrm{var}_{x,i}/(N-1))}{N^2\mathcal I_i^2},
 
-   with the pilot's means in place of the full data's. ``rule="chebyshev"`` (the default) takes the draws
-   :math:`S = \lceil\max_i \rho_i/(\delta r^2)\rceil` from Chebyshev's inequality
-   :math:`P(|\hat I_i - \mathcal I_i| \ge r\mathcal I_i) \le \rho_i/(S r^2)`, which holds for any distribution.
-   ``rule="normal"`` treats the estimate, a mean of :math:`S\lceil N/B\rceil` independent terms, as normal:
-   :math:`S = \lceil z^2\max_i\rho_i/r^2\rceil`, :math:`z = \Phi^{-1}(1-\delta/2)`, raised to at least
-   :data:`MIN_TERMS` terms and never above Chebyshev's count (about :math:`z^2\delta \approx 0.27` of it for
-   :math:`\delta = 0.1`). It keeps its promise when the pilot's :math:`\rho_i` are those of the data (the
-   pilot is the data), but not with a small held-out pilot, whose errors in :math:`\rho_i` it has no slack
-   for (chapter :doc:`/book/choosing_an_estimator` measures both). Each plan entry reports Chebyshev's count
-   too. The plan keeps the candidate of lowest cost. Parameters
+   with the pilot's means in place of the full data's. The rule (:mod:`fishertut.planning`) turns it into
+   draws: by default ``"normal_ucb"``, a normal approximation for the estimate (a mean of
+   :math:`S\lceil N/B\rceil` independent terms, at least :data:`MIN_TERMS`) at the upper confidence bound
+   :math:`\rho_i^+` of each parameter's :math:`\rho_i` from the pilot's own spread, :math:`\delta` split
+   between the two; ``"chebyshev"`` and ``"normal"`` take the pilot's :math:`\hat\rho_i` for the truth.
+   Each plan entry reports Chebyshev's count too. The plan keeps the candidate of lowest cost. Parameters
    with :math:`\mathcal I_i = 0` on the pilot are left out of the maximum (for ``"i1"`` and ``"hutchinson"``
    their terms vanish wherever their information does), and ``S`` is capped at ``max_samples``: the plan
    then reports the relative error it reaches instead.
@@ -44,16 +43,25 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
-from .api import fisher_diagonal, per_input_statistics
+from .api import fisher_diagonal
 from .calls import index_rows, is_mapping, mask_entry, num_rows
 from .checks.arguments import check_count, check_fraction, check_generator, check_path, check_process_group
 from .checks.models import check_model
 from .families import ExponentialFamily
-from .planning import CALL_OVERHEAD, MIN_TERMS, PER_INPUT_COST, PlanEntry, plan_tensor, planned_draws
-from .report import ConditionalStatistics
+from .pilots import PILOT_STATISTICS, pilot_moments
+from .planning import CALL_OVERHEAD, MIN_PILOT, MIN_TERMS, PER_INPUT_COST, RULES, PlanEntry, plan_tensor, planned_draws
 from .variances import same_minibatch_pairs
 
-__all__ = ["estimate", "Estimate", "PlanEntry", "CALL_OVERHEAD", "PER_INPUT_COST", "MIN_TERMS", "planned_draws"]
+__all__ = [
+    "estimate",
+    "Estimate",
+    "PlanEntry",
+    "CALL_OVERHEAD",
+    "PER_INPUT_COST",
+    "MIN_TERMS",
+    "MIN_PILOT",
+    "planned_draws",
+]
 
 CANDIDATES = ("exact", "i1", "hutchinson")
 
@@ -61,7 +69,8 @@ CANDIDATES = ("exact", "i1", "hutchinson")
 class Estimate(dict):
     r"""``{parameter name: estimate}`` with ``stderr``, ``input_stderr``, ``plan`` (by parameter name), ``unused``.
 
-    ``unused`` lists the parameters the forward never reads (their entries are exactly 0).
+    ``unused`` lists the parameters the forward never reads (their entries are exactly 0);
+    ``pilot_statistics`` says how the pilot got its statistics, ``"exact"`` or ``"sampled"``.
 
     ``stderr`` is the predicted standard error over labels for the given inputs; ``input_stderr`` is
     :math:`\sqrt{\mathrm{var}_x/N}`, the extra term for a reader who treats the inputs as a sample of a larger set.
@@ -75,42 +84,11 @@ class Estimate(dict):
         plan: dict[str, PlanEntry],
         num_inputs: int,
         unused: frozenset[str] = frozenset(),
+        pilot_statistics: str = "exact",
     ) -> None:
         super().__init__(values)
         self.stderr, self.input_stderr, self.plan, self.num_inputs = stderr, input_stderr, plan, num_inputs
-        self.unused = unused
-
-
-def _pilot_moments(
-    per: ConditionalStatistics, n: int, process_group: object | None
-) -> tuple[dict[str, tuple[Tensor, Tensor, dict[str, Tensor]]], int]:
-    """Per tensor, the pilot's mean Fisher, input variance and mean conditional variances, in float64.
-
-    The conditional variances are those of ``"i1"`` (per token), ``"i1_sequence"`` (what GNB's minibatches
-    square; equal to ``"i1"`` without positions) and ``"hutchinson"``. Over the pilots of all ranks of
-    ``process_group`` (summed moments), and with the inputs of all ranks.
-    """
-    names = ("i1", "i1_sequence", "hutchinson")
-    wide = {k: (per.fisher[k], per.var_i1[k], per.var_i1_sequence[k], per.var_hutchinson[k]) for k in per.fisher}
-    wide = {k: tuple(t.to(torch.float64) for t in ts) for k, ts in wide.items()}
-    if process_group is None:
-        return {
-            k: (f.mean(0), f.var(0, unbiased=False), {e: v.mean(0) for e, v in zip(names, vs)})
-            for k, (f, *vs) in wide.items()
-        }, n
-    import torch.distributed as dist
-
-    sums = {k: torch.stack([f.sum(0), f.square().sum(0), *(v.sum(0) for v in vs)]) for k, (f, *vs) in wide.items()}
-    keys = list(sums)
-    m = next(iter(wide.values()))[0].shape[0]
-    flat = torch.cat([sums[k].flatten() for k in keys] + [sums[keys[0]].new_tensor([m, n])])
-    dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=process_group)
-    m, n = int(round(flat[-2].item())), int(round(flat[-1].item()))
-    out = {}
-    for k, part in zip(keys, flat[:-2].split([sums[k].numel() for k in keys])):
-        s1, s2, *cs = part.view_as(sums[k]) / m
-        out[k] = (s1, (s2 - s1.square()).clamp_min(0), dict(zip(names, cs)))
-    return out, n
+        self.unused, self.pilot_statistics = unused, pilot_statistics
 
 
 def estimate(
@@ -128,13 +106,16 @@ def estimate(
     process_group: object | None = None,
     mask: Tensor | str | None = None,
     normalize: str = "sequence",
-    rule: str = "chebyshev",
+    rule: str = "normal_ucb",
+    pilot_statistics: str = "auto",
+    pilot_draws: int = 4,
 ) -> Estimate:
     r"""The diagonal Fisher over ``inputs`` with relative error at most ``rtol`` with probability ``1 - delta``.
 
     Per parameter tensor, the cheapest of ``estimators`` (with its minibatch size and number of label draws)
-    whose planned draws meet the target on the pilot (a normal approximation with a minimum number of terms,
-    never more draws than Chebyshev's bound): see the module docstring for the rule and the cost model. Models
+    whose planned draws meet the target on the pilot (by default a normal approximation with a minimum number
+    of terms, at an upper confidence bound of each parameter's variance from the pilot): see the module
+    docstring and :mod:`fishertut.planning` for the rule, and the module docstring for the cost model. Models
     that only the generic engine takes are planned with the one-backward estimators only.
 
     Args:
@@ -157,16 +138,28 @@ def estimate(
             as in :func:`~fishertut.fisher_diagonal`; shuffled with the inputs. With a mapping of inputs, the key
             of its entry that holds the mask (``"attention_mask"``), as in :func:`~fishertut.fisher_diagonal`.
         normalize: ``"sequence"`` (default) or ``"token"``, as in :func:`~fishertut.fisher_diagonal`.
-        rule: how the draws are planned: ``"chebyshev"`` (default, for any distribution) or ``"normal"``
-            (fewer draws, a normal approximation: module docstring).
+        rule: how the draws are planned (:mod:`fishertut.planning`): ``"normal_ucb"`` (default: a normal
+            approximation with an upper confidence bound on each parameter's relative variance from the
+            pilot's own spread, at least ``MIN_PILOT`` pilot inputs), ``"chebyshev"`` (for any distribution,
+            taking the pilot's values for the truth) or ``"normal"`` (the pilot's values taken for the truth).
+        pilot_statistics: how the pilot gets its per-input statistics (:mod:`fishertut.pilots`): ``"exact"``
+            (:func:`~fishertut.per_input_statistics`, one channel per model output), ``"sampled"``
+            (``pilot_draws`` terms per input of each estimator, at gradient cost: for language models and
+            other outputs too many to enumerate) or ``"auto"`` (default: exact when it costs no more
+            channels than sampling and its per-input values fit, else sampled).
+        pilot_draws: terms per pilot input and estimator when the pilot is sampled, at least 2.
 
     Returns:
         :class:`Estimate`; its ``unused`` lists the parameters the forward never reads (exactly 0).
     """
     rtol = check_fraction(rtol, "rtol", math.inf)
     delta = check_fraction(delta, "delta", 1)
-    if rule not in ("chebyshev", "normal"):
-        raise ValueError(f"rule must be 'chebyshev' or 'normal', got {rule!r}")
+    if rule not in RULES:
+        raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
+    if pilot_statistics not in PILOT_STATISTICS:
+        raise ValueError(f"pilot_statistics must be one of {PILOT_STATISTICS}, got {pilot_statistics!r}")
+    if check_count(pilot_draws, "pilot_draws") < 2:
+        raise ValueError(f"pilot_draws must be at least 2 (a sample variance per input), got {pilot_draws}")
     tensors = list(inputs.values()) if is_mapping(inputs) else [inputs]
     if not tensors or not all(isinstance(t, Tensor) and t.ndim > 0 for t in tensors):
         raise TypeError(f"inputs must be a tensor (N, ...) or a mapping of them, got {type(inputs).__name__}")
@@ -206,28 +199,18 @@ def estimate(
     part = None if mask is None or isinstance(pilot, Tensor) else mask if keyed else mask[order[:pilot]]
     pilot_inputs = pilot if isinstance(pilot, Tensor) else index_rows(inputs, order[:pilot])
     pilot_batch = None if batch_size is None else min(batch_size, num_rows(pilot_inputs))
-    per = per_input_statistics(
-        model, pilot_inputs, family, batch_size=pilot_batch, path=path, mask=part, normalize=normalize
-    )
-    per_input = per.path in ("layerwise", "graph")  # the engine every run of the plan takes
-    classes = per.num_outputs
-    moments, n = _pilot_moments(per, n, process_group)
+    kinds = tuple(e for e in estimators if e != "exact")
+    moments, n = pilot_moments(
+        model, pilot_inputs, family, pilot_statistics, kinds, pilot_draws, generator, pilot_batch, path, part,
+        normalize, process_group, n,
+    )  # fmt: skip
+    per_input = moments.path in ("layerwise", "graph")  # the engine every run of the plan takes
     plan, stderr, input_se = {}, {}, {}
-    for k, (fisher, var_x, cond) in moments.items():
-        entry = plan_tensor(
-            fisher.flatten(),
-            var_x.flatten(),
-            {e: c.flatten() for e, c in cond.items()},
-            n,
-            classes,
-            rtol,
-            delta,
-            tuple(estimators),
-            per_input,
-            max_samples,
-            rule,
-        )
+    for k, m in moments.items():
+        shape = next(p.shape for name, p in model.named_parameters() if name == k)
+        entry = plan_tensor(m, n, moments.num_outputs, rtol, delta, tuple(estimators), per_input, max_samples, rule)
         plan[k] = entry
+        fisher, var_x = m.fisher.reshape(shape), m.var_x.reshape(shape)
         input_se[k] = (var_x / n).sqrt()
         if entry.estimator == "exact":
             stderr[k] = torch.zeros_like(fisher)
@@ -235,7 +218,7 @@ def estimate(
             pairs = same_minibatch_pairs(n, entry.minibatch)
             pair_mean = fisher.square() - (var_x / (n - 1) if n > 1 else 0)
             name = "i1_sequence" if entry.estimator == "i1" and entry.minibatch > 1 else entry.estimator
-            var = (n * cond[name] + 2 * pairs * pair_mean) / (n * n * entry.samples_per_input)
+            var = (n * m.cond(name).reshape(shape) + 2 * pairs * pair_mean) / (n * n * entry.samples_per_input)
             stderr[k] = var.clamp_min(0).sqrt()
     shuffled, mask = index_rows(inputs, order), mask if mask is None or keyed else mask[order]
     runs, values = {}, {}
@@ -264,5 +247,6 @@ def estimate(
         {k: v.to(dtype) for k, v in input_se.items()},
         plan,
         n,
-        per.unused,
+        moments.unused,
+        moments.statistics,
     )

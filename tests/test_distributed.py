@@ -1,7 +1,8 @@
 """Two gloo processes on loopback, each with half of the inputs, get the single-process result.
 
 On every entry point that takes ``process_group``: the exact report, GNB with one backward per minibatch (the
-ranks' halves are whole minibatches) and ``estimate`` (a plan of ``"exact"``).
+ranks' halves are whole minibatches) and ``estimate`` (a plan of ``"exact"``; and, from a sampled pilot, the
+same plan and estimate on both ranks).
 """
 
 import os
@@ -33,6 +34,17 @@ def _worker(rank, world, port, out):
         F = ft.fisher_diagonal(model, part, fam, "exact", process_group=group)
         gnb = ft.fisher_diagonal(model, part, fam, "i1", targets=labels, minibatch=5, process_group=group)
         est = ft.estimate(model, part, fam, rtol=1e-3, estimators=("exact", "i1"), process_group=group)
+        sampled = ft.estimate(
+            model,
+            part,
+            fam,
+            rtol=0.5,
+            delta=0.2,
+            estimators=("i1", "hutchinson"),
+            process_group=group,
+            pilot_statistics="sampled",
+            generator=torch.Generator().manual_seed(10 + rank),  # each rank draws its own pilot's terms
+        )
         out[rank] = {
             "fisher": rep.fisher,
             "var_i1": rep.var_i1,
@@ -46,6 +58,9 @@ def _worker(rank, world, port, out):
             "estimate": dict(est),
             "plans": {e.estimator for e in est.plan.values()},
             "estimate_n": est.num_inputs,
+            "sampled": dict(sampled),
+            "sampled_plan": {k: (e.estimator, e.minibatch, e.samples_per_input) for k, e in sampled.plan.items()},
+            "sampled_n": sampled.num_inputs,
         }
     finally:
         dist.destroy_process_group()
@@ -66,6 +81,11 @@ def test_two_gloo_processes_match_single_process():
         out = manager.dict()
         mp.spawn(_worker, args=(2, _free_port(), out), nprocs=2, join=True)
         results = dict(out)
+    # a sampled pilot: the ranks' moments are all-reduced, so both plan alike and return the same estimate
+    assert results[0]["sampled_plan"] == results[1]["sampled_plan"]
+    assert results[0]["sampled_n"] == results[1]["sampled_n"] == x.shape[0]
+    for k, v in results[0]["sampled"].items():
+        torch.testing.assert_close(results[1]["sampled"][k], v, rtol=1e-12, atol=0)
     for rank in (0, 1):
         got = results[rank]
         assert got["n"] == got["gnb_n"] == got["estimate_n"] == x.shape[0] and got["plans"] == {"exact"}

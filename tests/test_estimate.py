@@ -42,7 +42,7 @@ def _net(kind):
     [("cat", ("i1",)), ("cat", ("hutchinson",)), ("gauss", ("i1", "hutchinson")), ("skip", ("i1", "hutchinson"))],
 )
 def test_meets_rtol_with_probability_one_minus_delta(kind, estimators, one_thread):
-    """Over 20 seeds, the fraction of parameters off by more than rtol stays below delta (Chebyshev)."""
+    """Over 20 seeds, the fraction of parameters off by more than rtol stays below delta (the default rule)."""
     model, x, fam = _net(kind)
     exact = ft.fisher_diagonal(model, x, fam)
     rtol, delta, seeds = 0.3, 0.2, 20
@@ -220,9 +220,6 @@ def test_planned_draws_rule():
     assert (s, cheb) == (MIN_TERMS, 80)
 
 
-def test_the_default_rule_is_chebyshev_and_the_rule_is_checked():
-    s, cheb, reached = planned_draws(rho=4.0, rtol=0.25, delta=0.1, groups=40, max_samples=10**6)
+def test_the_chebyshev_rule():
+    s, cheb, reached = planned_draws(rho=4.0, rtol=0.25, delta=0.1, groups=40, max_samples=10**6, rule="chebyshev")
     assert s == cheb == 640 and abs(reached - 0.25) < 1e-12  # sqrt(4 / (640 * 0.1))
-    model, x, fam = _net("cat")
-    with pytest.raises(ValueError, match="rule must be 'chebyshev' or 'normal'"):
-        ft.estimate(model, x, fam, rule="clt")

@@ -24,7 +24,11 @@ def test_references_agree_and_every_row_is_timed(rows) -> None:
     assert set(errors) == {"GNB with given labels vs plain, B=8", "Î1 vs SumGradSquared"}
     assert max(errors.values()) <= mod.TOLERANCE
     med = mod.time_all(mod.methods(problem, [8, 24]), repeats=1)
-    lines = mod.table(med, [8, 24]).splitlines()
+    rows = mod.rows_of(med)
+    for r in rows:
+        assert r["reference_s"] == med[r["reference"]]
+        assert abs(r["ratio"] - med[r["method"]] / med[r["reference"]]) <= 1e-12 * r["ratio"]
+    lines = mod.table(rows).splitlines()
     assert len(lines) == 2 + 2 * 2 + 2
     methods = [line.split("|")[1].strip() for line in lines[2:]]
     assert methods == [
