@@ -16,6 +16,15 @@ GNB, Hutchinson (B = 8)     ``"i1_sequence"``, ``"hutchinson"``, B = 8      ≤ 
 full variance report        ``variance_report``, 8 sequences                ≤ 10× exact, ≤ 2 GB
 ==========================  ==============================================  ==========================
 
+A second set of rows does the same for the model of chapter :doc:`/book/language_model`:
+:func:`fishertut.lab.char_gpt.char_gpt` with (context, width, heads, layers) = (32, 32, 4, 2) over the
+chapter's character vocabulary (:mod:`fishertut.lab.text`, V = 103), **randomly initialised** (seed 0, not
+trained), on the first 16 characters (the chapter's ``POSITIONS``) of the first 8 windows of the text. Its exact
+diagonal takes seconds per call, so the two exact rows are timed once (the checked calls themselves); the
+oracle check runs on 2 sequences (``torch.func`` holds ``T·V × P`` per sequence), the generic engine is checked
+against the transformer engine on all 8; the full report is not run, and its time is estimated as the tiny
+GPT's report-to-exact ratio of the same run times the char GPT's exact time.
+
 The reference is one ``cross_entropy(logits, labels, reduction="sum").backward()`` over the 8 sequences.
 Before timing, the exact diagonal (public API, and both engines along per-position channels, ``C = T·V``
 outputs per sequence, :math:`S_t` the covariance factor of position ``t``) and the per-sequence and per-token
@@ -47,86 +56,46 @@ if "torch" not in sys.modules:  # sleeping OpenMP waits keep timings meaningful 
 
 import torch
 from torch import Tensor
-from torch.func import functional_call, jacrev, vmap
-from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import fishertut as ft
 from benchmarks.estimator_rows import time_all
 from benchmarks.harness import status_mb
+from benchmarks.lm_oracle import channels, per_position, reference, rel_error
 from fishertut.engines.generic import GenericEngine
 from fishertut.engines.transformer import TransformerEngine
+from fishertut.lab import text
+from fishertut.lab.char_gpt import char_gpt
 from fishertut.lab.gpt import tiny_gpt
 
 HERE = Path(__file__).resolve().parent
 V, T, N = 32, 16, 8
+CHAR = {"context": 32, "d_model": 32, "heads": 4, "layers": 2, "positions": 16, "checked": 2}
 TOLERANCE = 1e-4
-Params = dict[str, Tensor]
+
+
+def _labels(model: torch.nn.Module, x: Tensor, seed: int) -> Tensor:
+    """One label per position sampled from the model (float64 probabilities), ``(N, T)``."""
+    with torch.no_grad():
+        logits = model(x).reshape(x.shape[0] * x.shape[1], -1)
+    p = torch.softmax(logits.double(), 1)
+    return torch.multinomial(p, 1, generator=torch.Generator().manual_seed(seed)).view(x.shape)
 
 
 def setup(seed: int = 0) -> tuple[torch.nn.Module, Tensor, Tensor]:
     """The model (flat outputs ``(N, T·V)``), the token sequences and one label per position from the model."""
     model = tiny_gpt(vocab=V, context=T, flat=True, seed=seed)
     x = torch.randint(0, V, (N, T), generator=torch.Generator().manual_seed(seed + 1))
-    with torch.no_grad():
-        p = torch.softmax(model(x).view(N * T, V).double(), 1)
-    y = torch.multinomial(p, 1, generator=torch.Generator().manual_seed(seed + 2)).view(N, T)
-    return model, x, y
+    return model, x, _labels(model, x, seed + 2)
 
 
-def block_channels(blocks: Tensor) -> Tensor:
-    """``(N, T, k, V)`` per-position channel rows to ``(N, T·k, T·V)`` rows that each live on one position."""
-    n, t, k, v = blocks.shape
-    out = blocks.new_zeros(n, t, k, t, v)
-    idx = torch.arange(t)
-    out[:, idx, :, idx, :] = blocks.transpose(0, 1)
-    return out.reshape(n, t * k, t * v)
-
-
-def per_position(engine: object, x: Tensor, rows: Tensor) -> Params:
-    r""":math:`\frac1N\sum_n\sum_k (r_{nk}^\top \partial h_n/\partial\theta)^2` through ``engine``, per parameter."""
-    _, tape = engine.forward(x)
-    with torch.no_grad():
-        return {t.targets[0][0]: t.jac.square().sum(1).mean(0) for t in engine.backward(tape, rows, None)}
-
-
-def channels(model: torch.nn.Module, x: Tensor, y: Tensor) -> dict[str, Tensor]:
-    """Channel rows of the exact diagonal, the per-sequence and the per-token Î1 (module docstring)."""
-    with torch.no_grad():
-        h = model(x).view(N, T, V)
-    fam = ft.Categorical()
-    factors = fam.covariance_factor(h.reshape(N * T, V)).view(N, T, V, V)
-    eps = fam.residual(h.reshape(N * T, V), y.reshape(N * T, 1)).view(N, T, 1, V)
-    return {
-        "exact": block_channels(factors),
-        "sequence": eps.reshape(N, 1, T * V),
-        "token": block_channels(eps),
-    }
-
-
-def reference(model: torch.nn.Module, x: Tensor, y: Tensor) -> dict[str, Params]:
-    """The three quantities by ``torch.func``: per-position log-likelihood gradients, enumerated or sampled."""
-    params = {n: p.detach() for n, p in model.named_parameters()}
-
-    def logp(ps: Params, xi: Tensor) -> Tensor:
-        return torch.log_softmax(functional_call(model, ps, (xi.unsqueeze(0),)).view(T, V), -1)
-
-    with sdpa_kernel([SDPBackend.MATH]):  # the fused CPU kernel has no batching rule
-        grads = vmap(jacrev(logp), in_dims=(None, 0))(params, x)  # (N, T, V, *shape)
-    with torch.no_grad():
-        p = torch.softmax(model(x).view(N, T, V), -1)
-    out: dict[str, Params] = {"exact": {}, "sequence": {}, "token": {}}
-    for k, g in grads.items():
-        g = g.flatten(3)
-        picked = g.gather(2, y[:, :, None, None].expand(N, T, 1, g.shape[-1]))[:, :, 0]
-        out["exact"][k] = (p.unsqueeze(-1) * g.square()).sum((1, 2)).mean(0)
-        out["sequence"][k] = picked.sum(1).square().mean(0)
-        out["token"][k] = picked.square().sum(1).mean(0)
-    return out
-
-
-def rel_error(a: Params, b: Params) -> float:
-    """Largest error relative to each tensor's largest entry."""
-    return max(((a[k].flatten() - b[k].flatten()).abs().max() / b[k].abs().max().clamp_min(1e-30)).item() for k in b)
+def char_setup(seed: int = 0) -> tuple[torch.nn.Module, Tensor, Tensor]:
+    """The chapter's char-level GPT (random init), the first characters of 8 text windows, labels from the model."""
+    corpus = "".join(text.topics().values())
+    vocab = text.CharCorpus.from_text(corpus)
+    c = CHAR
+    model = char_gpt(vocab.size, c["context"], c["d_model"], c["heads"], c["layers"], seed=seed)
+    x = text.windows(vocab.encode(corpus), c["context"], stride=c["context"] // 2)[0][:N, : c["positions"]]
+    return model, x, _labels(model, x, seed + 2)
 
 
 def _report_child(queue: mp.Queue) -> None:
@@ -151,8 +120,35 @@ def report_row() -> dict[str, object]:
     return {"seconds": seconds, "peak_mb": peak, "path": path}
 
 
+def _quick_calls(model: torch.nn.Module, seq: torch.nn.Module, x: Tensor, y: Tensor) -> dict[str, Callable[[], object]]:
+    """forward+backward (on ``model``) and the estimator rows through the public API (on ``seq``, ``(N, T, V)``)."""
+    gen, fam, n = torch.Generator().manual_seed(0), ft.Categorical(), x.shape[0]
+
+    def plain() -> None:
+        model.zero_grad(set_to_none=True)
+        logits = model(x).reshape(y.numel(), -1)
+        torch.nn.functional.cross_entropy(logits, y.reshape(-1), reduction="sum").backward()
+
+    def api(estimator: str, minibatch: int = 1) -> Callable[[], object]:
+        return lambda: ft.fisher_diagonal(seq, x, fam, estimator, generator=gen, minibatch=minibatch)
+
+    return {
+        "forward+backward": plain,
+        "per-sequence Î1": api("i1_sequence"),
+        "per-token Î1": api("i1"),
+        "GNB, B = 8": api("i1_sequence", n),
+        "Hutchinson, B = 8": api("hutchinson", n),
+    }
+
+
+def _require(checks: dict[str, float]) -> None:
+    bad = {k: e for k, e in checks.items() if not e <= TOLERANCE}
+    if bad:
+        raise AssertionError(f"disagreement beyond {TOLERANCE}: {bad}")
+
+
 def measure(repeats: int) -> dict[str, object]:
-    """Check, then time every row of the module docstring."""
+    """Check, then time every row of the module docstring (the tiny GPT)."""
     model, x, y = setup()
     fast, generic = TransformerEngine(model), GenericEngine(model)
     rows = channels(model, x, y)
@@ -163,40 +159,53 @@ def measure(repeats: int) -> dict[str, object]:
         "per-sequence Î1": rel_error(per_position(fast, x, rows["sequence"]), ref["sequence"]),
         "per-token Î1": rel_error(per_position(fast, x, rows["token"]), ref["token"]),
     }
-    gen = torch.Generator().manual_seed(0)
-
-    def plain() -> None:
-        model.zero_grad(set_to_none=True)
-        torch.nn.functional.cross_entropy(model(x).view(N * T, V), y.view(-1), reduction="sum").backward()
-
     seq = tiny_gpt(vocab=V, context=T)  # the same weights, logits (N, T, V)
     fam = ft.Categorical()
-
-    def api(estimator: str, minibatch: int = 1, path: str = "auto") -> Callable[[], object]:
-        def call() -> object:
-            out = ft.fisher_diagonal(seq, x, fam, estimator, generator=gen, minibatch=minibatch, path=path)
-            assert out.path in (path, "autograd") or path == "auto", out.path
-            return out
-
-        return call
-
     api_exact = ft.fisher_diagonal(seq, x, fam)
     checks["exact, public API (N, T, V)"] = rel_error({k: v.flatten() for k, v in api_exact.items()}, ref["exact"])
+    _require(checks)
+    quick = _quick_calls(model, seq, x, y)
     calls = {
-        "forward+backward": plain,
-        "exact (transformer)": api("exact"),
-        "exact (generic)": api("exact", path="generic"),
-        "per-sequence Î1": api("i1_sequence"),
-        "per-token Î1": api("i1"),
-        "GNB, B = 8": api("i1_sequence", N),
-        "Hutchinson, B = 8": api("hutchinson", N),
+        "forward+backward": quick.pop("forward+backward"),
+        "exact (transformer)": lambda: ft.fisher_diagonal(seq, x, fam),
+        "exact (generic)": lambda: ft.fisher_diagonal(seq, x, fam, path="generic"),
+        **quick,
     }
-    bad = {k: e for k, e in checks.items() if not e <= TOLERANCE}
-    if bad:
-        raise AssertionError(f"disagreement with torch.func beyond {TOLERANCE}: {bad}")
     med = time_all(calls, repeats)
-    report = report_row()
-    return {"checks": checks, "seconds": med, "report": report}
+    return {"checks": checks, "seconds": med, "report": report_row()}
+
+
+def measure_char(repeats: int, report_per_exact: float) -> dict[str, object]:
+    """The chapter's char GPT (module docstring): checks, the two exact rows timed once, the quick rows' medians."""
+    model, x, y = char_setup()
+    k, fam = CHAR["checked"], ft.Categorical()
+    fast = TransformerEngine(model)
+    rows, ref = channels(model, x[:k], y[:k]), reference(model, x[:k], y[:k])
+    checks = {
+        "exact (transformer)": rel_error(per_position(fast, x[:k], rows["exact"]), ref["exact"]),
+        "per-sequence Î1": rel_error(per_position(fast, x[:k], rows["sequence"]), ref["sequence"]),
+        "per-token Î1": rel_error(per_position(fast, x[:k], rows["token"]), ref["token"]),
+    }
+    _require(checks)
+    once = {}
+    for name, path in (("exact (transformer)", "auto"), ("exact (generic)", "generic")):
+        start = time.perf_counter()
+        once[name] = ft.fisher_diagonal(model, x, fam, path=path)
+        once[name + " s"] = time.perf_counter() - start
+    assert once["exact (transformer)"].path == "transformer", once["exact (transformer)"].path
+    checks["exact (generic) vs (transformer), 8 sequences"] = rel_error(
+        once["exact (generic)"], once["exact (transformer)"]
+    )
+    _require(checks)
+    med = time_all(_quick_calls(model, model, x, y), repeats)
+    med = (
+        {"forward+backward": med.pop("forward+backward")}
+        | {n: once[n + " s"] for n in ("exact (transformer)", "exact (generic)")}
+        | med
+    )
+    estimate = report_per_exact * med["exact (transformer)"]
+    basis = f"{report_per_exact:.0f}× its exact diagonal, the tiny GPT's report-to-exact ratio in this run"
+    return {"checks": checks, "seconds": med, "report": {"estimated_seconds": estimate, "basis": basis}}
 
 
 TARGETS = {
@@ -219,28 +228,45 @@ def rows_of(res: dict[str, object]) -> list[dict[str, object]]:
             ref, target = TARGETS[k]
             row.update(reference=ref, ratio=s / med[ref], target=target, met=s / med[ref] <= target)
         out.append(row)
+    row = {"quantity": "full variance report", "reference": "exact (transformer)", "target": 10.0}
+    if "estimated_seconds" in rep:
+        est = rep["estimated_seconds"]
+        row.update(seconds=None, x_forward_backward=None, estimated_seconds=est, basis=rep["basis"])
+        row["not_run"] = f"estimated {est:.0f} s ({rep['basis']})"
+        out.append(row)
+        return out
     ratio = rep["seconds"] / med["exact (transformer)"]
-    out.append(
-        {
-            "quantity": "full variance report",
-            "seconds": rep["seconds"],
-            "x_forward_backward": rep["seconds"] / fb,
-            "reference": "exact (transformer)",
-            "ratio": ratio,
-            "target": 10.0,
-            "met": ratio <= 10 and rep["peak_mb"] <= 2048,
-            "peak_mb": rep["peak_mb"],
-            "path": rep["path"],
-        }
-    )
+    row.update(seconds=rep["seconds"], x_forward_backward=rep["seconds"] / fb, ratio=ratio)
+    row.update(met=ratio <= 10 and rep["peak_mb"] <= 2048, peak_mb=rep["peak_mb"], path=rep["path"])
+    out.append(row)
     return out
 
 
-def render(rows: list[dict[str, object]], checks: dict[str, float], wall: float) -> str:
+def _table(rows: list[dict[str, object]]) -> list[str]:
+    lines = [
+        "| quantity | seconds | × forward+backward | target | ratio | met |",
+        "|---|---:|---:|---|---:|:---:|",
+    ]
+    for r in rows:
+        target = f"≤ {r['target']:g}× {r['reference']}" if "target" in r else "—"
+        if "peak_mb" in r:
+            target += f", ≤ 2 GB (peak {r['peak_mb']:.0f} MB)"
+        if "not_run" in r:
+            lines.append(f"| {r['quantity']} | not run | — | {target} | — | {r['not_run']} |")
+            continue
+        ratio = f"{r['ratio']:.3g}×" if "ratio" in r else "—"
+        met = ("yes" if r["met"] else "no") if "met" in r else "—"
+        lines.append(
+            f"| {r['quantity']} | {r['seconds']:.3g} | {r['x_forward_backward']:.3g}× | {target} | {ratio} | {met} |"
+        )
+    return lines
+
+
+def render(rows: list[dict[str, object]], char: list[dict[str, object]], checks: dict[str, float], wall: float) -> str:
     """RESULTS-lm.md."""
     load = os.getloadavg()
     lines = [
-        "# Benchmark results: a tiny causal GPT",
+        "# Benchmark results: a tiny causal GPT and the book's char-level GPT",
         "",
         f"Written by `benchmarks/lm.py --write-results` on {_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M} UTC; "
         "do not edit by hand. Setup and procedure: the docstring of `benchmarks/lm.py`.",
@@ -251,18 +277,16 @@ def render(rows: list[dict[str, object]], checks: dict[str, float], wall: float)
         f"machine); wall time of the run {wall:.0f} s. No GPU was available.",
         f"* Agreement with torch.func before timing: largest relative error {max(checks.values()):.1e}.",
         "",
-        "| quantity | seconds | × forward+backward | target | ratio | met |",
-        "|---|---:|---:|---|---:|:---:|",
+        f"## tiny GPT (`tiny_gpt()`, V = {V}, T = {T}, {N} sequences)",
+        "",
+        *_table(rows),
+        "",
+        f"## char GPT of the language-model chapter (random init; V = 103, T = {CHAR['positions']}, {N} sequences)",
+        "",
+        "The two exact rows are single calls (seconds each); the others are medians.",
+        "",
+        *_table(char),
     ]
-    for r in rows:
-        target = f"≤ {r['target']:g}× {r['reference']}" if "target" in r else "—"
-        if "peak_mb" in r:
-            target += f", ≤ 2 GB (peak {r['peak_mb']:.0f} MB)"
-        ratio = f"{r['ratio']:.3g}×" if "ratio" in r else "—"
-        met = ("yes" if r["met"] else "no") if "met" in r else "—"
-        lines.append(
-            f"| {r['quantity']} | {r['seconds']:.3g} | {r['x_forward_backward']:.3g}× | {target} | {ratio} | {met} |"
-        )
     return "\n".join(lines) + "\n"
 
 
@@ -276,13 +300,27 @@ def main(argv: list[str] | None = None) -> None:
     start = time.perf_counter()
     res = measure(args.repeats)
     rows = rows_of(res)
-    text = render(rows, res["checks"], time.perf_counter() - start)
-    print(text)
+    report_per_exact = res["report"]["seconds"] / res["seconds"]["exact (transformer)"]
+    char_res = measure_char(args.repeats, report_per_exact)
+    char = rows_of(char_res)
+    checks = res["checks"] | {f"char GPT: {k}": e for k, e in char_res["checks"].items()}
+    text_out = render(rows, char, checks, time.perf_counter() - start)
+    print(text_out)
     if args.write_results:
-        (HERE / "RESULTS-lm.md").write_text(text)
+        (HERE / "RESULTS-lm.md").write_text(text_out)
         path = HERE / "results.json"
         data = json.loads(path.read_text())
         data["lm"] = {"rows": rows, "checks": res["checks"], "model": "fishertut.lab.gpt.tiny_gpt()", "n": N}
+        char_model = char_setup()[0]
+        data["lm"]["char"] = {
+            "rows": char,
+            "checks": char_res["checks"],
+            "model": "fishertut.lab.char_gpt.char_gpt(103, 32, 32, 4, 2, seed=0), random init",
+            "n": N,
+            "positions": CHAR["positions"],
+            "vocab": char_model.token.num_embeddings,
+            "params": sum(p.numel() for p in char_model.parameters()),
+        }
         path.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n")
 
 

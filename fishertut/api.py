@@ -53,7 +53,7 @@ def fisher_diagonal(
     path: str = "auto",
     process_group: object | None = None,
     minibatch: int = 1,
-    mask: Tensor | None = None,
+    mask: Tensor | str | None = None,
     normalize: str = "sequence",
 ) -> FisherDiagonal:
     r"""Diagonal of the Fisher information matrix, exactly or by one of the estimators.
@@ -117,7 +117,9 @@ def fisher_diagonal(
             all-reduced so every rank returns the result over all inputs.
         minibatch: inputs summed before squaring (a statistical choice; ``batch_size`` only sets memory).
         mask: boolean ``(N, T)`` (the output's shape without the class axis), ``True`` where a position counts:
-            padded positions are dropped from every sum. Only for outputs with positions.
+            padded positions are dropped from every sum. Only for outputs with positions. With a mapping of
+            inputs (Hugging Face style), the key of the entry that holds it, e.g. ``mask="attention_mask"``: a
+            boolean or 0/1 integer tensor ``(N, T)``, still passed to ``forward``.
         normalize: ``"sequence"`` (default: each input's Fisher sums its unmasked positions) or ``"token"``
             (divided by the input's number of unmasked positions).
 
@@ -190,7 +192,7 @@ def variance_report(
     batch_size: int | None = None,
     path: str = "auto",
     process_group: object | None = None,
-    mask: Tensor | None = None,
+    mask: Tensor | str | None = None,
     normalize: str = "sequence",
 ) -> VarianceReport:
     r"""Exact FIM diagonal with the exact conditional variances of Î1 and Î2, the input term and the bounds.
@@ -251,7 +253,7 @@ def per_input_statistics(
     family: ExponentialFamily,
     batch_size: int | None = None,
     path: str = "auto",
-    mask: Tensor | None = None,
+    mask: Tensor | str | None = None,
     normalize: str = "sequence",
 ) -> ConditionalStatistics:
     r"""Per-input :math:`I(\theta_i|x_n)`, :math:`V_1`, :math:`V_2` and bounds, each ``(N, *parameter.shape)``.
@@ -291,7 +293,7 @@ def estimator_terms(
     targets: Tensor | str | None = None,
     batch_size: int | None = None,
     path: str = "auto",
-    mask: Tensor | None = None,
+    mask: Tensor | str | None = None,
     normalize: str = "sequence",
 ) -> EstimatorTerms:
     r"""Single-pair terms of Î1 and Î2 for the same labels, each ``(N, S, *parameter.shape)``.

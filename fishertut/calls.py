@@ -7,6 +7,9 @@ keyword arguments and return an output object with a ``logits`` field. Every ent
   keyword); a tensor goes by keyword too where ``forward`` takes a single keyword-only argument;
 * outputs: a tensor, or anything with a ``logits`` key or attribute, whose ``logits`` are read.
 
+With a mapping, ``mask="attention_mask"`` (on every entry point that takes ``mask``) reads the mask of positions
+from that entry (:func:`mask_entry`); the entry still goes to ``forward``.
+
 The helpers here treat the two kinds of inputs alike (rows, slices, concatenation), so the passes, the
 checks and the generic engine never branch on them; :func:`fishertut.checks.batches.check_inputs` validates
 a mapping.
@@ -33,6 +36,7 @@ __all__ = [
     "call_args",
     "logits",
     "describe",
+    "mask_entry",
 ]
 
 Batch = Tensor | Mapping
@@ -119,3 +123,34 @@ def describe(x: Batch) -> str:
     if is_mapping(x):
         return "{" + ", ".join(f"{k!r}: {tuple(v.shape)} {v.dtype}" for k, v in x.items()) + "}"
     return f"of shape {tuple(x.shape)} and dtype {x.dtype}"
+
+
+def mask_entry(x: Batch, key: str) -> Tensor:
+    """The boolean mask ``(N, ...)`` held in the entry ``key`` of a mapping of inputs (``mask="attention_mask"``).
+
+    The entry is a boolean tensor or an integer one of 0s and 1s (a Hugging Face ``attention_mask``); ``True``
+    (1) marks a position that counts.
+
+    Raises:
+        ValueError: ``x`` is not a mapping, ``key`` is not one of its keys, or the entry is neither boolean nor
+            integers 0 and 1.
+    """
+    if not is_mapping(x):
+        raise ValueError(
+            f"mask={key!r} names an entry of a mapping of inputs, but the inputs are a {type(x).__name__}; pass "
+            f"mask as a boolean tensor (N, T), or the inputs as a mapping that holds {key!r}"
+        )
+    if key not in x:
+        raise ValueError(
+            f"mask={key!r} is not a key of the inputs (keys: {', '.join(map(repr, x))}); name the entry that "
+            "holds the mask, e.g. mask='attention_mask', or pass mask as a boolean tensor (N, T)"
+        )
+    m = x[key]
+    if m.dtype == torch.bool:
+        return m
+    if m.is_floating_point() or m.is_complex() or not bool(((m == 0) | (m == 1)).all()):
+        raise ValueError(
+            f"mask={key!r}: inputs[{key!r}] must be boolean or integers 0 and 1 (1 where a position counts), "
+            f"got dtype {m.dtype}" + ("" if m.is_floating_point() or m.is_complex() else " with other values")
+        )
+    return m.bool()

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from .batches import iterate_batches
-from .calls import cat_rows, num_rows, take_rows
+from .calls import cat_rows, mask_entry, num_rows, take_rows
 from .checks.arguments import (
     check_count,
     check_family,
@@ -37,6 +37,7 @@ from .engines.generic import GenericEngine
 from .errors import UnsupportedModelError
 from .families import ExponentialFamily
 from .families.positions import Positions, check_normalize, checked_mask_and_labels
+from .memo import Findings, lookup, remember, state_key
 from .terms import SumCollector, UnitTerms
 
 __all__ = ["Run", "Inputs", "identity_channels", "labels_and_residuals", "shaped"]
@@ -52,12 +53,15 @@ class Run:
     :data:`~fishertut.checks.batches.PROBE_ROWS` rows (at most ``batch_size``) go through the engine as a chunk
     of their own: their outputs give the number of outputs ``C`` (which sizes the later chunks) and feed the
     first-batch guards (independent rows, probabilities, parameters autograd does not reach); no forward pass
-    is spent on learning ``C`` alone.
+    is spent on learning ``C`` alone. What they prove is remembered per model state (:mod:`fishertut.memo`): a
+    later call on the same model, unchanged, with inputs of the same shape, skips the probe chunk, the trace and
+    the guards' extra passes.
 
     Args:
         model, family, path, batch_size, generator, process_group: as the public functions take them.
         curvature: whether the engines will be asked for second derivatives (sizes the chunks).
-        mask, normalize: as the public functions take them (:mod:`fishertut.families.positions`).
+        mask, normalize: as the public functions take them (:mod:`fishertut.families.positions`); a ``str``
+            mask names the entry of each mapping batch that holds it (:func:`fishertut.calls.mask_entry`).
     """
 
     def __init__(
@@ -69,7 +73,7 @@ class Run:
         generator: torch.Generator | None = None,
         curvature: bool = False,
         process_group: object | None = None,
-        mask: Tensor | None = None,
+        mask: Tensor | str | None = None,
         normalize: str = "sequence",
     ) -> None:
         check_family(family)
@@ -87,11 +91,15 @@ class Run:
         self.unused: frozenset[str] = frozenset()
         self.num_outputs = 0
         self.normalize = check_normalize(normalize)
-        if mask is not None and not isinstance(mask, Tensor):
-            raise TypeError(f"mask must be None or a boolean tensor (N, *positions), got {type(mask).__name__}")
-        self.mask = mask
+        if mask is not None and not isinstance(mask, (Tensor, str)):
+            raise TypeError(
+                "mask must be None, a boolean tensor (N, *positions) or the key of a mapping of inputs that holds "
+                f"it, got {type(mask).__name__}"
+            )
+        self.mask, self.mask_key = (None, mask) if isinstance(mask, str) else (mask, None)
         self.max_positions = 1
         self._rows_checked = False
+        self.findings: Findings | None = None
 
     def unused_in(self, values: dict[str, Tensor]) -> frozenset[str]:
         """The parameters the probe rows never read whose ``values`` are all 0.
@@ -106,8 +114,8 @@ class Run:
         return frozenset() if self.engine is None else self.engine.piecewise_linear
 
     def output(self, x: Tensor) -> Tensor:
-        """The engine's outputs for ``x``, differentiable when gradients are enabled."""
-        return self.engine.forward(x)[0]
+        """The engine's outputs for ``x``, differentiable when gradients are enabled (errors as in the pass)."""
+        return run_forward(self.engine.forward, x, self.model, self.dtype, grad=torch.is_grad_enabled())[0]
 
     def _forward(self, xb: Tensor, batch: Tensor, first: bool = False) -> tuple[Tensor, object]:
         shape = getattr(batch, "shape", None)
@@ -124,11 +132,30 @@ class Run:
     def _guard_rows(self, xb: Tensor, h: Tensor) -> None:
         """Independent rows, checked once on the first chunk with two rows or more."""
         if not self._rows_checked and num_rows(xb) >= 2:
-            self._rows_checked = True
             check_independent_rows(self.output, take_rows(xb, 0, PROBE_ROWS), h[:PROBE_ROWS])
+            self._rows_checked = True
+            if self.findings is not None:
+                self.findings.rows_checked = True
 
-    def _first_chunk(self, x: Tensor, size_chunks: bool = True) -> tuple[Tensor, Tensor, object]:
-        self.engine = select_engine(self.model, x, self.path)
+    def _first_chunk(self, x: Tensor, size_chunks: bool = True) -> tuple[Tensor, Tensor, object] | None:
+        """Choose the engine and guard the first batch ``x``: its probe chunk ``(x, h, tape)``, or ``None``.
+
+        ``None`` when the findings for this model state and input signature are remembered: then no probe runs.
+        """
+        key = state_key(self.model, x, self.path, self.family)
+        found = lookup(self.model, key)
+        if found is not None and not found.rows_checked and num_rows(x) >= 2:
+            found = None  # the remembered call never had two rows to compare: probe this batch
+        if found is not None and found.engine is not None:
+            self.engine = select_engine(self.model, x, self.path, known=found.engine)
+        else:
+            self.engine = select_engine(self.model, x, self.path)
+        if found is not None:
+            self.findings = found
+            self.unused, self._rows_checked, self.num_outputs = found.unused, found.rows_checked, found.num_outputs
+            warn_if_probabilities(self.model, None, self.family, found.probabilities)
+            self._size_chunks(size_chunks)
+            return None
         xb = take_rows(x, 0, PROBE_ROWS if self.batch_size is None else min(PROBE_ROWS, self.batch_size))
         h, tape = self._forward(xb, x, first=True)
         if h.ndim > 2 and not self.engine.flat_outputs:
@@ -143,11 +170,18 @@ class Run:
         self.num_outputs = h[0].numel()
         self._guard_rows(xb, h)
         layout = Positions(self.family, tuple(h.shape), None, self.normalize, h.dtype, h.device)
-        warn_if_probabilities(self.model, layout.rows(h), self.family)
+        looked = warn_if_probabilities(self.model, layout.rows(h), self.family)
+        weak = isinstance(self.engine, GenericEngine)  # the transformer engine too: both hold the model weakly
+        kept = self.engine if weak else None
+        self.findings = Findings(kept, self.unused, self._rows_checked, looked, self.num_outputs)
+        remember(self.model, key, self.findings)
+        self._size_chunks(size_chunks)
+        return xb, h, tape
+
+    def _size_chunks(self, size_chunks: bool) -> None:
         if self.batch_size is None and size_chunks:
             per_input = self.engine.per_input_elements(2 * self.num_outputs, self.curvature)
             self.batch_size = max(1, min(4096, _ELEMENT_BUDGET // per_input))
-        return xb, h, tape
 
     def batches(self, inputs: Inputs, targets: object) -> Iterable[tuple[Tensor, Tensor, object, object, Positions]]:
         """Yield ``(x, h, tape, y, positions)`` per chunk: outputs flattened to ``(N, K)``, labels, positions.
@@ -168,15 +202,16 @@ class Run:
                 continue
             start, labels, mask = 0, None, None
             while start < rows:
-                if self.engine is None:
-                    xb, h, tape = self._first_chunk(x)
+                probe = self._first_chunk(x) if self.engine is None else None
+                if probe is not None:
+                    xb, h, tape = probe
                 else:
                     xb = take_rows(x, start, start + self.batch_size)
                     h, tape = self._forward(xb, x)
                     self._guard_rows(xb, h)
                 if start == 0:  # the whole batch's labels and mask, against outputs of its shape
                     whole = (rows, *h.shape[1:])
-                    part = self.mask_rows(offset, rows)
+                    part = self.mask_rows(offset, x)
                     mask, labels = checked_mask_and_labels(self.family, whole, part, y, self.device, self.dtype, checks)
                 span = slice(start, start + num_rows(xb))
                 layout = Positions(
@@ -208,16 +243,19 @@ class Run:
         ):
             if self.engine is None:
                 self._first_chunk(x, size_chunks=False)
-            mask = self.mask_rows(self.num_inputs, num_rows(x))
+            mask = self.mask_rows(self.num_inputs, x)
             self.num_inputs += num_rows(x)
             yield x, "argmax" if argmax else y, mask
             checks.defer()
         self._finish()
 
-    def mask_rows(self, offset: int, rows: int) -> Tensor | None:
-        """The rows of ``mask`` for a batch of ``rows`` inputs starting at input ``offset``."""
+    def mask_rows(self, offset: int, x: Inputs) -> Tensor | None:
+        """The rows of ``mask`` for the batch ``x`` starting at input ``offset`` (its entry, for a key)."""
+        if self.mask_key is not None:
+            return mask_entry(x, self.mask_key)
         if self.mask is None:
             return None
+        rows = num_rows(x)
         part = self.mask[offset : offset + rows]
         if part.shape[0] != rows:
             raise ValueError(f"mask has {self.mask.shape[0]} rows but inputs has more than that")

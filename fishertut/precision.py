@@ -44,7 +44,7 @@ import torch
 from torch import Tensor, nn
 
 from .api import fisher_diagonal
-from .calls import index_rows, is_mapping, num_rows
+from .calls import index_rows, is_mapping, mask_entry, num_rows
 from .checks.arguments import check_count, check_fraction, check_generator, check_path, check_process_group
 from .checks.models import check_model
 from .families import ExponentialFamily
@@ -104,7 +104,7 @@ def estimate(
     batch_size: int | None = None,
     path: str = "auto",
     process_group: object | None = None,
-    mask: Tensor | None = None,
+    mask: Tensor | str | None = None,
     normalize: str = "sequence",
     rule: str = "normal_ucb",
     pilot_statistics: str = "auto",
@@ -135,7 +135,8 @@ def estimate(
             moments and every run's sums are all-reduced, so every rank plans alike and returns the estimate
             over all inputs (each rank's pilot is drawn from its own inputs).
         mask: boolean ``(N, *positions)`` for outputs with positions (e.g. language-model logits ``(N, T, V)``),
-            as in :func:`~fishertut.fisher_diagonal`; shuffled with the inputs.
+            as in :func:`~fishertut.fisher_diagonal`; shuffled with the inputs. With a mapping of inputs, the key
+            of its entry that holds the mask (``"attention_mask"``), as in :func:`~fishertut.fisher_diagonal`.
         normalize: ``"sequence"`` (default) or ``"token"``, as in :func:`~fishertut.fisher_diagonal`.
         rule: how the draws are planned (:mod:`fishertut.planning`): ``"normal_ucb"`` (default: a normal
             approximation with an upper confidence bound on each parameter's relative variance from the
@@ -186,13 +187,16 @@ def estimate(
     device, _ = check_model(model)
     check_generator(generator, device)
     order = torch.randperm(n, generator=generator, device=device)
-    if mask is not None and (not isinstance(mask, Tensor) or mask.shape[:1] != (n,)):
+    if isinstance(mask, str):
+        mask_entry(inputs, mask)  # a key of the mapping of inputs: shuffled and drawn with them
+    elif mask is not None and (not isinstance(mask, Tensor) or mask.shape[:1] != (n,)):
         got = tuple(mask.shape) if isinstance(mask, Tensor) else type(mask).__name__
         raise ValueError(f"mask must be a boolean tensor with one row per input ({n}), got {got}")
     if mask is not None and isinstance(pilot, Tensor):
         raise ValueError("a pilot tensor has no mask: pass pilot as a number of inputs when inputs are masked")
-    mask = None if mask is None else mask.to(device)
-    part = None if mask is None or isinstance(pilot, Tensor) else mask[order[:pilot]]
+    keyed = isinstance(mask, str)
+    mask = None if mask is None else mask if keyed else mask.to(device)
+    part = None if mask is None or isinstance(pilot, Tensor) else mask if keyed else mask[order[:pilot]]
     pilot_inputs = pilot if isinstance(pilot, Tensor) else index_rows(inputs, order[:pilot])
     pilot_batch = None if batch_size is None else min(batch_size, num_rows(pilot_inputs))
     kinds = tuple(e for e in estimators if e != "exact")
@@ -216,7 +220,7 @@ def estimate(
             name = "i1_sequence" if entry.estimator == "i1" and entry.minibatch > 1 else entry.estimator
             var = (n * m.cond(name).reshape(shape) + 2 * pairs * pair_mean) / (n * n * entry.samples_per_input)
             stderr[k] = var.clamp_min(0).sqrt()
-    shuffled, mask = index_rows(inputs, order), None if mask is None else mask[order]
+    shuffled, mask = index_rows(inputs, order), mask if mask is None or keyed else mask[order]
     runs, values = {}, {}
     for k, e in plan.items():
         key = (e.estimator, e.minibatch, e.samples_per_input)

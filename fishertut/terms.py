@@ -72,7 +72,7 @@ class SumCollector:
         for stat, values, power in stats:
             groups.setdefault((power, stat in self.float64_stats), []).append((stat, values))
         for (power, wide), group in groups.items():
-            stacked = torch.cat([v for _, v in group], 1)
+            stacked = group[0][1] if len(group) == 1 else torch.cat([v for _, v in group], 1)
             if wide:
                 stacked = stacked.to(torch.float64)
             for index, (name, _) in enumerate(terms.targets):
@@ -80,7 +80,8 @@ class SumCollector:
                 if ap is not None and wide:
                     ap = ap.to(torch.float64)
                 part = (stacked.sum(0) if ap is None else stacked.transpose(0, 1) @ ap).to(torch.float64)
-                for (stat, _), piece in zip(group, part.split(part.shape[0] // len(group))):
+                pieces = (part,) if len(group) == 1 else part.split(part.shape[0] // len(group))
+                for (stat, _), piece in zip(group, pieces):
                     key = (stat, name)
                     self.sums[key] = self.sums[key] + piece if key in self.sums else piece
 

@@ -182,13 +182,21 @@ def check_independent_rows(forward: Callable[[Batch], Tensor], x: Batch, h: Tens
         raise UnsupportedModelError(reason.format(rows=rows, what=what))
 
 
-def warn_if_probabilities(model: nn.Module, h: Tensor, family: ExponentialFamily) -> None:
-    """Warn if a categorical model seems to output probabilities (it ends in ``Softmax``, or rows sum to 1)."""
+def warn_if_probabilities(
+    model: nn.Module, h: Tensor | None, family: ExponentialFamily, looked: bool | None = None
+) -> bool:
+    """Warn if a categorical model seems to output probabilities (it ends in ``Softmax``, or rows sum to 1).
+
+    ``looked``, if given, is what an earlier call found for the same model state (:mod:`fishertut.memo`), and
+    ``h`` is not read. Returns whether the outputs looked like probabilities.
+    """
     if not isinstance(family, Categorical):
-        return
-    tol = torch.finfo(h.dtype).eps ** 0.5
-    looks = bool((h >= 0).all()) and bool(((h.sum(1) - 1).abs() <= tol).all())
-    if ends_in_softmax(model) or looks:
+        return False
+    if looked is None:
+        tol = torch.finfo(h.dtype).eps ** 0.5
+        looks = bool((h >= 0).all()) and bool(((h.sum(1) - 1).abs() <= tol).all())
+        looked = ends_in_softmax(model) or looks
+    if looked:
         warnings.warn(
             "the model's outputs look like probabilities (it ends in Softmax, or its rows are non-negative "
             "and sum to 1); Categorical expects logits (unnormalised log-probabilities): remove the final "
@@ -196,3 +204,4 @@ def warn_if_probabilities(model: nn.Module, h: Tensor, family: ExponentialFamily
             UserWarning,
             stacklevel=4,
         )
+    return looked

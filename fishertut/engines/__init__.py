@@ -84,8 +84,12 @@ class Engine(Protocol):
 ENGINES: tuple[type[Engine], ...] = (LayerwiseEngine, GraphEngine, TransformerEngine, GenericEngine)
 
 
-def select_engine(model: nn.Module, x: Tensor, path: str) -> Engine:
+def select_engine(model: nn.Module, x: Tensor, path: str, known: Engine | None = None) -> Engine:
     """The engine for ``model`` on batches like ``x`` (the first batch), or an exception saying why none fits.
+
+    ``known`` is the engine an earlier call chose for this model state and input signature
+    (:mod:`fishertut.memo`): after the checks every call makes (``path``, backward hooks, a mapping of inputs)
+    it is returned as it is, without tracing or probing the model again.
 
     Raises:
         ValueError: ``path`` is not ``"auto"`` or an engine's name.
@@ -101,6 +105,8 @@ def select_engine(model: nn.Module, x: Tensor, path: str) -> Engine:
             f"the {path} path takes a tensor of inputs, got a mapping of tensors (keyword arguments); "
             "use path='generic' (or 'auto')"
         )
+    if known is not None:
+        return known
     traced = trace(model)
     for kind in ENGINES:
         if path not in ("auto", kind.name) or (is_mapping(x) and kind is not GenericEngine):

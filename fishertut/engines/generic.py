@@ -20,7 +20,9 @@ See chapter :doc:`/book/estimators` (section "What each costs").
 
 from __future__ import annotations
 
+import functools
 import warnings
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
@@ -92,7 +94,7 @@ class GenericEngine:
     def __init__(
         self, model: nn.Module, chunk_size: int = 512, element_budget: int = 1 << 23, traced: Traced | None = None
     ) -> None:
-        self.model = model
+        self._model = weakref.ref(model)
         self.chunk_size = chunk_size
         self.element_budget = element_budget
         self.forward_mode = True
@@ -100,7 +102,17 @@ class GenericEngine:
         self.loop_inputs = False
         self.params = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
         self.aliases = _aliases(model, self.params)
-        self.piecewise_linear = piecewise_linear_parameters(model, traced)
+        self._traced = traced
+
+    @property
+    def model(self) -> nn.Module:
+        """The model, held weakly: :mod:`fishertut.memo` may keep the engine without keeping the model alive."""
+        return self._model()
+
+    @functools.cached_property
+    def piecewise_linear(self) -> frozenset[str]:
+        r"""Parameters with :math:`u \equiv 0` (the model is traced when first asked, unless a trace was given)."""
+        return piecewise_linear_parameters(self.model, self._traced)
 
     @classmethod
     def unsupported_reason(cls, model: nn.Module, traced: Traced | None = None) -> str | None:

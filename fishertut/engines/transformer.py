@@ -25,7 +25,6 @@ container modules run their own ``forward`` (that is where attention and residua
 
 from __future__ import annotations
 
-import functools
 import weakref
 from collections.abc import Iterator
 
@@ -37,7 +36,7 @@ from ..errors import UnsupportedModelError
 from ..inspection import hook_reason, parametrization_reason
 from ..terms import UnitTerms
 from .generic import GenericEngine, _aliases, differentiable
-from .graph.trace import Traced, piecewise_linear_parameters
+from .graph.trace import Traced
 from .second_order import custom_functions
 
 __all__ = ["TransformerEngine", "LEAVES", "BATCH_CHANNELS"]
@@ -119,17 +118,12 @@ class TransformerEngine(GenericEngine):
         reason = self.unsupported_reason(model)
         if reason is not None:
             raise UnsupportedModelError(reason)
-        self.model = model
+        self._model = weakref.ref(model)
         self.chunk_size, self.element_budget, self.channel_budget = chunk_size, element_budget, channel_budget
         self.forward_mode, self._mode_checked, self.loop_inputs = True, False, False
         self.params = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
         self.aliases = _aliases(model, self.params)
         self._traced = traced
-
-    @functools.cached_property
-    def piecewise_linear(self) -> frozenset[str]:
-        r"""Parameters with :math:`u \equiv 0` (traced only when second derivatives are asked for)."""
-        return piecewise_linear_parameters(self.model, self._traced)
 
     @classmethod
     def unsupported_reason(cls, model: nn.Module, traced: Traced | None = None) -> str | None:
@@ -211,6 +205,8 @@ class TransformerEngine(GenericEngine):
 
         def one(xi: Tensor, ri: Tensor) -> dict[str, Tensor]:
             _, pullback = vjp(lambda p: self._output(p, xi), self.params)
+            if ri.shape[0] == 1:  # one channel (a per-sequence score): no inner vmap level over channels
+                return {n: g.unsqueeze(0) for n, g in pullback(ri[0])[0].items()}
             return vmap(pullback)(ri)[0]
 
         numel = sum(p.numel() for p in self.params.values())
