@@ -17,7 +17,7 @@ full variance report        ``variance_report``, 8 sequences                ≤ 
 ==========================  ==============================================  ==========================
 
 A second set of rows does the same for the model of chapter :doc:`/book/language_model`:
-:func:`fishertut.lab.char_gpt.char_gpt` with (context, width, heads, layers) = (32, 32, 4, 2) over the
+:func:`fishertut.lab.gpt.char_gpt` with (context, width, heads, layers) = (32, 32, 4, 2) over the
 chapter's character vocabulary (:mod:`fishertut.lab.text`, V = 103), **randomly initialised** (seed 0, not
 trained), on the first 16 characters (the chapter's ``POSITIONS``) of the first 8 windows of the text. Its exact
 diagonal takes seconds per call, so the two exact rows are timed once (the checked calls themselves); the
@@ -64,8 +64,7 @@ from benchmarks.lm_oracle import channels, per_position, reference, rel_error
 from fishertut.engines.generic import GenericEngine
 from fishertut.engines.transformer import TransformerEngine
 from fishertut.lab import text
-from fishertut.lab.char_gpt import char_gpt
-from fishertut.lab.gpt import tiny_gpt
+from fishertut.lab.gpt import char_gpt, tiny_gpt
 
 HERE = Path(__file__).resolve().parent
 V, T, N = 32, 16, 8
@@ -315,7 +314,7 @@ def main(argv: list[str] | None = None) -> None:
         data["lm"]["char"] = {
             "rows": char,
             "checks": char_res["checks"],
-            "model": "fishertut.lab.char_gpt.char_gpt(103, 32, 32, 4, 2, seed=0), random init",
+            "model": "fishertut.lab.gpt.char_gpt(103, 32, 32, 4, 2, seed=0), random init",
             "n": N,
             "positions": CHAR["positions"],
             "vocab": char_model.token.num_embeddings,

@@ -46,7 +46,7 @@ def test_the_benchmark_model_is_the_issue_one(lm) -> None:
 
 def test_the_char_rows_use_the_chapters_model(lm) -> None:
     model, x, y = lm.char_setup()
-    assert type(model).__name__ == "CharGPT" and model.context == 32 and model.ln_f.normalized_shape == (32,)
+    assert type(model).__name__ == "TinyGPT" and model.context == 32 and model.norm.normalized_shape == (32,)
     assert len(model.blocks) == 2 and model.blocks[0].attn.num_heads == 4
     assert x.shape == y.shape == (8, 16)
     assert model(x).shape == (8, 16, 103)
