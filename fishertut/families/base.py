@@ -111,6 +111,14 @@ class ExponentialFamily(ABC):
         :math:`a_n = A_n^\top v_i(x_n)`.
         """
 
+    def factor_product(self, h: Tensor, w: Tensor) -> Tensor:
+        r""":math:`w^\top A^\top` per input and draw: ``h`` ``(M, C)``, ``w`` ``(M, S, C)`` -> ``(M, S, C)``.
+
+        :math:`(w^\top A^\top)_d = \sum_c w_c (A^\top)_{cd}` with the factor of :meth:`covariance_factor`; families
+        with a closed form override this so that the ``C × C`` factor is never formed.
+        """
+        return torch.einsum("msc,mcd->msd", w, self.covariance_factor(h))
+
     @abstractmethod
     def quad(self, h: Tensor, w: Tensor) -> Tensor:
         r""":math:`w^\top \Lambda w` for ``w`` of shape ``(N, C, n)``; shape ``(N, n)``."""

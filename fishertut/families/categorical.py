@@ -92,6 +92,16 @@ class Categorical(ExponentialFamily):
         eye = torch.eye(h.shape[1], dtype=h.dtype, device=h.device)
         return p.sqrt().unsqueeze(2) * (eye - p.unsqueeze(1))
 
+    def factor_product(self, h: Tensor, w: Tensor) -> Tensor:
+        r""":math:`(w^\top A^\top)_d = \sqrt{p_d}\,w_d - p_d\sum_c\sqrt{p_c}\,w_c`, without the ``C × C`` factor.
+
+        ``h`` ``(M, C)``, ``w`` ``(M, S, C)`` -> ``(M, S, C)``; the same numbers as the base class's product with
+        :meth:`covariance_factor`.
+        """
+        p = self.probabilities(h).unsqueeze(1)
+        root = p.sqrt()
+        return root * w - p * (root * w).sum(-1, keepdim=True)
+
     def _centred(self, h: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
         p = self.probabilities(h).unsqueeze(2)
         return p, w - (p * w).sum(1, keepdim=True)

@@ -227,9 +227,9 @@ class Positions:
         r"""Channels :math:`\sum_t\sqrt{c_t}\,\xi_t^\top S_t` ``(N, S, K)``; Rademacher :math:`\xi`, input by input."""
         n, t, c = h.shape[0], self.num_positions, self.classes
         xi = torch.randint(0, 2, (n, samples, t * c), generator=generator, device=h.device).to(h.dtype) * 2 - 1
-        s = self.family.covariance_factor(self.rows(h)).reshape(n, t, c, c)
-        s = s * self._root_weights(s)[:, :, None, None]
-        return self.to_model(torch.einsum("nstc,ntcd->nstd", xi.reshape(n, samples, t, c), s))
+        xi = xi.reshape(n, samples, t, c).transpose(1, 2).reshape(n * t, samples, c)
+        a = self.family.factor_product(self.rows(h), xi).reshape(n, t, samples, c).transpose(1, 2)
+        return self.to_model(a * self._root_weights(a)[:, None, :, None])
 
 
 def check_position_targets(family, targets: Tensor, shape: tuple[int, ...], checks) -> tuple[Tensor, Tensor | None]:
