@@ -24,10 +24,11 @@ estimator's conditional variance (:mod:`fishertut.pilots`; :math:`\bar Q - \bar 
     the normal rule with the failure probability split between the pilot and the draws, by the union bound
     :math:`P(\text{miss})\le P(\rho_i > \rho_i^+) + P(\text{miss}\mid\rho_i\le\rho_i^+)\le\delta/2+\delta/2`:
 
-    .. math:: S = \Big\lceil \frac{z_2^2\max_i\rho_i^+}{r^2}\Big\rceil,\quad
-       z_2 = \Phi^{-1}(1-\delta/4),\quad
-       \rho_i^+ = \hat\rho_i + z_1\,\widehat{\mathrm{se}}(\hat\rho_i),\quad
-       z_1 = \Phi^{-1}(1-\delta/2),
+    .. math::
+
+       S = \Big\lceil \frac{z_2^2\max_i\rho_i^+}{r^2}\Big\rceil,\quad z_2 = \Phi^{-1}(1-\delta/4),
+
+       \rho_i^+ = \hat\rho_i + z_1\,\widehat{\mathrm{se}}(\hat\rho_i),\quad z_1 = \Phi^{-1}(1-\delta/2),
 
     at least :data:`MIN_TERMS` terms. :math:`\rho_i^+` is a one-sided upper confidence bound at level
     :math:`1-\delta/2` for :math:`\rho_i` (Wald's): :math:`\hat\rho_i` is a smooth function
