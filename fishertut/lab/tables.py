@@ -111,6 +111,13 @@ def readable_header(name: Any) -> str:
     return text[:1].upper() + text[1:]
 
 
+def _row_label(value: Any) -> str:
+    """A row label for people: a number formatted, the levels of a multi-level label joined by commas."""
+    if isinstance(value, tuple):
+        return ", ".join(_row_label(v) for v in value)
+    return format_number(value) if isinstance(value, numbers.Real) else str(value)
+
+
 def format_table(
     frame: Any,
     *,
@@ -143,9 +150,12 @@ def format_table(
         raise ValueError(f"headers/percent name columns that frame does not have: {sorted(map(str, unknown))}")
     percent = set(percent)
     shown = frame.rename(columns={c: headers.get(c, readable_header(c)) for c in frame.columns})
-    shown.index = shown.index.map(lambda v: format_number(v) if isinstance(v, numbers.Real) else str(v))
-    if shown.index.name is not None:
-        shown.index.name = readable_header(shown.index.name)
+    names = [n for n in shown.index.names if n is not None]
+    shown.index = shown.index.map(_row_label)
+    shown.index.name = readable_header(names[0]) if len(names) == 1 else None
+    if len(names) > 1:  # levels joined as the labels are, the first letter capitalised
+        label = ", ".join(str(n).replace("_", " ") for n in names)
+        shown.index.name = label if any(c.isupper() for c in label) else label[:1].upper() + label[1:]
     formatters = {
         shown.columns[i]: (
             lambda v, p=(c in percent), sci=_column_notation(frame[c], percent=c in percent): format_number(

@@ -87,3 +87,15 @@ def test_format_table_with_repeated_row_labels_still_renders():
     frame = pd.DataFrame({"ms": [1.5, 2.5e-5]}, index=["same", "same"])
     html = format_table(frame).to_html()
     assert "1.50 × 10⁰" in html and "2.50 × 10⁻⁵" in html
+
+
+def test_a_multi_level_row_label_is_joined_for_people() -> None:
+    import pandas as pd
+
+    frame = pd.DataFrame(
+        {"model": ["statements", "others"], "tensor": ["attn.weight", "mlp.0.bias"], "draws": [100, 4]}
+    ).set_index(["model", "tensor"])
+    html = format_table(frame).to_html()
+    assert "statements, attn.weight" in html and "others, mlp.0.bias" in html
+    assert "(&#x27;" not in html and "('" not in html
+    assert "Model, tensor" in html
