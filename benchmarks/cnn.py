@@ -44,7 +44,6 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime as _dt
-import json
 import multiprocessing as mp
 import os
 import platform
@@ -62,6 +61,7 @@ from torch import Tensor, nn
 
 import fishertut as ft
 from benchmarks.cnn_models import PreLNBlock, digits, lenet, resnet8
+from benchmarks.render import update_section
 
 HERE = Path(__file__).resolve().parent
 TOLERANCE = 1e-4
@@ -294,11 +294,12 @@ def main(argv: list[str] | None = None) -> None:
     res = resnet_row(args.resnet_n)
     print(res, flush=True)
     tf = transformer_rows(args.transformer_n)
-    text = render(rows, res, tf, args, time.perf_counter() - start)
+    wall = time.perf_counter() - start
+    text = render(rows, res, tf, args, wall)
     print(text)
     if args.write_results:
         (HERE / "RESULTS-cnn.md").write_text(text)
-        write_json(rows, res, tf, args, time.perf_counter() - start)
+        write_json(rows, res, tf, args, wall)
 
 
 def write_json(
@@ -309,9 +310,7 @@ def write_json(
     wall: float,
 ) -> None:
     """``results.json["cnn"]``: the rows of RESULTS-cnn.md, for the book's benchmark appendix."""
-    path = HERE / "results.json"
-    data = json.loads(path.read_text())
-    data["cnn"] = {
+    section = {
         "date": f"{_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M} UTC",
         "config": vars(args),
         "wall_s": wall,
@@ -320,7 +319,7 @@ def write_json(
         "resnet": {**res, "n": args.resnet_n, "target_s": 60.0, "met": res["seconds"] < 60},
         "transformer_block": tf,
     }
-    path.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n")
+    update_section("cnn", section, HERE)
 
 
 if __name__ == "__main__":

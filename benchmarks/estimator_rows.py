@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import json
 import os
 import platform
 import statistics
@@ -41,6 +40,7 @@ from torch import nn
 import fishertut as ft
 from benchmarks import references as refs
 from benchmarks import workload
+from benchmarks.render import update_section
 
 TOLERANCE = 1e-4
 HERE = Path(__file__).resolve().parent
@@ -178,9 +178,7 @@ def main(argv: list[str] | None = None) -> str:
     if args.write_results:
         wall = time.perf_counter() - start
         (HERE / "RESULTS-estimators.md").write_text(render(rows, errors, args, wall))
-        path = HERE / "results.json"
-        data = json.loads(path.read_text())
-        data["estimators"] = {
+        section = {
             "date": f"{_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M} UTC",
             "config": {k: v for k, v in vars(args).items() if k != "write_results"},
             "wall_s": wall,
@@ -188,7 +186,7 @@ def main(argv: list[str] | None = None) -> str:
             "agreement": errors,
             "rows": rows,
         }
-        path.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n")
+        update_section("estimators", section, HERE)
     return out
 
 

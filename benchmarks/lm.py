@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import json
 import multiprocessing as mp
 import os
 import platform
@@ -61,6 +60,7 @@ import fishertut as ft
 from benchmarks.estimator_rows import time_all
 from benchmarks.harness import status_mb
 from benchmarks.lm_oracle import channels, per_position, reference, rel_error
+from benchmarks.render import update_section
 from fishertut.engines.generic import GenericEngine
 from fishertut.engines.transformer import TransformerEngine
 from fishertut.lab import text
@@ -307,11 +307,9 @@ def main(argv: list[str] | None = None) -> None:
     print(text_out)
     if args.write_results:
         (HERE / "RESULTS-lm.md").write_text(text_out)
-        path = HERE / "results.json"
-        data = json.loads(path.read_text())
-        data["lm"] = {"rows": rows, "checks": res["checks"], "model": "fishertut.lab.gpt.tiny_gpt()", "n": N}
+        section = {"rows": rows, "checks": res["checks"], "model": "fishertut.lab.gpt.tiny_gpt()", "n": N}
         char_model = char_setup()[0]
-        data["lm"]["char"] = {
+        section["char"] = {
             "rows": char,
             "checks": char_res["checks"],
             "model": "fishertut.lab.gpt.char_gpt(103, 32, 32, 4, 2, seed=0), random init",
@@ -320,7 +318,7 @@ def main(argv: list[str] | None = None) -> None:
             "vocab": char_model.token.num_embeddings,
             "params": sum(p.numel() for p in char_model.parameters()),
         }
-        path.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n")
+        update_section("lm", section, HERE)
 
 
 if __name__ == "__main__":

@@ -226,10 +226,25 @@ def _profiles_section(result: dict[str, object]) -> str:
     return "\n".join(lines)
 
 
+def update_section(key: str, section: dict[str, object], out_dir: Path) -> None:
+    """Set ``results.json[key]``, one benchmark script's section (``"lm"``, ``"cnn"``, ...), keeping the rest."""
+    path = out_dir / "results.json"
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data[key] = section
+    path.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
 def write_results(result: dict[str, object], out_dir: Path) -> Path:
-    """Write ``results.json`` and ``RESULTS.md`` (the template filled from ``result``, nothing else)."""
+    """Write ``results.json`` and ``RESULTS.md`` (the template filled from ``result``, nothing else).
+
+    The sections other benchmark scripts wrote into an existing ``results.json`` (:func:`update_section`)
+    are kept.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "results.json").write_text(json.dumps(result, indent=1, default=str) + "\n", encoding="utf-8")
+    path = out_dir / "results.json"
+    old = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    result = {**result, **{k: v for k, v in old.items() if k not in result}}
+    path.write_text(json.dumps(result, indent=1, default=str) + "\n", encoding="utf-8")
     m, cfg = result["machine"], result["config"]
     fields = {
         "date": m["date"],

@@ -120,3 +120,16 @@ def test_committed_results_md_is_the_template_filled_from_the_json(tmp_path: Pat
     rendered = render.write_results(result, tmp_path).read_text(encoding="utf-8")
     assert rendered == (ROOT / "benchmarks" / "RESULTS.md").read_text(encoding="utf-8")
     assert "$" not in rendered.replace("$$", "")  # every placeholder filled
+
+
+def test_the_main_run_keeps_the_sections_other_scripts_wrote(tmp_path: Path) -> None:
+    """``benchmarks.run --write-results`` replaces its own keys only; each script's section replaces only itself."""
+    committed = json.loads((ROOT / "benchmarks" / "results.json").read_text(encoding="utf-8"))
+    main = {k: v for k, v in committed.items() if k not in ("lm", "cnn", "estimators")}
+    (tmp_path / "results.json").write_text(json.dumps({"config": "stale", "lm": {"rows": [1]}}), encoding="utf-8")
+    render.write_results(main, tmp_path)
+    render.update_section("cnn", {"rows": [2]}, tmp_path)
+    written = json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))
+    assert written["config"] == main["config"]
+    assert written["lm"] == {"rows": [1]} and written["cnn"] == {"rows": [2]}
+    assert set(written) == set(main) | {"lm", "cnn"}
